@@ -1,0 +1,444 @@
+//! Broker configuration with Kafka's property names.
+//!
+//! Sources, later wins: built-in defaults, a `server.properties`-style file
+//! (`--config FILE`), then `--override KEY=VALUE` pairs, as Kafka's start
+//! script does. Every key must be known and every value must parse: a typo
+//! stops the start with a message naming the key, instead of being ignored.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown config key `{key}`{origin}")]
+    UnknownKey { key: String, origin: String },
+    #[error("invalid value `{value}` for config key `{key}`{origin}: {reason}")]
+    InvalidValue {
+        key: String,
+        value: String,
+        reason: String,
+        origin: String,
+    },
+    #[error("malformed line {line} in {path}: `{text}` (expected KEY=VALUE)")]
+    MalformedLine {
+        path: String,
+        line: usize,
+        text: String,
+    },
+    #[error("malformed override `{0}` (expected KEY=VALUE)")]
+    MalformedOverride(String),
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Int,
+    Long,
+    Bool,
+    Str,
+    /// Accepted for compatibility with Kafka's files, not used by Felice.
+    Ignored,
+}
+
+/// Every broker key Felice knows: (name, kind, default). `None` default = unset.
+const KEYS: &[(&str, Kind, Option<&str>)] = &[
+    ("node.id", Kind::Int, Some("1")),
+    ("broker.id", Kind::Int, None),
+    ("process.roles", Kind::Str, Some("broker,controller")),
+    ("listeners", Kind::Str, Some("PLAINTEXT://127.0.0.1:9092")),
+    ("advertised.listeners", Kind::Str, None),
+    ("listener.security.protocol.map", Kind::Ignored, None),
+    ("inter.broker.listener.name", Kind::Ignored, None),
+    ("controller.listener.names", Kind::Ignored, None),
+    ("controller.quorum.voters", Kind::Ignored, None),
+    ("controller.quorum.bootstrap.servers", Kind::Ignored, None),
+    ("log.dirs", Kind::Str, None),
+    ("log.dir", Kind::Str, Some("./data")),
+    ("num.partitions", Kind::Int, Some("1")),
+    ("default.replication.factor", Kind::Int, Some("1")),
+    ("auto.create.topics.enable", Kind::Bool, Some("true")),
+    ("delete.topic.enable", Kind::Bool, Some("true")),
+    ("message.max.bytes", Kind::Int, Some("1048588")),
+    ("socket.request.max.bytes", Kind::Int, Some("104857600")),
+    ("socket.send.buffer.bytes", Kind::Int, Some("102400")),
+    ("socket.receive.buffer.bytes", Kind::Int, Some("102400")),
+    ("max.connections", Kind::Int, Some("10000")),
+    ("connections.max.idle.ms", Kind::Long, Some("600000")),
+    ("num.network.threads", Kind::Int, Some("3")),
+    ("num.io.threads", Kind::Int, Some("8")),
+    ("num.recovery.threads.per.data.dir", Kind::Int, Some("2")),
+    ("queued.max.requests", Kind::Int, Some("500")),
+    ("fetch.max.bytes", Kind::Int, Some("57671680")),
+    ("log.segment.bytes", Kind::Int, Some("1073741824")),
+    ("log.roll.ms", Kind::Long, None),
+    ("log.roll.hours", Kind::Int, Some("168")),
+    ("log.retention.ms", Kind::Long, None),
+    ("log.retention.minutes", Kind::Int, None),
+    ("log.retention.hours", Kind::Int, Some("168")),
+    ("log.retention.bytes", Kind::Long, Some("-1")),
+    (
+        "log.retention.check.interval.ms",
+        Kind::Long,
+        Some("300000"),
+    ),
+    ("log.segment.delete.delay.ms", Kind::Long, Some("60000")),
+    ("log.index.interval.bytes", Kind::Int, Some("4096")),
+    ("log.index.size.max.bytes", Kind::Int, Some("10485760")),
+    (
+        "log.flush.interval.messages",
+        Kind::Long,
+        Some("9223372036854775807"),
+    ),
+    ("log.flush.interval.ms", Kind::Long, None),
+    (
+        "log.flush.scheduler.interval.ms",
+        Kind::Long,
+        Some("9223372036854775807"),
+    ),
+    ("log.message.timestamp.type", Kind::Str, Some("CreateTime")),
+    ("log.cleanup.policy", Kind::Str, Some("delete")),
+    ("compression.type", Kind::Str, Some("producer")),
+    ("min.insync.replicas", Kind::Int, Some("1")),
+    ("offsets.topic.num.partitions", Kind::Int, Some("50")),
+    ("offsets.topic.replication.factor", Kind::Int, Some("1")),
+    (
+        "transaction.state.log.replication.factor",
+        Kind::Ignored,
+        None,
+    ),
+    ("transaction.state.log.min.isr", Kind::Ignored, None),
+    ("group.initial.rebalance.delay.ms", Kind::Int, Some("3000")),
+    ("unclean.leader.election.enable", Kind::Bool, Some("false")),
+];
+
+/// The effective broker configuration.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    values: BTreeMap<String, String>,
+    pub node_id: i32,
+    pub listener: Listener,
+    pub advertised: Listener,
+    pub log_dir: PathBuf,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics_enable: bool,
+    pub delete_topic_enable: bool,
+    pub message_max_bytes: i32,
+    pub socket_request_max_bytes: i32,
+    pub max_connections: usize,
+    pub connections_max_idle_ms: u64,
+    pub fetch_max_bytes: i32,
+    pub log_segment_bytes: i32,
+    pub log_roll_ms: i64,
+    pub log_retention_ms: i64,
+    pub log_retention_bytes: i64,
+    pub log_retention_check_interval_ms: u64,
+    pub log_segment_delete_delay_ms: i64,
+    pub log_index_interval_bytes: i32,
+    pub log_index_size_max_bytes: i32,
+    pub log_flush_interval_messages: i64,
+    pub log_flush_interval_ms: i64,
+    pub log_flush_scheduler_interval_ms: i64,
+    pub log_message_timestamp_type: String,
+    pub log_cleanup_policy: String,
+    pub compression_type: String,
+    pub min_insync_replicas: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl BrokerConfig {
+    /// Builds the config from an optional properties file and overrides.
+    pub fn load(file: Option<&str>, overrides: &[String]) -> Result<BrokerConfig, ConfigError> {
+        let mut values = BTreeMap::new();
+        for (key, _, default) in KEYS {
+            if let Some(d) = default {
+                values.insert(key.to_string(), d.to_string());
+            }
+        }
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_string(),
+                source,
+            })?;
+            for (i, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                    continue;
+                }
+                let (k, v) = line
+                    .split_once('=')
+                    .or_else(|| line.split_once(':'))
+                    .ok_or_else(|| ConfigError::MalformedLine {
+                        path: path.to_string(),
+                        line: i + 1,
+                        text: line.to_string(),
+                    })?;
+                set(&mut values, k.trim(), v.trim(), &format!(" (in {path})"))?;
+            }
+        }
+        for o in overrides {
+            let (k, v) = o
+                .split_once('=')
+                .ok_or_else(|| ConfigError::MalformedOverride(o.clone()))?;
+            set(&mut values, k.trim(), v.trim(), " (from --override)")?;
+        }
+        Self::from_values(values)
+    }
+
+    fn from_values(values: BTreeMap<String, String>) -> Result<BrokerConfig, ConfigError> {
+        let get = |k: &str| values.get(k).map(String::as_str);
+        let int = |k: &str| -> i64 { get(k).and_then(|v| v.parse().ok()).unwrap_or(-1) };
+        let invalid = |k: &str, reason: &str| ConfigError::InvalidValue {
+            key: k.to_string(),
+            value: get(k).unwrap_or("").to_string(),
+            reason: reason.to_string(),
+            origin: String::new(),
+        };
+        let node_id = match get("broker.id") {
+            Some(_) => int("broker.id"),
+            None => int("node.id"),
+        } as i32;
+        if node_id < 0 {
+            return Err(invalid("node.id", "must be >= 0"));
+        }
+        let listener = parse_listener(get("listeners").unwrap_or(""))
+            .ok_or_else(|| invalid("listeners", "expected NAME://HOST:PORT"))?;
+        let advertised = match get("advertised.listeners") {
+            Some(v) => parse_listener(v)
+                .ok_or_else(|| invalid("advertised.listeners", "expected NAME://HOST:PORT"))?,
+            None => {
+                let mut a = listener.clone();
+                if a.host.is_empty() || a.host == "0.0.0.0" || a.host == "::" {
+                    a.host = "127.0.0.1".into();
+                }
+                a
+            }
+        };
+        let log_dir = get("log.dirs")
+            .or(get("log.dir"))
+            .unwrap_or("./data")
+            .split(',')
+            .next()
+            .unwrap_or("./data")
+            .trim()
+            .to_string();
+        let log_roll_ms = match get("log.roll.ms") {
+            Some(_) => int("log.roll.ms"),
+            None => int("log.roll.hours") * 3_600_000,
+        };
+        let log_retention_ms = if get("log.retention.ms").is_some() {
+            int("log.retention.ms")
+        } else if get("log.retention.minutes").is_some() {
+            int("log.retention.minutes") * 60_000
+        } else {
+            int("log.retention.hours") * 3_600_000
+        };
+        let log_flush_scheduler_interval_ms = int("log.flush.scheduler.interval.ms");
+        let log_flush_interval_ms = match get("log.flush.interval.ms") {
+            Some(_) => int("log.flush.interval.ms"),
+            None => log_flush_scheduler_interval_ms,
+        };
+        let positive = |k: &str| -> Result<i64, ConfigError> {
+            let v = int(k);
+            if v <= 0 {
+                Err(invalid(k, "must be > 0"))
+            } else {
+                Ok(v)
+            }
+        };
+        let timestamp_type = get("log.message.timestamp.type").unwrap_or("CreateTime");
+        if !matches!(timestamp_type, "CreateTime" | "LogAppendTime") {
+            return Err(invalid(
+                "log.message.timestamp.type",
+                "must be CreateTime or LogAppendTime",
+            ));
+        }
+        let compression = get("compression.type").unwrap_or("producer");
+        if !crate::topic_config::COMPRESSION_TYPES.contains(&compression) {
+            return Err(invalid("compression.type", "unknown compression type"));
+        }
+        let cleanup = get("log.cleanup.policy").unwrap_or("delete");
+        if !crate::topic_config::valid_cleanup_policy(cleanup) {
+            return Err(invalid(
+                "log.cleanup.policy",
+                "must be delete and/or compact",
+            ));
+        }
+        if positive("log.segment.bytes")? < 14 {
+            return Err(invalid("log.segment.bytes", "must be >= 14"));
+        }
+        Ok(BrokerConfig {
+            node_id,
+            advertised,
+            log_dir: PathBuf::from(log_dir),
+            num_partitions: positive("num.partitions")? as i32,
+            default_replication_factor: positive("default.replication.factor")? as i16,
+            auto_create_topics_enable: get("auto.create.topics.enable") == Some("true"),
+            delete_topic_enable: get("delete.topic.enable") == Some("true"),
+            message_max_bytes: positive("message.max.bytes")? as i32,
+            socket_request_max_bytes: positive("socket.request.max.bytes")? as i32,
+            max_connections: positive("max.connections")? as usize,
+            connections_max_idle_ms: positive("connections.max.idle.ms")? as u64,
+            fetch_max_bytes: positive("fetch.max.bytes")? as i32,
+            log_segment_bytes: int("log.segment.bytes") as i32,
+            log_roll_ms: positive("log.roll.hours").map(|_| log_roll_ms)?,
+            log_retention_ms,
+            log_retention_bytes: int("log.retention.bytes"),
+            log_retention_check_interval_ms: positive("log.retention.check.interval.ms")? as u64,
+            log_segment_delete_delay_ms: int("log.segment.delete.delay.ms").max(0),
+            log_index_interval_bytes: positive("log.index.interval.bytes")? as i32,
+            log_index_size_max_bytes: positive("log.index.size.max.bytes")? as i32,
+            log_flush_interval_messages: positive("log.flush.interval.messages")?,
+            log_flush_interval_ms,
+            log_flush_scheduler_interval_ms: positive("log.flush.scheduler.interval.ms")?,
+            log_message_timestamp_type: timestamp_type.to_string(),
+            log_cleanup_policy: cleanup.to_string(),
+            compression_type: compression.to_string(),
+            min_insync_replicas: positive("min.insync.replicas")? as i32,
+            listener,
+            values,
+        })
+    }
+
+    /// The effective configuration as sorted `key=value` lines.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (k, v) in &self.values {
+            out.push_str(k);
+            out.push('=');
+            out.push_str(v);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The effective string value of a broker key, if set.
+    pub fn value(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+
+    /// Defaults for tests: a listener on an ephemeral port, data in `dir`.
+    pub fn for_test(dir: &std::path::Path) -> BrokerConfig {
+        let overrides = vec![
+            "listeners=PLAINTEXT://127.0.0.1:0".to_string(),
+            format!("log.dirs={}", dir.display()),
+        ];
+        match Self::load(None, &overrides) {
+            Ok(c) => c,
+            Err(e) => panic!("test config: {e}"),
+        }
+    }
+}
+
+fn set(
+    values: &mut BTreeMap<String, String>,
+    key: &str,
+    value: &str,
+    origin: &str,
+) -> Result<(), ConfigError> {
+    let Some((_, kind, _)) = KEYS.iter().find(|(k, _, _)| *k == key) else {
+        return Err(ConfigError::UnknownKey {
+            key: key.to_string(),
+            origin: origin.to_string(),
+        });
+    };
+    let invalid = |reason: &str| ConfigError::InvalidValue {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+        origin: origin.to_string(),
+    };
+    match kind {
+        Kind::Int => {
+            value
+                .parse::<i32>()
+                .map_err(|_| invalid("not a 32-bit integer"))?;
+        }
+        Kind::Long => {
+            value
+                .parse::<i64>()
+                .map_err(|_| invalid("not a 64-bit integer"))?;
+        }
+        Kind::Bool => {
+            if value != "true" && value != "false" {
+                return Err(invalid("expected true or false"));
+            }
+        }
+        Kind::Str | Kind::Ignored => {}
+    }
+    if key == "listeners" || key == "advertised.listeners" {
+        parse_listener(value).ok_or_else(|| invalid("expected NAME://HOST:PORT"))?;
+    }
+    values.insert(key.to_string(), value.to_string());
+    Ok(())
+}
+
+/// Parses the first entry of a listener list, `PLAINTEXT://127.0.0.1:9092`.
+/// Only PLAINTEXT listeners are served so far.
+fn parse_listener(value: &str) -> Option<Listener> {
+    let first = value.split(',').next()?.trim();
+    let (name, rest) = first.split_once("://")?;
+    let (host, port) = rest.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if name != "PLAINTEXT" {
+        return None;
+    }
+    Some(Listener {
+        name: name.to_string(),
+        host: host.to_string(),
+        port: port.parse().ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_kafkas() {
+        let c = BrokerConfig::load(None, &[]).expect("defaults");
+        assert_eq!(c.listener.host, "127.0.0.1");
+        assert_eq!(c.listener.port, 9092);
+        assert_eq!(c.log_dir, PathBuf::from("./data"));
+        assert_eq!(c.message_max_bytes, 1_048_588);
+        assert_eq!(c.log_retention_ms, 168 * 3_600_000);
+        assert!(c.render().contains("num.partitions=1\n"));
+    }
+
+    #[test]
+    fn overrides_win_and_bad_keys_are_named() {
+        let c = BrokerConfig::load(
+            None,
+            &["num.partitions=3".into(), "log.retention.ms=5".into()],
+        )
+        .expect("load");
+        assert_eq!(c.num_partitions, 3);
+        assert_eq!(c.log_retention_ms, 5);
+        let e = BrokerConfig::load(None, &["no.such.key=1".into()]).expect_err("unknown");
+        assert!(e.to_string().contains("no.such.key"));
+        let e = BrokerConfig::load(None, &["num.partitions=abc".into()]).expect_err("malformed");
+        assert!(e.to_string().contains("num.partitions"));
+        let e = BrokerConfig::load(None, &["num.partitions=0".into()]).expect_err("zero");
+        assert!(e.to_string().contains("num.partitions"));
+    }
+
+    #[test]
+    fn properties_file_then_overrides() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("server.properties");
+        std::fs::write(&path, "# comment\nnum.partitions=4\nlog.dirs=/tmp/x\n").expect("write");
+        let c = BrokerConfig::load(path.to_str(), &["num.partitions=6".into()]).expect("load");
+        assert_eq!(c.num_partitions, 6);
+        assert_eq!(c.log_dir, PathBuf::from("/tmp/x"));
+    }
+}

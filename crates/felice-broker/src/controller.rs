@@ -1,0 +1,204 @@
+//! The controller's decisions: which metadata records a create or delete of
+//! topics turns into. Runs against the current image inside
+//! [`felice_metadata::MetadataStore::commit`], so validation and append are
+//! atomic with respect to other metadata changes.
+//!
+//! Single node for now: every partition gets this broker as its only replica,
+//! leader and ISR. The replica placement is the one place that changes for a
+//! cluster.
+
+use crate::config::BrokerConfig;
+use crate::topic_config;
+use felice_metadata::{MetadataImage, MetadataRecord, TopicId};
+use kafka_protocol::ResponseError;
+
+/// Kafka's limit on topic name length.
+pub const MAX_TOPIC_NAME_LEN: usize = 249;
+/// Upper bound on partitions per topic (and per CreateTopics request): each
+/// partition costs a directory, open files and a few KiB of memory.
+pub const MAX_PARTITIONS_PER_TOPIC: i32 = 100_000;
+
+/// A rejected topic operation: the Kafka error and a message for the client.
+#[derive(Debug, Clone)]
+pub struct TopicError {
+    pub code: ResponseError,
+    pub message: String,
+}
+
+impl TopicError {
+    pub fn new(code: ResponseError, message: impl Into<String>) -> TopicError {
+        TopicError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Kafka's topic name rules: 1..=249 chars of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
+    let invalid = |why: &str| {
+        TopicError::new(
+            ResponseError::InvalidTopicException,
+            format!("Topic name \"{name}\" is illegal, {why}"),
+        )
+    };
+    if name.is_empty() {
+        return Err(invalid("it can't be empty"));
+    }
+    if name == "." || name == ".." {
+        return Err(invalid("it can't be '.' or '..'"));
+    }
+    if name.len() > MAX_TOPIC_NAME_LEN {
+        return Err(invalid("it can't be longer than 249 characters"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return Err(invalid(
+            "it contains a character other than ASCII alphanumerics, '.', '_' and '-'",
+        ));
+    }
+    Ok(())
+}
+
+/// What a CreateTopics entry asks for, after defaults are applied.
+pub struct NewTopic {
+    pub name: String,
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+    /// Manual assignment: partition i -> broker ids (empty = automatic).
+    pub assignments: Vec<Vec<i32>>,
+    pub configs: Vec<(String, Option<String>)>,
+}
+
+/// Validates a new topic against the image and returns its records.
+pub fn create_topic_records(
+    image: &MetadataImage,
+    broker: &BrokerConfig,
+    t: &NewTopic,
+) -> Result<(TopicId, Vec<MetadataRecord>), TopicError> {
+    validate_topic_name(&t.name)?;
+    if image.topic(&t.name).is_some() {
+        return Err(TopicError::new(
+            ResponseError::TopicAlreadyExists,
+            format!("Topic '{}' already exists.", t.name),
+        ));
+    }
+    let brokers: Vec<i32> = image.brokers.keys().copied().collect();
+    let (num_partitions, replication_factor) = if t.assignments.is_empty() {
+        let np = if t.num_partitions == -1 {
+            broker.num_partitions
+        } else {
+            t.num_partitions
+        };
+        let rf = if t.replication_factor == -1 {
+            broker.default_replication_factor
+        } else {
+            t.replication_factor
+        };
+        if np <= 0 {
+            return Err(TopicError::new(
+                ResponseError::InvalidPartitions,
+                "Number of partitions must be larger than 0.",
+            ));
+        }
+        if rf <= 0 {
+            return Err(TopicError::new(
+                ResponseError::InvalidReplicationFactor,
+                "Replication factor must be larger than 0.",
+            ));
+        }
+        (np, rf)
+    } else {
+        if t.num_partitions != -1 || t.replication_factor != -1 {
+            return Err(TopicError::new(
+                ResponseError::InvalidRequest,
+                "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.",
+            ));
+        }
+        let rf = t.assignments.first().map(|a| a.len()).unwrap_or(0) as i16;
+        (t.assignments.len() as i32, rf)
+    };
+    if num_partitions > MAX_PARTITIONS_PER_TOPIC {
+        return Err(TopicError::new(
+            ResponseError::InvalidPartitions,
+            format!("Number of partitions {num_partitions} exceeds the limit of {MAX_PARTITIONS_PER_TOPIC}."),
+        ));
+    }
+    if replication_factor as usize > brokers.len() {
+        return Err(TopicError::new(
+            ResponseError::InvalidReplicationFactor,
+            format!("Unable to replicate the partition {replication_factor} time(s): The target replication factor of {replication_factor} cannot be reached because only {} broker(s) are registered.", brokers.len()),
+        ));
+    }
+    for (i, a) in t.assignments.iter().enumerate() {
+        let mut seen = a.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        if a.len() != replication_factor as usize
+            || seen.len() != a.len()
+            || a.iter().any(|b| !brokers.contains(b))
+        {
+            return Err(TopicError::new(
+                ResponseError::InvalidReplicaAssignment,
+                format!("Invalid replica assignment for partition {i}: {a:?}"),
+            ));
+        }
+    }
+    for (key, value) in &t.configs {
+        topic_config::validate(key, value.as_deref())
+            .map_err(|e| TopicError::new(ResponseError::InvalidConfig, e.to_string()))?;
+    }
+    let topic_id = loop {
+        let id = uuid::Uuid::new_v4();
+        if image.topic_by_id(&id).is_none() {
+            break id;
+        }
+    };
+    let mut records = vec![MetadataRecord::Topic {
+        name: t.name.clone(),
+        topic_id,
+    }];
+    for (key, value) in &t.configs {
+        records.push(MetadataRecord::TopicConfig {
+            topic_id,
+            key: key.clone(),
+            value: value.clone(),
+        });
+    }
+    for p in 0..num_partitions {
+        let replicas: Vec<i32> = match t.assignments.get(p as usize) {
+            Some(a) => a.clone(),
+            None => (0..replication_factor as usize)
+                .filter_map(|r| brokers.get((p as usize + r) % brokers.len()).copied())
+                .collect(),
+        };
+        let leader = replicas.first().copied().unwrap_or(-1);
+        records.push(MetadataRecord::Partition {
+            topic_id,
+            partition: p,
+            isr: replicas.clone(),
+            replicas,
+            leader,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        });
+    }
+    Ok((topic_id, records))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafkas_rules() {
+        assert!(validate_topic_name("a.b_c-D9").is_ok());
+        for bad in ["", ".", "..", "a b", "a/b", "ü"] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_topic_name(&"x".repeat(249)).is_ok());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+}

@@ -1,0 +1,118 @@
+//! Request dispatch: reads the request header, routes the body to the one
+//! handler module of its API, and encodes the response with the header
+//! version that API and version call for.
+//!
+//! What closes a connection (as Kafka does): an unknown API key, an API or
+//! version Felice does not advertise (except ApiVersions, which gets the
+//! KIP-511 fallback answer), a header or body that does not decode.
+
+use crate::broker::Broker;
+use crate::handlers::{self, api_versions};
+use crate::net::ConnError;
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, Message};
+use std::sync::Arc;
+
+/// Handles one request frame; `None` means no response is due (acks=0).
+pub async fn handle_frame(
+    broker: &Arc<Broker>,
+    mut frame: Bytes,
+) -> Result<Option<BytesMut>, ConnError> {
+    let field = |at: usize| -> Result<[u8; 4], ConnError> {
+        frame
+            .get(at..at + 4)
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| ConnError::InvalidRequest("short header".into()))
+    };
+    let head = field(0)?;
+    let api_key = i16::from_be_bytes([head[0], head[1]]);
+    let version = i16::from_be_bytes([head[2], head[3]]);
+    let correlation_id = i32::from_be_bytes(field(4)?);
+    let Ok(api) = ApiKey::try_from(api_key) else {
+        return Err(ConnError::InvalidRequest(format!(
+            "unknown api key {api_key}"
+        )));
+    };
+    if api == ApiKey::ApiVersions && !contains(ApiVersionsRequest::VERSIONS, version) {
+        return Ok(Some(api_versions::unsupported_version_response(
+            correlation_id,
+        )));
+    }
+    match handlers::supported_versions(api) {
+        Some(range) if contains(range, version) => {}
+        _ => {
+            return Err(ConnError::InvalidRequest(format!(
+                "unsupported request {api:?} v{version}"
+            )))
+        }
+    }
+    let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
+        .map_err(|e| ConnError::InvalidRequest(format!("{api:?} v{version} header: {e}")))?;
+
+    macro_rules! route {
+        ($req:ty, $handler:path) => {{
+            let req = <$req>::decode(&mut frame, version)
+                .map_err(|e| ConnError::InvalidRequest(format!("{api:?} v{version} body: {e}")))?;
+            let resp = $handler(broker, &header, req).await;
+            Some(encode(api, version, correlation_id, &resp)?)
+        }};
+    }
+    let response = match api {
+        ApiKey::Produce => {
+            let req = ProduceRequest::decode(&mut frame, version)
+                .map_err(|e| ConnError::InvalidRequest(format!("{api:?} v{version} body: {e}")))?;
+            match handlers::produce::handle(broker, &header, req).await {
+                Some(resp) => Some(encode(api, version, correlation_id, &resp)?),
+                None => None,
+            }
+        }
+        ApiKey::Fetch => route!(FetchRequest, handlers::fetch::handle),
+        ApiKey::ListOffsets => route!(ListOffsetsRequest, handlers::list_offsets::handle),
+        ApiKey::Metadata => route!(MetadataRequest, handlers::metadata::handle),
+        ApiKey::ApiVersions => route!(ApiVersionsRequest, handlers::api_versions::handle),
+        ApiKey::CreateTopics => route!(CreateTopicsRequest, handlers::create_topics::handle),
+        ApiKey::DeleteTopics => route!(DeleteTopicsRequest, handlers::delete_topics::handle),
+        ApiKey::DescribeCluster => {
+            route!(DescribeClusterRequest, handlers::describe_cluster::handle)
+        }
+        other => {
+            // supported_versions() and this match are built from the same
+            // list; reaching here means they disagree.
+            return Err(ConnError::InvalidRequest(format!(
+                "no handler for {other:?}"
+            )));
+        }
+    };
+    Ok(response)
+}
+
+fn contains(range: kafka_protocol::protocol::VersionRange, version: i16) -> bool {
+    range.min <= version && version <= range.max
+}
+
+/// Encodes `[length][response header][body]`.
+pub fn encode<R: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &R,
+) -> Result<BytesMut, ConnError> {
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = api.response_header_version(version);
+    let size = header
+        .compute_size(header_version)
+        .and_then(|h| body.compute_size(version).map(|b| h + b))
+        .map_err(|e| {
+            ConnError::InvalidRequest(format!("encoding {api:?} v{version} response: {e}"))
+        })?;
+    let mut buf = BytesMut::with_capacity(4 + size);
+    buf.put_i32(size as i32);
+    header
+        .encode(&mut buf, header_version)
+        .and_then(|()| body.encode(&mut buf, version))
+        .map_err(|e| {
+            ConnError::InvalidRequest(format!("encoding {api:?} v{version} response: {e}"))
+        })?;
+    Ok(buf)
+}

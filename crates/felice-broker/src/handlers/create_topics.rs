@@ -1,0 +1,171 @@
+//! CreateTopics (key 19): validates every requested topic (name, partitions,
+//! replication factor, assignments, configs) against the current image and
+//! commits all the valid ones in one metadata commit. `validate_only` runs the
+//! same checks and commits nothing. From v5 the response carries the created
+//! topic's partition count, replication factor and every config with its
+//! source.
+
+use crate::broker::Broker;
+use crate::controller::{self, NewTopic, TopicError};
+use crate::handlers::str_bytes;
+use crate::topic_config;
+use felice_metadata::CommitError;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, RequestHeader};
+use kafka_protocol::protocol::{Message, VersionRange};
+use kafka_protocol::ResponseError;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+pub const VERSIONS: VersionRange = CreateTopicsRequest::VERSIONS;
+
+/// Kafka's ConfigSource values (DescribeConfigs and CreateTopics v5+).
+pub const SOURCE_DYNAMIC_TOPIC_CONFIG: i8 = 1;
+pub const SOURCE_DEFAULT_CONFIG: i8 = 5;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    _header: &RequestHeader,
+    req: CreateTopicsRequest,
+) -> CreateTopicsResponse {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for t in &req.topics {
+        *counts.entry(t.name.0.to_string()).or_default() += 1;
+    }
+    let names: Vec<String> = req.topics.iter().map(|t| t.name.0.to_string()).collect();
+    let mut results: Vec<Result<NewTopic, TopicError>> = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        if counts.get(&name).copied().unwrap_or(0) > 1 {
+            results.push(Err(TopicError::new(
+                ResponseError::InvalidRequest,
+                format!(
+                    "Create topics request from client contains a duplicate topic with name {name}"
+                ),
+            )));
+            continue;
+        }
+        results.push(Ok(NewTopic {
+            name,
+            num_partitions: t.num_partitions,
+            replication_factor: t.replication_factor,
+            assignments: t
+                .assignments
+                .iter()
+                .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                .collect(),
+            configs: t
+                .configs
+                .iter()
+                .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
+                .collect(),
+        }));
+    }
+    let validate_only = req.validate_only;
+    let b = broker.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        // Per-topic outcome: the topic id when created (or valid).
+        let mut outcomes: Vec<(
+            String,
+            Result<(uuid::Uuid, i32, i16, BTreeMap<String, String>), TopicError>,
+        )> = Vec::new();
+        let commit = b.commit_and_apply(|image| {
+            let mut scratch = image.clone();
+            let mut records = Vec::new();
+            for r in &results {
+                let t = match r {
+                    Ok(t) => t,
+                    Err(e) => {
+                        outcomes.push((String::new(), Err(e.clone())));
+                        continue;
+                    }
+                };
+                match controller::create_topic_records(&scratch, &b.config, t) {
+                    Ok((id, recs)) => {
+                        for rec in &recs {
+                            scratch = scratch.apply(rec);
+                        }
+                        let created = scratch.topic_by_id(&id);
+                        let np = created.map(|c| c.partitions.len() as i32).unwrap_or(-1);
+                        let rf = created
+                            .and_then(|c| c.partitions.first())
+                            .map(|p| p.replicas.len() as i16)
+                            .unwrap_or(-1);
+                        let configs = created.map(|c| c.configs.clone()).unwrap_or_default();
+                        outcomes.push((t.name.clone(), Ok((id, np, rf, configs))));
+                        if !validate_only {
+                            records.extend(recs);
+                        }
+                    }
+                    Err(e) => outcomes.push((t.name.clone(), Err(e))),
+                }
+            }
+            Ok::<_, std::convert::Infallible>(records)
+        });
+        (commit, outcomes, results)
+    })
+    .await;
+    let (commit, outcomes, _requested) = match outcome {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!(error = %e, "create topics task failed");
+            return CreateTopicsResponse::default();
+        }
+    };
+    let storage_error = match commit {
+        Ok(_) => None,
+        Err(CommitError::Log(e)) => Some(e.to_string()),
+        Err(CommitError::Rejected(never)) => match never {},
+    };
+    let topics = names
+        .into_iter()
+        .zip(outcomes)
+        .map(|(name, (_, outcome))| result(broker, name, outcome, storage_error.as_deref()))
+        .collect();
+    CreateTopicsResponse::default().with_topics(topics)
+}
+
+fn result(
+    broker: &Broker,
+    name: String,
+    outcome: Result<(uuid::Uuid, i32, i16, BTreeMap<String, String>), TopicError>,
+    storage_error: Option<&str>,
+) -> CreatableTopicResult {
+    let base = CreatableTopicResult::default().with_name(crate::handlers::topic_name(&name));
+    match (outcome, storage_error) {
+        (Err(e), _) => base
+            .with_error_code(e.code.code())
+            .with_error_message(Some(str_bytes(&e.message)))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1),
+        (Ok(_), Some(msg)) => base
+            .with_error_code(ResponseError::KafkaStorageError.code())
+            .with_error_message(Some(str_bytes(msg)))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1),
+        (Ok((id, np, rf, overrides)), None) => {
+            let configs = topic_config::describe(&broker.config, &overrides)
+                .into_iter()
+                .map(|c| {
+                    CreatableTopicConfigs::default()
+                        .with_name(str_bytes(c.name))
+                        .with_value(Some(str_bytes(&c.value)))
+                        .with_read_only(false)
+                        .with_config_source(if c.is_override {
+                            SOURCE_DYNAMIC_TOPIC_CONFIG
+                        } else {
+                            SOURCE_DEFAULT_CONFIG
+                        })
+                        .with_is_sensitive(false)
+                })
+                .collect();
+            base.with_topic_id(id)
+                .with_error_code(0)
+                .with_num_partitions(np)
+                .with_replication_factor(rf)
+                .with_configs(Some(configs))
+        }
+    }
+}

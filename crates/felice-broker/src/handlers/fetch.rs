@@ -1,0 +1,241 @@
+//! Fetch (key 1): reads record batches from partition logs, up to the high
+//! watermark, as stored (a batch that contains the fetch offset is returned
+//! whole; the client skips records before its offset).
+//!
+//! Long poll: with less than `min_bytes` available the fetch parks in the
+//! partitions' purgatory (see [`crate::replica`]) until an append moves a
+//! high watermark or `max_wait_ms` passes, then reads again. No fetch
+//! sessions are handed out (session id 0 in every response, which KIP-227
+//! defines as "no session"): clients then send full fetch requests.
+//!
+//! Limits: the response holds at most `min(max_bytes, fetch.max.bytes)`
+//! bytes of records, each partition at most its `partition_max_bytes`,
+//! except that the first partition with data returns at least one whole
+//! batch (KIP-74) so a consumer never gets stuck behind a large batch.
+
+use crate::broker::Broker;
+use crate::limits::MAX_FETCH_WAIT_MS;
+use crate::replica::{Partition, ReplicaError};
+use bytes::Bytes;
+use felice_log::LogError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, RequestHeader};
+use kafka_protocol::protocol::{Message, VersionRange};
+use kafka_protocol::ResponseError;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+pub const VERSIONS: VersionRange = FetchRequest::VERSIONS;
+
+/// Fetch v13 names topics by id.
+const FIRST_TOPIC_ID_VERSION: i16 = 13;
+
+fn read_error_code(e: &ReplicaError) -> ResponseError {
+    match e {
+        ReplicaError::Closed(_) => ResponseError::NotLeaderOrFollower,
+        ReplicaError::Log(LogError::OffsetOutOfRange { .. }) => ResponseError::OffsetOutOfRange,
+        ReplicaError::Log(LogError::Io { .. }) => ResponseError::KafkaStorageError,
+        ReplicaError::Log(LogError::CorruptBatch { .. }) => ResponseError::CorruptMessage,
+        ReplicaError::Log(
+            LogError::InvalidConfig { .. }
+            | LogError::AppendTooLarge { .. }
+            | LogError::EmptyAppend,
+        ) => ResponseError::UnknownServerError,
+    }
+}
+
+/// One requested partition, resolved.
+struct Slot {
+    topic: usize,
+    partition_index: i32,
+    target: Result<Arc<Partition>, ResponseError>,
+    fetch_offset: i64,
+    max_bytes: usize,
+}
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    header: &RequestHeader,
+    req: FetchRequest,
+) -> FetchResponse {
+    let version = header.request_api_version;
+    if req.session_id != 0 {
+        return FetchResponse::default()
+            .with_error_code(ResponseError::FetchSessionIdNotFound.code())
+            .with_session_id(0);
+    }
+    let image = broker.image();
+    let mut topics: Vec<FetchableTopicResponse> = Vec::with_capacity(req.topics.len());
+    let mut slots: Vec<Slot> = Vec::new();
+    for (ti, t) in req.topics.iter().enumerate() {
+        let resolved = if version >= FIRST_TOPIC_ID_VERSION {
+            image.topic_by_id(&t.topic_id).cloned()
+        } else {
+            image.topic(t.topic.0.as_str()).cloned()
+        };
+        let unknown = if version >= FIRST_TOPIC_ID_VERSION {
+            ResponseError::UnknownTopicId
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        };
+        for p in &t.partitions {
+            let target = match resolved
+                .as_ref()
+                .and_then(|topic| broker.replicas.get(&topic.topic_id, p.partition))
+            {
+                None => Err(unknown),
+                Some(part) => {
+                    if p.current_leader_epoch >= 0 && p.current_leader_epoch < part.leader_epoch {
+                        Err(ResponseError::FencedLeaderEpoch)
+                    } else if p.current_leader_epoch > part.leader_epoch {
+                        Err(ResponseError::UnknownLeaderEpoch)
+                    } else {
+                        Ok(part)
+                    }
+                }
+            };
+            slots.push(Slot {
+                topic: ti,
+                partition_index: p.partition,
+                target,
+                fetch_offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes.max(0) as usize,
+            });
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(t.topic.clone())
+                .with_topic_id(t.topic_id),
+        );
+    }
+
+    let response_max_bytes = req.max_bytes.min(broker.config.fetch_max_bytes).max(0) as usize;
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(MAX_FETCH_WAIT_MS));
+    let deadline = Instant::now() + wait;
+    let slots = Arc::new(slots);
+    let partitions = loop {
+        // Register before reading, so an append between the read and the
+        // wait is not missed (Notify keeps one permit).
+        let waiter = Arc::new(Notify::new());
+        let may_wait = !wait.is_zero() && Instant::now() < deadline;
+        if may_wait {
+            for s in slots.iter() {
+                if let Ok(p) = &s.target {
+                    p.add_waiter(waiter.clone());
+                }
+            }
+        }
+        let s = slots.clone();
+        let read = tokio::task::spawn_blocking(move || read_all(&s, response_max_bytes)).await;
+        let (partitions, bytes, any_error) = match read {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(error = %e, "fetch task failed");
+                return FetchResponse::default()
+                    .with_error_code(ResponseError::UnknownServerError.code());
+            }
+        };
+        let done = !may_wait || bytes >= min_bytes || any_error || Instant::now() >= deadline;
+        if done {
+            if may_wait {
+                remove_waiter(&slots, &waiter);
+            }
+            break partitions;
+        }
+        let woken = tokio::time::timeout_at(deadline.into(), waiter.notified()).await;
+        if woken.is_err() {
+            remove_waiter(&slots, &waiter);
+        }
+    };
+    for (slot, data) in slots.iter().zip(partitions) {
+        if let Some(t) = topics.get_mut(slot.topic) {
+            t.partitions.push(data);
+        }
+    }
+    FetchResponse::default()
+        .with_error_code(0)
+        .with_session_id(0)
+        .with_responses(topics)
+}
+
+fn remove_waiter(slots: &[Slot], waiter: &Arc<Notify>) {
+    for s in slots {
+        if let Ok(p) = &s.target {
+            p.remove_waiter(waiter);
+        }
+    }
+}
+
+/// Reads every slot (blocking). Returns the partition answers, the bytes of
+/// records gathered, and whether any partition had an error.
+fn read_all(slots: &[Slot], response_max_bytes: usize) -> (Vec<PartitionData>, usize, bool) {
+    let mut out = Vec::with_capacity(slots.len());
+    let mut total = 0usize;
+    let mut any_error = false;
+    for s in slots {
+        let base = PartitionData::default()
+            .with_partition_index(s.partition_index)
+            .with_preferred_read_replica(BrokerId(-1));
+        let part = match &s.target {
+            Ok(p) => p,
+            Err(code) => {
+                any_error = true;
+                out.push(
+                    base.with_error_code(code.code())
+                        .with_high_watermark(-1)
+                        .with_last_stable_offset(-1)
+                        .with_log_start_offset(-1)
+                        .with_records(Some(Bytes::new())),
+                );
+                continue;
+            }
+        };
+        let budget = s.max_bytes.min(response_max_bytes.saturating_sub(total));
+        let first_with_data = total == 0;
+        let result = if budget == 0 && !first_with_data {
+            Ok((Bytes::new(), part.high_watermark(), part.log_start_offset()))
+        } else {
+            part.plan_read(s.fetch_offset, budget, first_with_data)
+                .and_then(|planned| {
+                    let bytes = match planned.slice {
+                        Some(slice) => slice.read_bytes().map_err(|source| {
+                            ReplicaError::Log(LogError::Io {
+                                path: std::path::PathBuf::from(format!(
+                                    "{}-{}",
+                                    part.topic, part.index
+                                )),
+                                source,
+                            })
+                        })?,
+                        None => Bytes::new(),
+                    };
+                    Ok((bytes, planned.high_watermark, planned.log_start_offset))
+                })
+        };
+        match result {
+            Ok((bytes, hw, lso)) => {
+                total += bytes.len();
+                out.push(
+                    base.with_error_code(0)
+                        .with_high_watermark(hw)
+                        .with_last_stable_offset(hw)
+                        .with_log_start_offset(lso)
+                        .with_records(Some(bytes)),
+                );
+            }
+            Err(e) => {
+                any_error = true;
+                out.push(
+                    base.with_error_code(read_error_code(&e).code())
+                        .with_high_watermark(part.high_watermark())
+                        .with_last_stable_offset(part.high_watermark())
+                        .with_log_start_offset(part.log_start_offset())
+                        .with_records(Some(Bytes::new())),
+                );
+            }
+        }
+    }
+    (out, total, any_error)
+}

@@ -1,0 +1,205 @@
+//! Metadata (key 3): brokers, cluster id, controller, and topics with their
+//! partitions, leaders, replicas and ISR, read from one metadata image so the
+//! answer is consistent. Topics missing from the image are auto-created when
+//! `auto.create.topics.enable` and the request's `allow_auto_topic_creation`
+//! (v4+; implied before) both say so, with `num.partitions` partitions and
+//! `default.replication.factor` replicas.
+
+use crate::broker::Broker;
+use crate::controller::{self, NewTopic};
+use crate::handlers::{str_bytes, topic_name};
+use felice_metadata::{MetadataImage, TopicImage};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, RequestHeader};
+use kafka_protocol::protocol::{Message, VersionRange};
+use kafka_protocol::ResponseError;
+use std::sync::Arc;
+
+pub const VERSIONS: VersionRange = MetadataRequest::VERSIONS;
+
+const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
+/// With no authorizer every operation is allowed: READ, WRITE, CREATE,
+/// DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS (bits 3-8, 10, 11).
+const ALL_TOPIC_OPERATIONS: i32 = 0b1101_1111_1000;
+/// CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS,
+/// IDEMPOTENT_WRITE, CREATE_TOKENS, DESCRIBE_TOKENS (bits 5, 7-14).
+const ALL_CLUSTER_OPERATIONS: i32 = 0b111_1111_1010_0000;
+
+pub fn is_internal(name: &str) -> bool {
+    name == "__consumer_offsets" || name == "__transaction_state"
+}
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    header: &RequestHeader,
+    req: MetadataRequest,
+) -> MetadataResponse {
+    let version = header.request_api_version;
+    let mut image = broker.image();
+    // v0: an empty list means all topics; v1+: null means all topics.
+    let requested: Option<Vec<_>> = match req.topics {
+        Some(t) if version == 0 && t.is_empty() => None,
+        other => other,
+    };
+    let allow_auto_create =
+        (version < 4 || req.allow_auto_topic_creation) && broker.config.auto_create_topics_enable;
+
+    // Auto-create the missing, validly named topics in one metadata commit.
+    if allow_auto_create {
+        if let Some(topics) = &requested {
+            let missing: Vec<String> = topics
+                .iter()
+                .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+                .filter(|n| {
+                    image.topic(n).is_none()
+                        && controller::validate_topic_name(n).is_ok()
+                        && !is_internal(n)
+                })
+                .collect();
+            if !missing.is_empty() {
+                image = auto_create(broker, missing).await.unwrap_or(image);
+            }
+        }
+    }
+
+    let include_ops = req.include_topic_authorized_operations;
+    let topics = match requested {
+        None => image
+            .topics()
+            .into_iter()
+            .map(|t| topic_response(&image, t, include_ops))
+            .collect(),
+        Some(list) => list
+            .into_iter()
+            .map(|t| match (&t.name, t.topic_id) {
+                (Some(name), _) => match image.topic(name.0.as_str()) {
+                    Some(topic) => topic_response(&image, topic, include_ops),
+                    None => {
+                        let code = match controller::validate_topic_name(name.0.as_str()) {
+                            Err(e) => e.code,
+                            Ok(()) => ResponseError::UnknownTopicOrPartition,
+                        };
+                        MetadataResponseTopic::default()
+                            .with_name(Some(name.clone()))
+                            .with_error_code(code.code())
+                            .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED)
+                    }
+                },
+                (None, id) => match image.topic_by_id(&id) {
+                    Some(topic) => topic_response(&image, topic, include_ops),
+                    None => MetadataResponseTopic::default()
+                        .with_topic_id(id)
+                        .with_error_code(ResponseError::UnknownTopicId.code())
+                        .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED),
+                },
+            })
+            .collect(),
+    };
+    MetadataResponse::default()
+        .with_brokers(brokers(&image))
+        .with_cluster_id(Some(str_bytes(&broker.cluster_id)))
+        .with_controller_id(BrokerId(broker.config.node_id))
+        .with_topics(topics)
+        .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
+            ALL_CLUSTER_OPERATIONS
+        } else {
+            OPERATIONS_NOT_REQUESTED
+        })
+}
+
+pub fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
+    image
+        .brokers
+        .values()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(str_bytes(&b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.as_deref().map(str_bytes))
+        })
+        .collect()
+}
+
+fn topic_response(
+    image: &MetadataImage,
+    t: &TopicImage,
+    include_ops: bool,
+) -> MetadataResponseTopic {
+    let partitions = t
+        .partitions
+        .iter()
+        .map(|p| {
+            let offline: Vec<BrokerId> = p
+                .replicas
+                .iter()
+                .filter(|r| !image.brokers.contains_key(r))
+                .map(|r| BrokerId(*r))
+                .collect();
+            MetadataResponsePartition::default()
+                .with_error_code(0)
+                .with_partition_index(p.partition)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(p.replicas.iter().map(|r| BrokerId(*r)).collect())
+                .with_isr_nodes(p.isr.iter().map(|r| BrokerId(*r)).collect())
+                .with_offline_replicas(offline)
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_error_code(0)
+        .with_name(Some(topic_name(&t.name)))
+        .with_topic_id(t.topic_id)
+        .with_is_internal(is_internal(&t.name))
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(if include_ops {
+            ALL_TOPIC_OPERATIONS
+        } else {
+            OPERATIONS_NOT_REQUESTED
+        })
+}
+
+/// Creates `names` with the broker defaults; returns the new image. Topics
+/// that another request created meanwhile are simply skipped.
+async fn auto_create(broker: &Arc<Broker>, names: Vec<String>) -> Option<Arc<MetadataImage>> {
+    let b = broker.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        b.commit_and_apply(|image| {
+            let mut records = Vec::new();
+            let mut scratch = image.clone();
+            for name in &names {
+                let t = NewTopic {
+                    name: name.clone(),
+                    num_partitions: -1,
+                    replication_factor: -1,
+                    assignments: vec![],
+                    configs: vec![],
+                };
+                match controller::create_topic_records(&scratch, &b.config, &t) {
+                    Ok((_, recs)) => {
+                        for r in &recs {
+                            scratch = scratch.apply(r);
+                        }
+                        records.extend(recs);
+                    }
+                    Err(e) => tracing::debug!(topic = %name, error = %e.message, "not auto-creating topic"),
+                }
+            }
+            Ok::<_, ()>(records)
+        })
+    })
+    .await;
+    match r {
+        Ok(Ok(image)) => Some(image),
+        Ok(Err(e)) => {
+            tracing::warn!(error = ?e, "auto-creating topics failed");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "auto-create task failed");
+            None
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Produce (key 0): validates each partition's record batch (magic 2, sizes,
+//! CRC32C, record framing, `max.message.bytes`), appends it with offsets
+//! assigned by rewriting the batch's baseOffset, and answers with the base
+//! offset. acks=0 gets no response; acks=1 and acks=all are answered once
+//! the append is done, which on one node is also when the high watermark
+//! covers it (the ISR is this broker alone). Errors are per partition; a
+//! rejected batch writes nothing.
+
+use crate::broker::Broker;
+use crate::handlers::str_bytes;
+use crate::replica::{Partition, ReplicaError};
+use felice_log::LogError;
+use felice_wire::BatchError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader};
+use kafka_protocol::protocol::{Message, VersionRange};
+use kafka_protocol::ResponseError;
+use std::sync::Arc;
+
+pub const VERSIONS: VersionRange = ProduceRequest::VERSIONS;
+
+/// Produce v13 names topics by id.
+const FIRST_TOPIC_ID_VERSION: i16 = 13;
+
+/// Why one partition's data was refused before it reached the log.
+#[derive(Debug)]
+enum Rejected {
+    Kafka(ResponseError, String),
+}
+
+fn batch_error_code(e: &BatchError) -> ResponseError {
+    match e {
+        BatchError::UnsupportedMagic { .. } => ResponseError::InvalidRecord,
+        BatchError::CrcMismatch { .. } => ResponseError::CorruptMessage,
+        BatchError::Truncated { .. } => ResponseError::CorruptMessage,
+        BatchError::InvalidLength { .. } => ResponseError::CorruptMessage,
+        BatchError::LengthMismatch { .. } => ResponseError::CorruptMessage,
+        BatchError::RecordCount { .. } => ResponseError::InvalidRecord,
+        BatchError::UnknownCompression { .. } => ResponseError::UnsupportedCompressionType,
+        BatchError::RecordFraming { .. } => ResponseError::CorruptMessage,
+        BatchError::Compressed(_) => ResponseError::CorruptMessage,
+    }
+}
+
+fn replica_error_code(e: &ReplicaError) -> ResponseError {
+    match e {
+        ReplicaError::Closed(_) => ResponseError::NotLeaderOrFollower,
+        ReplicaError::Log(LogError::Io { .. }) => ResponseError::KafkaStorageError,
+        ReplicaError::Log(LogError::CorruptBatch { .. }) => ResponseError::CorruptMessage,
+        ReplicaError::Log(LogError::OffsetOutOfRange { .. }) => ResponseError::OffsetOutOfRange,
+        ReplicaError::Log(LogError::InvalidConfig { .. }) => ResponseError::InvalidConfig,
+        ReplicaError::Log(LogError::AppendTooLarge { .. }) => ResponseError::RecordListTooLarge,
+        ReplicaError::Log(LogError::EmptyAppend) => ResponseError::InvalidRecord,
+    }
+}
+
+/// Checks one partition's records; returns them as an owned, mutable buffer
+/// ready for offset assignment.
+fn check(records: Option<&bytes::Bytes>, max_message_bytes: i32) -> Result<Vec<u8>, Rejected> {
+    let Some(records) = records else {
+        return Err(Rejected::Kafka(
+            ResponseError::InvalidRecord,
+            "null records".into(),
+        ));
+    };
+    let mut batches = 0;
+    for item in felice_wire::Batches::new(records) {
+        let (range, header) =
+            item.map_err(|e| Rejected::Kafka(batch_error_code(&e), e.to_string()))?;
+        batches += 1;
+        if header.total_len() > max_message_bytes as usize {
+            return Err(Rejected::Kafka(
+                ResponseError::MessageTooLarge,
+                format!(
+                    "batch of {} bytes exceeds max.message.bytes {max_message_bytes}",
+                    header.total_len()
+                ),
+            ));
+        }
+        let batch = records.get(range).unwrap_or_default();
+        felice_wire::validate_batch(batch)
+            .map_err(|e| Rejected::Kafka(batch_error_code(&e), e.to_string()))?;
+    }
+    // Kafka: produce v3+ carries exactly one record batch per partition.
+    if batches != 1 {
+        return Err(Rejected::Kafka(
+            ResponseError::InvalidRecord,
+            format!(
+                "produce requests must carry exactly one record batch per partition, got {batches}"
+            ),
+        ));
+    }
+    Ok(records.to_vec())
+}
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    header: &RequestHeader,
+    req: ProduceRequest,
+) -> Option<ProduceResponse> {
+    let version = header.request_api_version;
+    let acks = req.acks;
+    let image = broker.image();
+
+    // Per partition: either an immediate answer, or work for the log.
+    struct Work {
+        topic: usize,
+        slot: usize,
+        partition: Arc<Partition>,
+        data: Vec<u8>,
+    }
+    let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(req.topic_data.len());
+    let mut work: Vec<Work> = Vec::new();
+    for (ti, topic) in req.topic_data.into_iter().enumerate() {
+        let resolved = if version >= FIRST_TOPIC_ID_VERSION {
+            image.topic_by_id(&topic.topic_id).cloned()
+        } else {
+            image.topic(topic.name.0.as_str()).cloned()
+        };
+        let unknown = if version >= FIRST_TOPIC_ID_VERSION {
+            ResponseError::UnknownTopicId
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        };
+        let mut partition_responses = Vec::with_capacity(topic.partition_data.len());
+        for (pi, pd) in topic.partition_data.iter().enumerate() {
+            let base = PartitionProduceResponse::default().with_index(pd.index);
+            let error = |code: ResponseError, msg: Option<String>| {
+                base.clone()
+                    .with_error_code(code.code())
+                    .with_base_offset(-1)
+                    .with_log_append_time_ms(-1)
+                    .with_log_start_offset(-1)
+                    .with_error_message(msg.as_deref().map(str_bytes))
+            };
+            if !matches!(acks, -1..=1) {
+                partition_responses.push(error(ResponseError::InvalidRequiredAcks, None));
+                continue;
+            }
+            let partition = resolved
+                .as_ref()
+                .and_then(|t| broker.replicas.get(&t.topic_id, pd.index));
+            let Some(partition) = partition else {
+                partition_responses.push(error(unknown, None));
+                continue;
+            };
+            match check(pd.records.as_ref(), partition.settings().max_message_bytes) {
+                Ok(data) => {
+                    work.push(Work {
+                        topic: ti,
+                        slot: pi,
+                        partition,
+                        data,
+                    });
+                    partition_responses.push(base);
+                }
+                Err(Rejected::Kafka(code, msg)) => {
+                    tracing::debug!(topic = %topic.name.0, partition = pd.index, error = %msg, "produce rejected");
+                    partition_responses.push(error(code, Some(msg)));
+                }
+            }
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_topic_id(topic.topic_id)
+                .with_partition_responses(partition_responses),
+        );
+    }
+
+    if !work.is_empty() {
+        let done = tokio::task::spawn_blocking(move || {
+            work.into_iter()
+                .map(|mut w| {
+                    let r = w.partition.append(&mut w.data);
+                    (w.topic, w.slot, r)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        match done {
+            Ok(results) => {
+                for (ti, slot, r) in results {
+                    let Some(p) = responses
+                        .get_mut(ti)
+                        .and_then(|t| t.partition_responses.get_mut(slot))
+                    else {
+                        continue;
+                    };
+                    match r {
+                        Ok(info) => {
+                            p.error_code = 0;
+                            p.base_offset = info.first_offset;
+                            p.log_append_time_ms = info.log_append_time_ms;
+                            p.log_start_offset = info.log_start_offset;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "append failed");
+                            p.error_code = replica_error_code(&e).code();
+                            p.base_offset = -1;
+                            p.log_append_time_ms = -1;
+                            p.log_start_offset = -1;
+                            p.error_message = Some(str_bytes(&e.to_string()));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "append task failed");
+                for t in &mut responses {
+                    for p in &mut t.partition_responses {
+                        p.error_code = ResponseError::UnknownServerError.code();
+                    }
+                }
+            }
+        }
+    }
+    if acks == 0 {
+        return None;
+    }
+    Some(ProduceResponse::default().with_responses(responses))
+}

@@ -1,0 +1,23 @@
+//! Bounds on everything that grows, in one place, with why and what they cost.
+//! Limits that Kafka makes configurable live in [`crate::config`] under
+//! Kafka's names (`socket.request.max.bytes`, `max.connections`,
+//! `connections.max.idle.ms`, `message.max.bytes`, `fetch.max.bytes`).
+
+/// Smallest valid request frame: api key (2) + api version (2) + correlation
+/// id (4) + client id length (2). Anything shorter is garbage.
+pub const MIN_REQUEST_FRAME_BYTES: usize = 10;
+
+/// Buffered reader capacity per connection. Costs this much memory per open
+/// connection; 16 KiB keeps 10,000 idle connections under 160 MiB of buffers
+/// while letting a pipelining client's small requests arrive in one read.
+pub const CONNECTION_READ_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Longest a Fetch may park in purgatory, whatever `max_wait_ms` it asks for
+/// (Kafka clients use 500 ms by default; librdkafka up to `fetch.wait.max.ms`).
+pub const MAX_FETCH_WAIT_MS: u64 = 30_000;
+
+/// Most partitions one CreateTopics/Metadata auto-creation may create in one
+/// request, so one request cannot stall the metadata log for long.
+pub const MAX_PARTITIONS_PER_CREATE_REQUEST: i64 = 100_000;
+
+const _: () = assert!(MIN_REQUEST_FRAME_BYTES < CONNECTION_READ_BUFFER_BYTES);

@@ -1,0 +1,138 @@
+//! The network layer: the listener, per-connection framing and limits.
+//!
+//! Each connection is one task that reads a length-prefixed frame, has it
+//! handled, writes the response, and goes on with the next. Requests on one
+//! connection are therefore handled one at a time and answered in order,
+//! exactly as Kafka does (it mutes a channel while a request is in flight);
+//! a pipelining client keeps its next requests in the socket buffer meanwhile.
+//!
+//! Limits: a length prefix above `socket.request.max.bytes` (or negative, or
+//! too short for a header) closes the connection before anything is
+//! allocated; frame bodies are read incrementally, so memory follows the
+//! bytes actually received; `max.connections` caps open connections (excess
+//! ones are closed at once); a connection idle for `connections.max.idle.ms`
+//! is closed. A malformed frame closes only its own connection.
+
+use crate::broker::Broker;
+use crate::dispatch;
+use crate::limits::{CONNECTION_READ_BUFFER_BYTES, MIN_REQUEST_FRAME_BYTES};
+use bytes::BytesMut;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+/// Accepts connections until `shutdown` flips to true.
+pub async fn serve(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(broker.config.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = broker.config.max_connections, "max.connections reached; closing new connection");
+            drop(stream);
+            continue;
+        };
+        let broker = broker.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(reason) = connection(broker, stream, shutdown).await {
+                tracing::debug!(%peer, %reason, "connection closed");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("peer closed")]
+    Eof,
+    #[error("idle for longer than connections.max.idle.ms")]
+    Idle,
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame length {0} outside [{MIN_REQUEST_FRAME_BYTES}, socket.request.max.bytes={1}]")]
+    FrameSize(i32, i32),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("broker shutting down")]
+    Shutdown,
+}
+
+async fn connection(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ConnError> {
+    stream.set_nodelay(true)?;
+    let peer = stream.peer_addr().ok();
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::with_capacity(CONNECTION_READ_BUFFER_BYTES, rd);
+    let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
+    let max = broker.config.socket_request_max_bytes;
+    loop {
+        let frame = tokio::select! {
+            r = tokio::time::timeout(idle, read_frame(&mut rd, max)) => match r {
+                Err(_) => return Err(ConnError::Idle),
+                Ok(frame) => frame?,
+            },
+            _ = shutdown.changed() => return Err(ConnError::Shutdown),
+        };
+        match dispatch::handle_frame(&broker, frame.freeze()).await {
+            Ok(Some(response)) => wr.write_all(&response).await?,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::info!(peer = ?peer, error = %e, "closing connection after an invalid request");
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Reads one length-prefixed frame, refusing bad lengths before allocating.
+async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
+    rd: &mut R,
+    max: i32,
+) -> Result<BytesMut, ConnError> {
+    let len = match rd.read_i32().await {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(ConnError::Eof),
+        Err(e) => return Err(e.into()),
+    };
+    if len < MIN_REQUEST_FRAME_BYTES as i32 || len > max {
+        return Err(ConnError::FrameSize(len, max));
+    }
+    let len = len as usize;
+    // Grow with the bytes that actually arrive: a peer announcing 100 MB and
+    // sending nothing costs one small buffer, not 100 MB.
+    let mut buf = BytesMut::with_capacity(len.min(64 * 1024));
+    while buf.len() < len {
+        if buf.capacity() == buf.len() {
+            buf.reserve((len - buf.len()).min(buf.len().max(64 * 1024)));
+        }
+        let want = len - buf.len();
+        let n = (&mut *rd).take(want as u64).read_buf(&mut buf).await?;
+        if n == 0 {
+            return Err(ConnError::Eof);
+        }
+    }
+    Ok(buf)
+}

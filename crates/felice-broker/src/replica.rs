@@ -1,0 +1,416 @@
+//! The replica manager: one [`Partition`] per hosted topic partition, each
+//! owning its [`felice_log::Log`] and the state Kafka keeps beside it (high
+//! watermark, leader epoch, log start offset), plus the long-poll purgatory.
+//!
+//! Concurrency: the partition map is behind a `RwLock` taken for lookups only.
+//! Each log is behind its own `std::sync::Mutex`, locked only from blocking
+//! threads (`spawn_blocking`) for the length of one append or one index
+//! lookup; the bytes of a fetch are read after the lock is released.
+//!
+//! Invariants (asserted): `log_start_offset <= high_watermark <= log_end_offset`;
+//! on one node the ISR is this broker alone, so an append moves the high
+//! watermark to the new log end offset before the append returns. The high
+//! watermark is still its own value so that replication can hold it back.
+//!
+//! Purgatory: a fetch that has too little data parks an `Arc<Notify>` in the
+//! waiter list of every partition it reads; an append that moves the high
+//! watermark wakes them all and empties the list. The lists are bounded by the
+//! number of fetches in flight, itself bounded by `max.connections` (one
+//! request at a time per connection).
+
+use crate::config::BrokerConfig;
+use crate::topic_config::TopicSettings;
+use felice_log::{Log, LogConfig, LogError, TimestampType};
+use felice_metadata::{MetadataImage, TopicId};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use tokio::sync::Notify;
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// One hosted partition.
+pub struct Partition {
+    pub topic: String,
+    pub topic_id: TopicId,
+    pub index: i32,
+    pub leader_epoch: i32,
+    dir: PathBuf,
+    log: Mutex<Option<Log>>,
+    high_watermark: AtomicI64,
+    log_start_offset: AtomicI64,
+    log_end_offset: AtomicI64,
+    settings: RwLock<TopicSettings>,
+    waiters: Mutex<Vec<Arc<Notify>>>,
+}
+
+/// A read planned under the log lock, to be completed without it.
+pub struct PlannedRead {
+    pub slice: Option<felice_log::ReadSlice>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("partition {0} is closed (deleted or shutting down)")]
+    Closed(String),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Partition {
+    fn with_log<R>(
+        &self,
+        f: impl FnOnce(&mut Log) -> Result<R, LogError>,
+    ) -> Result<R, ReplicaError> {
+        let mut guard = lock(&self.log);
+        let log = guard
+            .as_mut()
+            .ok_or_else(|| ReplicaError::Closed(format!("{}-{}", self.topic, self.index)))?;
+        let r = f(log)?;
+        self.log_start_offset
+            .store(log.log_start_offset(), Ordering::Release);
+        Ok(r)
+    }
+
+    pub fn settings(&self) -> TopicSettings {
+        match self.settings.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset.load(Ordering::Acquire)
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end_offset.load(Ordering::Acquire)
+    }
+
+    /// Appends validated batches (blocking I/O: call from a blocking thread).
+    pub fn append(&self, batches: &mut [u8]) -> Result<felice_log::AppendInfo, ReplicaError> {
+        let settings = self.settings();
+        let ts_type = if settings.log_append_time {
+            TimestampType::LogAppendTime
+        } else {
+            TimestampType::CreateTime
+        };
+        let info = self.with_log(|log| {
+            let info = log.append(batches, self.leader_epoch, ts_type, now_ms())?;
+            let leo = log.log_end_offset();
+            assert!(
+                info.last_offset + 1 == leo,
+                "append ended at {} but log end offset is {leo}",
+                info.last_offset
+            );
+            self.log_end_offset.store(leo, Ordering::Release);
+            // One node: the ISR is this broker alone, so the high watermark
+            // follows the log end offset at once.
+            self.high_watermark.store(leo, Ordering::Release);
+            Ok(info)
+        })?;
+        self.wake_waiters();
+        Ok(info)
+    }
+
+    /// Plans a read of up to `max_bytes` from `offset`, bounded by the high
+    /// watermark (blocking: call from a blocking thread).
+    pub fn plan_read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<PlannedRead, ReplicaError> {
+        self.with_log(|log| {
+            let hw = self.high_watermark();
+            let slice = log.read(offset, max_bytes, hw, min_one_batch)?;
+            Ok(PlannedRead {
+                slice,
+                high_watermark: hw,
+                log_start_offset: log.log_start_offset(),
+            })
+        })
+    }
+
+    /// Runs `f` with the log locked (blocking: call from a blocking thread).
+    pub fn with_log_locked<R>(
+        &self,
+        f: impl FnOnce(&mut Log) -> Result<R, LogError>,
+    ) -> Result<R, ReplicaError> {
+        self.with_log(f)
+    }
+
+    /// Registers `waiter` to be notified when the high watermark moves.
+    pub fn add_waiter(&self, waiter: Arc<Notify>) {
+        lock(&self.waiters).push(waiter);
+    }
+
+    fn wake_waiters(&self) {
+        let waiters = std::mem::take(&mut *lock(&self.waiters));
+        for w in waiters {
+            w.notify_one();
+        }
+    }
+
+    fn set_settings(&self, settings: TopicSettings) {
+        let log_config = settings.log.clone();
+        match self.settings.write() {
+            Ok(mut g) => *g = settings,
+            Err(p) => *p.into_inner() = settings,
+        }
+        if let Err(e) = self.with_log(|log| log.set_config(log_config)) {
+            tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "topic config not applied to the log");
+        }
+    }
+
+    fn close(&self) -> Option<Log> {
+        let log = lock(&self.log).take();
+        self.wake_waiters();
+        log
+    }
+}
+
+/// All partitions hosted by this broker.
+pub struct ReplicaManager {
+    log_dir: PathBuf,
+    node_id: i32,
+    partitions: RwLock<HashMap<(TopicId, i32), Arc<Partition>>>,
+}
+
+const PARTITION_METADATA: &str = "partition.metadata";
+const DELETE_SUFFIX: &str = "-delete";
+
+impl ReplicaManager {
+    pub fn new(log_dir: &Path, node_id: i32) -> ReplicaManager {
+        ReplicaManager {
+            log_dir: log_dir.to_path_buf(),
+            node_id,
+            partitions: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn get(&self, topic_id: &TopicId, partition: i32) -> Option<Arc<Partition>> {
+        match self.partitions.read() {
+            Ok(g) => g.get(&(*topic_id, partition)).cloned(),
+            Err(p) => p.into_inner().get(&(*topic_id, partition)).cloned(),
+        }
+    }
+
+    pub fn all(&self) -> Vec<Arc<Partition>> {
+        match self.partitions.read() {
+            Ok(g) => g.values().cloned().collect(),
+            Err(p) => p.into_inner().values().cloned().collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self.partitions.read() {
+            Ok(g) => g.len(),
+            Err(p) => p.into_inner().len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Makes the hosted partitions match the image: opens (creating or
+    /// recovering) the logs of partitions this broker replicates, closes and
+    /// deletes those whose topic is gone, and applies changed topic configs.
+    /// Blocking I/O: call from a blocking thread. Also called at start-up,
+    /// where it removes directories the image no longer knows.
+    pub fn reconcile(
+        &self,
+        image: &MetadataImage,
+        broker: &BrokerConfig,
+    ) -> Result<(), ReplicaError> {
+        // Partitions to drop: topic gone, or recreated under a new id.
+        let existing = self.all();
+        for p in existing {
+            let keep = image
+                .topic_by_id(&p.topic_id)
+                .is_some_and(|t| (p.index as usize) < t.partitions.len());
+            if !keep {
+                self.remove(&p);
+            }
+        }
+        for topic in image.topics() {
+            let settings = TopicSettings::new(broker, &topic.configs);
+            for part in &topic.partitions {
+                if !part.replicas.contains(&self.node_id) {
+                    continue;
+                }
+                if let Some(p) = self.get(&topic.topic_id, part.partition) {
+                    if p.settings() != settings {
+                        p.set_settings(settings.clone());
+                    }
+                    continue;
+                }
+                let dir = self
+                    .log_dir
+                    .join(format!("{}-{}", topic.name, part.partition));
+                let p = open_partition(
+                    &dir,
+                    &topic.name,
+                    topic.topic_id,
+                    part.partition,
+                    part.leader_epoch,
+                    settings.clone(),
+                )?;
+                match self.partitions.write() {
+                    Ok(mut g) => g.insert((topic.topic_id, part.partition), Arc::new(p)),
+                    Err(poisoned) => poisoned
+                        .into_inner()
+                        .insert((topic.topic_id, part.partition), Arc::new(p)),
+                };
+            }
+        }
+        self.remove_stray_dirs();
+        Ok(())
+    }
+
+    fn remove(&self, p: &Arc<Partition>) {
+        match self.partitions.write() {
+            Ok(mut g) => g.remove(&(p.topic_id, p.index)),
+            Err(poisoned) => poisoned.into_inner().remove(&(p.topic_id, p.index)),
+        };
+        if let Some(log) = p.close() {
+            drop(log);
+        }
+        // Rename first (atomic), then remove: a crash in between leaves a
+        // `-delete` directory that the next start removes.
+        let doomed = p.dir.with_file_name(format!(
+            "{}-{}.{}{}",
+            p.topic,
+            p.index,
+            p.topic_id.simple(),
+            DELETE_SUFFIX
+        ));
+        if std::fs::rename(&p.dir, &doomed).is_ok() {
+            if let Err(e) = std::fs::remove_dir_all(&doomed) {
+                tracing::warn!(dir = %doomed.display(), error = %e, "could not remove deleted partition");
+            }
+        }
+    }
+
+    /// Removes partition directories that no hosted partition owns: leftovers
+    /// of a deletion interrupted by a crash.
+    fn remove_stray_dirs(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.log_dir) else {
+            return;
+        };
+        let owned: std::collections::HashSet<PathBuf> =
+            self.all().iter().map(|p| p.dir.clone()).collect();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !path.is_dir() || owned.contains(&path) {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().to_string();
+            let is_partition_dir =
+                name.ends_with(DELETE_SUFFIX) || path.join(PARTITION_METADATA).exists();
+            if is_partition_dir {
+                tracing::info!(dir = %path.display(), "removing a partition directory no topic owns");
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        }
+    }
+
+    /// Applies retention and due flushes to every partition (blocking).
+    pub fn housekeeping(&self, retention: bool) {
+        let now = now_ms();
+        for p in self.all() {
+            let r = p.with_log(|log| {
+                if retention {
+                    let removed = log.apply_retention(now)?;
+                    if removed > 0 {
+                        tracing::info!(topic = %p.topic, partition = p.index, removed, log_start_offset = log.log_start_offset(), "retention removed segments");
+                    }
+                }
+                log.flush_if_due(now)
+            });
+            if let Err(e) = r {
+                tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "housekeeping failed");
+            }
+        }
+    }
+
+    /// Closes every log cleanly (flush + recovery checkpoint). Blocking.
+    pub fn shutdown(&self) {
+        for p in self.all() {
+            if let Some(log) = p.close() {
+                if let Err(e) = log.close() {
+                    tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "closing log failed");
+                }
+            }
+        }
+    }
+}
+
+fn open_partition(
+    dir: &Path,
+    topic: &str,
+    topic_id: TopicId,
+    index: i32,
+    leader_epoch: i32,
+    settings: TopicSettings,
+) -> Result<Partition, ReplicaError> {
+    let meta_path = dir.join(PARTITION_METADATA);
+    // A directory left by an older topic of the same name: start afresh.
+    if let Ok(text) = std::fs::read_to_string(&meta_path) {
+        if !text.contains(&topic_id.to_string()) {
+            tracing::info!(dir = %dir.display(), "partition directory belongs to an older topic; removing it");
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    let log_config: LogConfig = settings.log.clone();
+    let log = Log::open(dir, log_config, now_ms())?;
+    if !meta_path.exists() {
+        let text = format!("version: 0\ntopic_id: {topic_id}\n");
+        std::fs::write(&meta_path, text).map_err(|source| LogError::Io {
+            path: meta_path.clone(),
+            source,
+        })?;
+    }
+    let leo = log.log_end_offset();
+    let lso = log.log_start_offset();
+    Ok(Partition {
+        topic: topic.to_string(),
+        topic_id,
+        index,
+        leader_epoch,
+        dir: dir.to_path_buf(),
+        high_watermark: AtomicI64::new(leo),
+        log_start_offset: AtomicI64::new(lso),
+        log_end_offset: AtomicI64::new(leo),
+        log: Mutex::new(Some(log)),
+        settings: RwLock::new(settings),
+        waiters: Mutex::new(Vec::new()),
+    })
+}
+
+impl Partition {
+    /// Takes `waiter` out of the purgatory list (a fetch that timed out).
+    pub fn remove_waiter(&self, waiter: &Arc<Notify>) {
+        lock(&self.waiters).retain(|w| !Arc::ptr_eq(w, waiter));
+    }
+}

@@ -1,0 +1,129 @@
+//! Running a broker: bind, open (recovery), serve, housekeeping, and a clean
+//! shutdown on SIGTERM or Ctrl-C that closes every log with its recovery
+//! checkpoint so the next start recovers nothing.
+
+use crate::broker::{Broker, StartError};
+use crate::config::BrokerConfig;
+use crate::net;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// A started broker: its bound address and a handle to stop it.
+pub struct RunningBroker {
+    pub local_addr: std::net::SocketAddr,
+    pub broker: Arc<Broker>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningBroker {
+    /// Stops accepting, closes connections, then closes every log cleanly.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let broker = self.broker.clone();
+        let _ = tokio::task::spawn_blocking(move || broker.replicas.shutdown()).await;
+    }
+}
+
+/// Binds the listener, opens the log dir (recovering it) and starts serving.
+pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
+    let started = Instant::now();
+    let addr = format!("{}:{}", config.listener.host, config.listener.port);
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: addr.clone(),
+        source,
+    })?;
+    let advertised_port = if config.advertised.port == 0 || config.advertised == config.listener {
+        local_addr.port()
+    } else {
+        config.advertised.port
+    };
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config, advertised_port))
+        .await
+        .map_err(|e| StartError::MetaProperties(format!("start-up task failed: {e}")))??;
+    let broker = Arc::new(broker);
+    let (shutdown, rx) = watch::channel(false);
+    let serve = tokio::spawn(net::serve(broker.clone(), listener, rx.clone()));
+    let housekeeping = tokio::spawn(housekeeping(broker.clone(), rx));
+    tracing::info!(
+        "felice listening on {local_addr} (PLAINTEXT), data in {}, cluster id {}, node id {}, {} partitions, started in {} ms",
+        broker.config.log_dir.display(),
+        broker.cluster_id,
+        broker.config.node_id,
+        broker.replicas.len(),
+        started.elapsed().as_millis()
+    );
+    Ok(RunningBroker {
+        local_addr,
+        broker,
+        shutdown,
+        tasks: vec![serve, housekeeping],
+    })
+}
+
+/// Retention every `log.retention.check.interval.ms`, due flushes every
+/// `log.flush.scheduler.interval.ms`, on a blocking thread.
+async fn housekeeping(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let retention_every = Duration::from_millis(broker.config.log_retention_check_interval_ms);
+    let flush_every =
+        Duration::from_millis(broker.config.log_flush_scheduler_interval_ms.max(1) as u64);
+    let tick = retention_every
+        .min(flush_every)
+        .min(Duration::from_secs(24 * 3600));
+    let mut last_retention = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = shutdown.changed() => return,
+        }
+        let retention = last_retention.elapsed() >= retention_every;
+        if retention {
+            last_retention = Instant::now();
+        }
+        let b = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || b.replicas.housekeeping(retention)).await;
+    }
+}
+
+/// Runs until SIGTERM or Ctrl-C.
+pub async fn run(config: BrokerConfig) -> Result<(), StartError> {
+    let running = start(config).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    running.stop().await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

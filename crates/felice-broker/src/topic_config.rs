@@ -1,0 +1,348 @@
+//! Topic-level configs: Kafka's names, their broker-level defaults, validation
+//! of overrides (CreateTopics, later IncrementalAlterConfigs), and the
+//! effective settings the log and the produce path use.
+
+use crate::config::BrokerConfig;
+use std::collections::BTreeMap;
+
+pub const COMPRESSION_TYPES: &[&str] =
+    &["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"];
+
+pub fn valid_cleanup_policy(v: &str) -> bool {
+    !v.is_empty()
+        && v.split(',')
+            .all(|p| matches!(p.trim(), "delete" | "compact"))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Int { min: i64 },
+    Long { min: i64 },
+    Bool,
+    Double,
+    CleanupPolicy,
+    Compression,
+    TimestampType,
+    List,
+}
+
+/// Where a topic config's default comes from.
+#[derive(Clone, Copy, Debug)]
+enum Default {
+    /// The broker key whose value is the default (Kafka's DEFAULT_CONFIG /
+    /// STATIC_BROKER_CONFIG source).
+    Broker(&'static str),
+    /// A fixed default.
+    Fixed(&'static str),
+}
+
+/// Every topic config Felice knows, in Kafka's names.
+const TOPIC_CONFIGS: &[(&str, Kind, Default)] = &[
+    (
+        "cleanup.policy",
+        Kind::CleanupPolicy,
+        Default::Broker("log.cleanup.policy"),
+    ),
+    (
+        "compression.type",
+        Kind::Compression,
+        Default::Broker("compression.type"),
+    ),
+    (
+        "delete.retention.ms",
+        Kind::Long { min: 0 },
+        Default::Fixed("86400000"),
+    ),
+    (
+        "file.delete.delay.ms",
+        Kind::Long { min: 0 },
+        Default::Broker("log.segment.delete.delay.ms"),
+    ),
+    (
+        "flush.messages",
+        Kind::Long { min: 1 },
+        Default::Broker("log.flush.interval.messages"),
+    ),
+    (
+        "flush.ms",
+        Kind::Long { min: 0 },
+        Default::Broker("log.flush.interval.ms"),
+    ),
+    (
+        "follower.replication.throttled.replicas",
+        Kind::List,
+        Default::Fixed(""),
+    ),
+    (
+        "index.interval.bytes",
+        Kind::Int { min: 0 },
+        Default::Broker("log.index.interval.bytes"),
+    ),
+    (
+        "leader.replication.throttled.replicas",
+        Kind::List,
+        Default::Fixed(""),
+    ),
+    (
+        "local.retention.bytes",
+        Kind::Long { min: -2 },
+        Default::Fixed("-2"),
+    ),
+    (
+        "local.retention.ms",
+        Kind::Long { min: -2 },
+        Default::Fixed("-2"),
+    ),
+    (
+        "max.compaction.lag.ms",
+        Kind::Long { min: 1 },
+        Default::Fixed("9223372036854775807"),
+    ),
+    (
+        "max.message.bytes",
+        Kind::Int { min: 0 },
+        Default::Broker("message.max.bytes"),
+    ),
+    (
+        "message.timestamp.after.max.ms",
+        Kind::Long { min: 0 },
+        Default::Fixed("9223372036854775807"),
+    ),
+    (
+        "message.timestamp.before.max.ms",
+        Kind::Long { min: 0 },
+        Default::Fixed("9223372036854775807"),
+    ),
+    (
+        "message.timestamp.type",
+        Kind::TimestampType,
+        Default::Broker("log.message.timestamp.type"),
+    ),
+    (
+        "min.cleanable.dirty.ratio",
+        Kind::Double,
+        Default::Fixed("0.5"),
+    ),
+    (
+        "min.compaction.lag.ms",
+        Kind::Long { min: 0 },
+        Default::Fixed("0"),
+    ),
+    (
+        "min.insync.replicas",
+        Kind::Int { min: 1 },
+        Default::Broker("min.insync.replicas"),
+    ),
+    ("preallocate", Kind::Bool, Default::Fixed("false")),
+    ("remote.storage.enable", Kind::Bool, Default::Fixed("false")),
+    (
+        "retention.bytes",
+        Kind::Long { min: i64::MIN },
+        Default::Broker("log.retention.bytes"),
+    ),
+    ("retention.ms", Kind::Long { min: -1 }, Default::Fixed("")),
+    (
+        "segment.bytes",
+        Kind::Int { min: 14 },
+        Default::Broker("log.segment.bytes"),
+    ),
+    (
+        "segment.index.bytes",
+        Kind::Int { min: 4 },
+        Default::Broker("log.index.size.max.bytes"),
+    ),
+    (
+        "segment.jitter.ms",
+        Kind::Long { min: 0 },
+        Default::Fixed("0"),
+    ),
+    ("segment.ms", Kind::Long { min: 1 }, Default::Fixed("")),
+    (
+        "unclean.leader.election.enable",
+        Kind::Bool,
+        Default::Broker("unclean.leader.election.enable"),
+    ),
+];
+
+/// Why a topic config override was refused (Kafka: INVALID_CONFIG).
+#[derive(Debug, thiserror::Error)]
+pub enum TopicConfigError {
+    #[error("Unknown topic config name: {0}")]
+    Unknown(String),
+    #[error("Invalid value {value} for configuration {key}: {reason}")]
+    Invalid {
+        key: String,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("Null value not supported for topic configs: {0}")]
+    Null(String),
+}
+
+/// Checks one override against the known configs.
+pub fn validate(key: &str, value: Option<&str>) -> Result<(), TopicConfigError> {
+    let Some((_, kind, _)) = TOPIC_CONFIGS.iter().find(|(k, _, _)| *k == key) else {
+        return Err(TopicConfigError::Unknown(key.to_string()));
+    };
+    let Some(value) = value else {
+        return Err(TopicConfigError::Null(key.to_string()));
+    };
+    let invalid = |reason| TopicConfigError::Invalid {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason,
+    };
+    let ok = match kind {
+        Kind::Int { min } => value.parse::<i32>().map(|v| i64::from(v) >= *min),
+        Kind::Long { min } => value.parse::<i64>().map(|v| v >= *min),
+        Kind::Bool => Ok(value == "true" || value == "false"),
+        Kind::Double => Ok(value.parse::<f64>().is_ok()),
+        Kind::CleanupPolicy => Ok(valid_cleanup_policy(value)),
+        Kind::Compression => Ok(COMPRESSION_TYPES.contains(&value)),
+        Kind::TimestampType => Ok(matches!(value, "CreateTime" | "LogAppendTime")),
+        Kind::List => Ok(true),
+    };
+    match ok {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(invalid("out of range or not an allowed value")),
+        Err(_) => Err(invalid("not a number")),
+    }
+}
+
+/// One topic config as DescribeConfigs/CreateTopics v5+ report it.
+pub struct DescribedConfig {
+    pub name: &'static str,
+    pub value: String,
+    /// The override is the topic's own (DYNAMIC_TOPIC_CONFIG) or a default.
+    pub is_override: bool,
+    /// The default came from a broker key set explicitly (STATIC_BROKER_CONFIG).
+    pub from_broker_key: bool,
+}
+
+/// Every topic config with its effective value for a topic with `overrides`.
+pub fn describe(
+    broker: &BrokerConfig,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<DescribedConfig> {
+    TOPIC_CONFIGS
+        .iter()
+        .map(|(name, _, default)| {
+            if let Some(v) = overrides.get(*name) {
+                return DescribedConfig {
+                    name,
+                    value: v.clone(),
+                    is_override: true,
+                    from_broker_key: false,
+                };
+            }
+            let value = match (*name, default) {
+                ("retention.ms", _) => broker.log_retention_ms.to_string(),
+                ("segment.ms", _) => broker.log_roll_ms.to_string(),
+                ("flush.ms", _) => broker.log_flush_interval_ms.to_string(),
+                (_, Default::Broker(key)) => broker.value(key).unwrap_or("").to_string(),
+                (_, Default::Fixed(v)) => v.to_string(),
+            };
+            DescribedConfig {
+                name,
+                value,
+                is_override: false,
+                from_broker_key: false,
+            }
+        })
+        .collect()
+}
+
+/// The settings a partition's log and the produce path act on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicSettings {
+    pub log: felice_log::LogConfig,
+    pub max_message_bytes: i32,
+    pub log_append_time: bool,
+}
+
+impl TopicSettings {
+    pub fn new(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -> TopicSettings {
+        let long = |key: &str, default: i64| -> i64 {
+            overrides
+                .get(key)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let log = felice_log::LogConfig {
+            segment_bytes: long("segment.bytes", i64::from(broker.log_segment_bytes)).max(14)
+                as u64,
+            segment_ms: long("segment.ms", broker.log_roll_ms),
+            segment_index_bytes: long(
+                "segment.index.bytes",
+                i64::from(broker.log_index_size_max_bytes),
+            )
+            .max(4) as u64,
+            index_interval_bytes: long(
+                "index.interval.bytes",
+                i64::from(broker.log_index_interval_bytes),
+            )
+            .max(0) as u64,
+            retention_ms: long("retention.ms", broker.log_retention_ms),
+            retention_bytes: long("retention.bytes", broker.log_retention_bytes),
+            flush_interval_messages: long("flush.messages", broker.log_flush_interval_messages)
+                .max(1) as u64,
+            flush_interval_ms: long("flush.ms", broker.log_flush_interval_ms),
+            file_delete_delay_ms: long("file.delete.delay.ms", broker.log_segment_delete_delay_ms),
+        };
+        let timestamp_type = overrides
+            .get("message.timestamp.type")
+            .map(String::as_str)
+            .unwrap_or(broker.log_message_timestamp_type.as_str());
+        TopicSettings {
+            log,
+            max_message_bytes: long("max.message.bytes", i64::from(broker.message_max_bytes))
+                as i32,
+            log_append_time: timestamp_type == "LogAppendTime",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_key() {
+        assert!(validate("retention.ms", Some("100")).is_ok());
+        assert!(validate("retention.ms", Some("-1")).is_ok());
+        assert!(matches!(
+            validate("retention.ms", Some("x")),
+            Err(TopicConfigError::Invalid { .. })
+        ));
+        assert!(matches!(
+            validate("nope", Some("1")),
+            Err(TopicConfigError::Unknown(_))
+        ));
+        assert!(validate("cleanup.policy", Some("compact,delete")).is_ok());
+        assert!(validate("cleanup.policy", Some("forever")).is_err());
+    }
+
+    #[test]
+    fn overrides_shape_the_settings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = BrokerConfig::for_test(dir.path());
+        let mut o = BTreeMap::new();
+        o.insert("retention.ms".to_string(), "1000".to_string());
+        o.insert("max.message.bytes".to_string(), "2000".to_string());
+        o.insert(
+            "message.timestamp.type".to_string(),
+            "LogAppendTime".to_string(),
+        );
+        let s = TopicSettings::new(&broker, &o);
+        assert_eq!(s.log.retention_ms, 1000);
+        assert_eq!(s.max_message_bytes, 2000);
+        assert!(s.log_append_time);
+        let d = describe(&broker, &o);
+        let seg = d
+            .iter()
+            .find(|c| c.name == "segment.bytes")
+            .expect("segment.bytes");
+        assert_eq!(seg.value, "1073741824");
+        assert!(!seg.is_override);
+    }
+}

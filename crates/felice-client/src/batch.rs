@@ -1,0 +1,376 @@
+//! Record batches encoded once and stamped per send, for load generators.
+//!
+//! A [`BatchTemplate`] holds a v2 record batch built by `kafka-protocol`'s
+//! `RecordBatchEncoder`. [`BatchTemplate::render`] writes a [`SendStamp`] into the first
+//! 16 bytes of the first record's value and the send wall-clock time into the batch
+//! timestamps, then recomputes the CRC:
+//!
+//! - uncompressed: the encoded bytes are copied and patched in place (no re-encoding);
+//! - compressed: the stamp sits inside the compressed payload, so the batch is
+//!   re-encoded (and recompressed) per send, as a real producer would.
+//!
+//! All records in a batch carry timestamp delta 0, so patching the batch's base and max
+//! timestamp sets every record's timestamp. Records use sequence `offset - 1` so that
+//! the encoder keeps them in one batch with base sequence -1 (no idempotence).
+//!
+//! Layout used for patching (KIP-98 record batch v2, offsets from the batch start):
+//! crc 17..21 covers 21..end; baseTimestamp 27..35; maxTimestamp 35..43; records from 61.
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    TimestampType, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
+};
+
+/// Bytes of a [`SendStamp`] at the start of the first value of each batch.
+pub const STAMP_LEN: usize = 16;
+
+const CRC_RANGE: std::ops::Range<usize> = 17..21;
+const ATTRIBUTES_START: usize = 21;
+const BASE_TIMESTAMP: std::ops::Range<usize> = 27..35;
+const MAX_TIMESTAMP: std::ops::Range<usize> = 35..43;
+/// Size of the v2 batch header; the first record starts here.
+pub const BATCH_HEADER_LEN: usize = 61;
+
+/// When a batch was sent: `nanos` on the sender's monotonic clock, counted from an epoch
+/// private to the run `run_id`. Only a reader in the same process (same epoch) can turn it
+/// into a latency; `run_id` tells it whether the record is from this run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendStamp {
+    /// Identifies the run (and so the clock epoch).
+    pub run_id: u64,
+    /// Nanoseconds since the run's epoch.
+    pub nanos: u64,
+}
+
+impl SendStamp {
+    /// The 16 bytes written into the value.
+    pub fn to_bytes(self) -> [u8; STAMP_LEN] {
+        let mut out = [0u8; STAMP_LEN];
+        out[..8].copy_from_slice(&self.run_id.to_be_bytes());
+        out[8..].copy_from_slice(&self.nanos.to_be_bytes());
+        out
+    }
+
+    /// Reads a stamp from the start of a record value; `None` if the value is too short.
+    pub fn from_value(value: &[u8]) -> Option<SendStamp> {
+        let run_id = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
+        let nanos = u64::from_be_bytes(value.get(8..STAMP_LEN)?.try_into().ok()?);
+        Some(SendStamp { run_id, nanos })
+    }
+}
+
+/// A batch encoded once, re-stamped per send. See the module docs.
+#[derive(Debug, Clone)]
+pub struct BatchTemplate {
+    compression: Compression,
+    records: Vec<Record>,
+    /// The encoded batch (uncompressed templates only).
+    encoded: Bytes,
+    /// Where the first value's stamp lives in `encoded` (uncompressed, stampable only).
+    stamp_pos: Option<usize>,
+    payload_bytes: usize,
+}
+
+impl BatchTemplate {
+    /// Builds a batch of one record per value (null keys). If the first value is at least
+    /// [`STAMP_LEN`] bytes long, `render` stamps it; otherwise batches carry no stamp.
+    pub fn new(values: Vec<Bytes>, compression: Compression) -> anyhow::Result<BatchTemplate> {
+        anyhow::ensure!(!values.is_empty(), "a batch needs at least one record");
+        let payload_bytes = values.iter().map(Bytes::len).sum();
+        let records: Vec<Record> = values
+            .into_iter()
+            .enumerate()
+            .map(|(i, value)| {
+                let offset = i as i64;
+                Record {
+                    transactional: false,
+                    control: false,
+                    delete_horizon: false,
+                    partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+                    producer_id: NO_PRODUCER_ID,
+                    producer_epoch: NO_PRODUCER_EPOCH,
+                    timestamp_type: TimestampType::Creation,
+                    offset,
+                    // offset - sequence is constant, so the encoder emits one batch whose
+                    // base sequence is -1 (NO_SEQUENCE).
+                    sequence: (offset - 1) as i32,
+                    timestamp: 0,
+                    key: None,
+                    value: Some(value),
+                    headers: Default::default(),
+                }
+            })
+            .collect();
+        let stampable = records
+            .first()
+            .and_then(|r| r.value.as_ref())
+            .is_some_and(|v| v.len() >= STAMP_LEN);
+        let mut template = BatchTemplate {
+            compression,
+            records,
+            encoded: Bytes::new(),
+            stamp_pos: None,
+            payload_bytes,
+        };
+        if compression == Compression::None {
+            let mut buf = BytesMut::new();
+            RecordBatchEncoder::encode(&mut buf, template.records.iter(), &template.options())?;
+            template.encoded = buf.freeze();
+            if stampable {
+                template.stamp_pos = Some(template.find_first_value()?);
+            }
+        }
+        // Self-check: the encoder made exactly one batch holding every record.
+        let probe = template.render(
+            SendStamp {
+                run_id: 1,
+                nanos: 2,
+            },
+            0,
+        )?;
+        let mut probe_buf = probe.clone();
+        let set = RecordBatchDecoder::decode(&mut probe_buf)?;
+        anyhow::ensure!(
+            probe_buf.is_empty() && set.records.len() == template.records.len(),
+            "encoder split {} records into several batches",
+            template.records.len()
+        );
+        Ok(template)
+    }
+
+    fn options(&self) -> RecordEncodeOptions {
+        RecordEncodeOptions {
+            version: 2,
+            compression: self.compression,
+        }
+    }
+
+    /// Locates the first record's value in the uncompressed encoding: its bytes are the
+    /// first place after the header where the value appears (keys are null, no headers).
+    fn find_first_value(&self) -> anyhow::Result<usize> {
+        let first = self
+            .records
+            .first()
+            .and_then(|r| r.value.as_ref())
+            .ok_or_else(|| anyhow::anyhow!("no first value"))?;
+        let needle = first.get(..STAMP_LEN.min(first.len())).unwrap_or_default();
+        let haystack = self.encoded.get(BATCH_HEADER_LEN..).unwrap_or_default();
+        // The value starts within a few varint bytes of the record start.
+        let window = haystack
+            .get(..(16 + first.len()).min(haystack.len()))
+            .unwrap_or_default();
+        let at = window
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .ok_or_else(|| anyhow::anyhow!("first value not found in the encoded batch"))?;
+        Ok(BATCH_HEADER_LEN + at)
+    }
+
+    /// Records per batch.
+    pub fn record_count(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Sum of the value sizes (the payload a benchmark counts).
+    pub fn payload_bytes(&self) -> usize {
+        self.payload_bytes
+    }
+
+    /// Whether rendered batches carry a stamp.
+    pub fn is_stamped(&self) -> bool {
+        self.records
+            .first()
+            .and_then(|r| r.value.as_ref())
+            .is_some_and(|v| v.len() >= STAMP_LEN)
+    }
+
+    /// The batch to send now: stamp in the first value, `wall_clock_ms` as every
+    /// record's timestamp, CRC fixed.
+    pub fn render(&self, stamp: SendStamp, wall_clock_ms: i64) -> anyhow::Result<Bytes> {
+        let mut batch = match self.compression {
+            Compression::None => {
+                let mut batch = BytesMut::from(&self.encoded[..]);
+                if let Some(pos) = self.stamp_pos {
+                    let slot = batch
+                        .get_mut(pos..pos + STAMP_LEN)
+                        .ok_or_else(|| anyhow::anyhow!("stamp outside the batch"))?;
+                    slot.copy_from_slice(&stamp.to_bytes());
+                }
+                batch
+            }
+            _ => {
+                let mut first = self
+                    .records
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| anyhow::anyhow!("empty template"))?;
+                if let Some(value) = first.value.as_mut().filter(|v| v.len() >= STAMP_LEN) {
+                    let mut stamped = BytesMut::from(&value[..]);
+                    stamped[..STAMP_LEN].copy_from_slice(&stamp.to_bytes());
+                    *value = stamped.freeze();
+                }
+                let rest = self.records.get(1..).unwrap_or_default();
+                let mut batch = BytesMut::new();
+                RecordBatchEncoder::encode(
+                    &mut batch,
+                    std::iter::once(&first).chain(rest.iter()),
+                    &self.options(),
+                )?;
+                batch
+            }
+        };
+        anyhow::ensure!(batch.len() > BATCH_HEADER_LEN, "encoded batch too short");
+        batch[BASE_TIMESTAMP].copy_from_slice(&wall_clock_ms.to_be_bytes());
+        batch[MAX_TIMESTAMP].copy_from_slice(&wall_clock_ms.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[ATTRIBUTES_START..]);
+        batch[CRC_RANGE].copy_from_slice(&crc.to_be_bytes());
+        Ok(batch.freeze())
+    }
+}
+
+/// What a reader needs from one batch of a fetch response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchSummary {
+    /// Offset of the first record.
+    pub base_offset: i64,
+    /// Offset after the last record (the next offset to fetch).
+    pub next_offset: i64,
+    /// Records in the batch at or after the fetch offset.
+    pub records: u64,
+    /// Value bytes of those records.
+    pub value_bytes: u64,
+    /// The first record's stamp, if its value carries one.
+    pub stamp: Option<SendStamp>,
+}
+
+/// Splits fetched record bytes into batches, decoding each with `RecordBatchDecoder`
+/// (which checks the CRC and decompresses). Records before `from_offset` are skipped
+/// (a fetch may start mid-batch). A truncated trailing batch, which brokers may send when
+/// a fetch hits its byte limit, ends the list silently.
+pub fn summarize_batches(
+    mut records: Bytes,
+    from_offset: i64,
+) -> anyhow::Result<Vec<BatchSummary>> {
+    let mut out = Vec::new();
+    // baseOffset (8) + batchLength (4) precede the counted length.
+    while let Some(len_bytes) = records.get(8..12) {
+        let batch_len =
+            i32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
+        let batch_len = usize::try_from(batch_len)
+            .map_err(|_| anyhow::anyhow!("negative batch length {batch_len}"))?;
+        if records.len() < 12 + batch_len {
+            break;
+        }
+        let mut one = records.split_to(12 + batch_len);
+        let set = RecordBatchDecoder::decode(&mut one)?;
+        let Some(last) = set.records.last() else {
+            continue;
+        };
+        let next_offset = last.offset + 1;
+        let base_offset = set.records.first().map_or(next_offset, |r| r.offset);
+        let stamp = set
+            .records
+            .first()
+            .and_then(|r| r.value.as_deref())
+            .and_then(SendStamp::from_value);
+        let mut count = 0u64;
+        let mut value_bytes = 0u64;
+        for r in set
+            .records
+            .iter()
+            .filter(|r| r.offset >= from_offset && !r.control)
+        {
+            count += 1;
+            value_bytes += r.value.as_ref().map_or(0, |v| v.len() as u64);
+        }
+        out.push(BatchSummary {
+            base_offset,
+            next_offset,
+            records: count,
+            value_bytes,
+            stamp,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, size: usize) -> Vec<Bytes> {
+        (0..n)
+            .map(|i| Bytes::from(vec![b'A' + (i % 26) as u8; size]))
+            .collect()
+    }
+
+    #[test]
+    fn render_stamps_every_compression() -> anyhow::Result<()> {
+        for compression in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let template = BatchTemplate::new(values(50, 100), compression)?;
+            let stamp = SendStamp {
+                run_id: 0xfeed,
+                nanos: 123_456_789,
+            };
+            let batch = template.render(stamp, 1_700_000_000_000)?;
+            let mut buf = batch.clone();
+            let set = RecordBatchDecoder::decode(&mut buf)?;
+            assert_eq!(set.compression, compression);
+            assert_eq!(set.records.len(), 50);
+            assert!(set.records.iter().all(|r| r.timestamp == 1_700_000_000_000));
+            let first = set.records[0].value.clone().unwrap_or_default();
+            assert_eq!(SendStamp::from_value(&first), Some(stamp));
+            assert_eq!(&first[STAMP_LEN..], &[b'A'; 100 - STAMP_LEN][..]);
+            assert_eq!(set.records[1].value.as_deref(), Some(&[b'B'; 100][..]));
+            let summary = summarize_batches(batch, 0)?;
+            assert_eq!(summary.len(), 1);
+            assert_eq!(summary[0].records, 50);
+            assert_eq!(summary[0].value_bytes, 5000);
+            assert_eq!(summary[0].next_offset, 50);
+            assert_eq!(summary[0].stamp, Some(stamp));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn short_values_are_not_stamped() -> anyhow::Result<()> {
+        let template = BatchTemplate::new(values(3, 4), Compression::None)?;
+        assert!(!template.is_stamped());
+        let batch = template.render(
+            SendStamp {
+                run_id: 1,
+                nanos: 1,
+            },
+            5,
+        )?;
+        let summary = summarize_batches(batch, 0)?;
+        assert_eq!(summary[0].stamp, None);
+        assert_eq!(summary[0].records, 3);
+        Ok(())
+    }
+
+    #[test]
+    fn summarize_skips_truncated_tail_and_early_offsets() -> anyhow::Result<()> {
+        let template = BatchTemplate::new(values(10, 20), Compression::None)?;
+        let one = template.render(
+            SendStamp {
+                run_id: 1,
+                nanos: 1,
+            },
+            5,
+        )?;
+        let mut two = BytesMut::from(&one[..]);
+        two.extend_from_slice(&one[..one.len() - 3]);
+        let summary = summarize_batches(two.freeze(), 4)?;
+        assert_eq!(summary.len(), 1);
+        assert_eq!(summary[0].records, 6);
+        Ok(())
+    }
+}

@@ -1,0 +1,192 @@
+//! felice-log: one partition's log on disk, in Kafka's layout.
+//!
+//! A partition directory `<log.dir>/<topic>-<partition>/` holds segments
+//! `<20-digit base offset>.log` (record batches verbatim, offsets already assigned),
+//! sparse `.index` / `.timeindex` files, `log-start-offset` (moved by retention and
+//! DeleteRecords) and `recovery-point` (offset up to which data is fsynced and indexes
+//! complete; everything after it is re-validated on open).
+//!
+//! Owns: offset assignment at append, segment rolling, reads for Fetch, lookups for
+//! ListOffsets, retention, truncation and crash recovery. Batches are validated by the
+//! caller ([`felice_wire::validate_batch`]) before [`Log::append`].
+//!
+//! Invariants: `log_start_offset <= log_end_offset`; segment base offsets strictly
+//! increase; appends are contiguous (each append starts at the previous LEO); memory is
+//! bounded per partition by the ACTIVE segment's index entries (`segment.index.bytes`)
+//! plus a few words per segment: closed segments' indexes are searched on disk.
+//!
+//! Concurrency: [`Log`] is not synchronised; the broker calls it from blocking threads
+//! under a per-partition mutex. A [`ReadSlice`] may be read without that lock.
+
+mod index;
+mod log;
+mod segment;
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use thiserror::Error;
+
+pub use felice_wire::{BatchError, TimestampType};
+pub use log::Log;
+
+/// Per-log configuration; field names mirror Kafka's topic/broker keys. Replaceable at
+/// run time with [`Log::set_config`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes` / `log.segment.bytes`: roll when an append would exceed it.
+    pub segment_bytes: u64,
+    /// `segment.ms` / `log.roll.ms`: roll when the segment's first batch is older.
+    pub segment_ms: i64,
+    /// `segment.index.bytes`: cap of each index file; the active segment's index
+    /// entries are held in memory, so this bounds per-partition index memory.
+    pub segment_index_bytes: u64,
+    /// `index.interval.bytes`: bytes between index entries.
+    pub index_interval_bytes: u64,
+    /// `retention.ms`: -1 = keep forever.
+    pub retention_ms: i64,
+    /// `retention.bytes`: -1 = no size limit.
+    pub retention_bytes: i64,
+    /// `flush.messages`: fsync after this many records (`u64::MAX` = leave it to the OS).
+    pub flush_interval_messages: u64,
+    /// `flush.ms`: fsync when the last one is older (`i64::MAX` = never).
+    pub flush_interval_ms: i64,
+    /// `file.delete.delay.ms`: accepted for parity; segments are unlinked at once
+    /// because readers hold the file open (`Arc<File>`), which is what the delay
+    /// protects in Kafka.
+    pub file_delete_delay_ms: i64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            segment_index_bytes: 10 * 1024 * 1024,
+            index_interval_bytes: 4096,
+            retention_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_bytes: -1,
+            flush_interval_messages: u64::MAX,
+            flush_interval_ms: i64::MAX,
+            file_delete_delay_ms: 60_000,
+        }
+    }
+}
+
+/// Smallest `segment.bytes` Kafka accepts (`LegacyRecord.RECORD_OVERHEAD_V0`).
+pub const MIN_SEGMENT_BYTES: u64 = 14;
+/// Positions in `.index` are u32 and Kafka's `segment.bytes` is an int.
+pub const MAX_SEGMENT_BYTES: u64 = i32::MAX as u64;
+/// Two time index entries (one is kept for the entry written when a segment closes).
+pub const MIN_SEGMENT_INDEX_BYTES: u64 = 24;
+
+impl LogConfig {
+    pub fn validate(&self) -> Result<(), LogError> {
+        let bad = |reason: String| Err(LogError::InvalidConfig { reason });
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
+            return bad(format!(
+                "segment.bytes {} not in [{MIN_SEGMENT_BYTES}, {MAX_SEGMENT_BYTES}]",
+                self.segment_bytes
+            ));
+        }
+        if self.segment_ms < 1 {
+            return bad(format!("segment.ms {} must be >= 1", self.segment_ms));
+        }
+        if self.segment_index_bytes < MIN_SEGMENT_INDEX_BYTES
+            || self.segment_index_bytes > MAX_SEGMENT_BYTES
+        {
+            return bad(format!(
+                "segment.index.bytes {} not in [{MIN_SEGMENT_INDEX_BYTES}, {MAX_SEGMENT_BYTES}]",
+                self.segment_index_bytes
+            ));
+        }
+        if self.retention_ms < -1 || self.retention_bytes < -1 {
+            return bad(format!(
+                "retention.ms {} / retention.bytes {} must be >= -1",
+                self.retention_ms, self.retention_bytes
+            ));
+        }
+        if self.flush_interval_messages < 1 || self.flush_interval_ms < 0 {
+            return bad(format!(
+                "flush.messages {} must be >= 1 and flush.ms {} >= 0",
+                self.flush_interval_messages, self.flush_interval_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Result of a successful [`Log::append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub first_offset: i64,
+    pub last_offset: i64,
+    /// Largest timestamp of the appended batches (the append time for LogAppendTime).
+    pub max_timestamp: i64,
+    /// -1 unless the topic uses LogAppendTime.
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug, Error)]
+pub enum LogError {
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A batch that fails checks, at `position` in `path` (for [`Log::append`], the
+    /// partition directory and the position in the appended buffer).
+    #[error("corrupt batch at byte {position} of {}: {source}", path.display())]
+    CorruptBatch {
+        path: PathBuf,
+        position: u64,
+        #[source]
+        source: BatchError,
+    },
+    #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: i64,
+        log_end: i64,
+    },
+    #[error("invalid log config: {reason}")]
+    InvalidConfig { reason: String },
+    #[error("append of {bytes} bytes / {offsets} offsets cannot fit in one segment")]
+    AppendTooLarge { bytes: u64, offsets: i64 },
+    #[error("append of zero bytes")]
+    EmptyAppend,
+}
+
+/// A byte range of one segment file, returned by [`Log::read`]. Holds the segment's
+/// file open, so it stays readable after the log lock is released, even if the
+/// segment is deleted meanwhile (retention). A concurrent [`Log::truncate_to`] may make
+/// it fail or return newer bytes; the replica layer does not truncate while serving
+/// the same range.
+#[derive(Debug, Clone)]
+pub struct ReadSlice {
+    file: Arc<File>,
+    pub position: u64,
+    pub len: usize,
+    /// Base offset of the first batch in the slice (may be below the requested offset).
+    pub first_batch_offset: i64,
+}
+
+impl ReadSlice {
+    /// Reads the range with one positioned read.
+    pub fn read_bytes(&self) -> io::Result<Bytes> {
+        let mut buf = vec![0u8; self.len];
+        self.file.read_exact_at(&mut buf, self.position)?;
+        Ok(Bytes::from(buf))
+    }
+
+    /// The segment file, e.g. for `sendfile`.
+    pub fn file(&self) -> &Arc<File> {
+        &self.file
+    }
+}

@@ -1,0 +1,802 @@
+//! [`Log`]: one partition's ordered list of segments, the last one active.
+//!
+//! Owns the segment list, the log start offset and recovery point (and their files),
+//! offset assignment, rolling, reads, retention, truncation and flushing.
+//!
+//! Invariants (asserted where cheap): `segments` is never empty and base offsets
+//! strictly increase; only the last segment is active (holds index entries in memory,
+//! receives appends); `log_start_offset <= log_end_offset`; each append starts at the
+//! log end offset; `recovery_point <= log_end_offset` and every byte below it is
+//! fsynced with complete index files.
+//!
+//! Concurrency: `&mut self` for every change; the broker holds a per-partition mutex.
+//! `read` hands out [`ReadSlice`]s that outlive the lock.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use felice_wire::{
+    set_base_offset, set_log_append_time, set_partition_leader_epoch, BatchError, BatchHeader,
+    Batches,
+};
+
+use crate::index::{OffsetEntry, TimeEntry};
+use crate::segment::{io_err, parse_log_file_name, IndexLimits, Segment};
+use crate::{AppendInfo, LogConfig, LogError, ReadSlice, TimestampType};
+
+const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+const RECOVERY_POINT_FILE: &str = "recovery-point";
+
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    segments: Vec<Segment>,
+    log_start_offset: i64,
+    recovery_point: i64,
+    unflushed_messages: u64,
+    last_flush_ms: i64,
+    /// A segment file was created or removed since the last directory fsync.
+    dir_dirty: bool,
+}
+
+fn limits(config: &LogConfig) -> IndexLimits {
+    IndexLimits {
+        max_offset_entries: config.segment_index_bytes / 8,
+        max_time_entries: config.segment_index_bytes / 12,
+        interval_bytes: config.index_interval_bytes,
+    }
+}
+
+/// Reads a one-number checkpoint file; anything unreadable counts as absent, which is
+/// always safe (a missing recovery point means "recover everything").
+fn read_checkpoint(path: &Path) -> Result<Option<i64>, LogError> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(text.trim().parse::<i64>().ok().filter(|v| *v >= 0)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+/// Replaces a checkpoint file atomically (write a temp file, rename). With `durable`
+/// the temp file and the directory are fsynced too.
+fn write_checkpoint(dir: &Path, name: &str, value: i64, durable: bool) -> Result<(), LogError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
+    file.write_all(format!("{value}\n").as_bytes())
+        .map_err(io_err(&tmp))?;
+    if durable {
+        file.sync_all().map_err(io_err(&tmp))?;
+    }
+    drop(file);
+    fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    if durable {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+impl Log {
+    /// Opens (creating if missing) the partition directory `dir` and recovers it:
+    /// segments wholly below the recovery point are trusted after cheap index sanity
+    /// checks; later ones are re-validated batch by batch, cut at the first torn or
+    /// corrupt batch (later segments are then deleted) and re-indexed.
+    pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Log, LogError> {
+        config.validate()?;
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let limits = limits(&config);
+        let mut bases = Vec::new();
+        let mut others = Vec::new();
+        for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+            let entry = entry.map_err(io_err(dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(base) = parse_log_file_name(&name) {
+                bases.push(base);
+            } else if name.ends_with(".tmp") || name.ends_with(".deleted") {
+                let path = entry.path();
+                fs::remove_file(&path).map_err(io_err(&path))?;
+            } else {
+                others.push(name);
+            }
+        }
+        bases.sort_unstable();
+        // Index files without a log file are leftovers of an interrupted deletion.
+        for name in others {
+            let stem = name
+                .strip_suffix(".index")
+                .or_else(|| name.strip_suffix(".timeindex"));
+            if let Some(base) = stem.and_then(|s| parse_log_file_name(&format!("{s}.log"))) {
+                if bases.binary_search(&base).is_err() {
+                    let path = dir.join(&name);
+                    fs::remove_file(&path).map_err(io_err(&path))?;
+                }
+            }
+        }
+        let persisted_start = read_checkpoint(&dir.join(LOG_START_OFFSET_FILE))?;
+        let recovery_point = read_checkpoint(&dir.join(RECOVERY_POINT_FILE))?;
+
+        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
+        let mut recovered_any = false;
+        for (i, &base) in bases.iter().enumerate() {
+            let next_base = bases.get(i + 1).copied();
+            let trusted = match (recovery_point, next_base) {
+                (Some(rp), Some(next)) if next <= rp => {
+                    Segment::open_trusted(dir, base, Some(next), rp, now_ms)?
+                }
+                (Some(rp), None) if rp >= base => {
+                    Segment::open_trusted(dir, base, None, rp, now_ms)?
+                }
+                _ => None,
+            };
+            if let Some(segment) = trusted {
+                segments.push(segment);
+                continue;
+            }
+            let recovered = Segment::recover(dir, base, limits, now_ms)?;
+            recovered_any = true;
+            let cut = recovered.truncated_bytes > 0;
+            segments.push(recovered.segment);
+            if cut {
+                // Everything after a cut is unreachable: offsets must stay contiguous.
+                for &later in bases.get(i + 1..).unwrap_or(&[]) {
+                    for path in Segment::paths(dir, later) {
+                        match fs::remove_file(&path) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                            Err(e) => return Err(io_err(&path)(e)),
+                        }
+                    }
+                }
+                break;
+            }
+        }
+        let count = segments.len();
+        for segment in segments.iter_mut().take(count.saturating_sub(1)) {
+            segment.close_active()?;
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(dir, persisted_start.unwrap_or(0))?);
+        }
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            log_start_offset: 0,
+            recovery_point: 0,
+            unflushed_messages: 0,
+            last_flush_ms: now_ms,
+            dir_dirty: true,
+        };
+        let first_base = log.first_segment().base_offset;
+        log.log_start_offset = persisted_start.unwrap_or(first_base).max(first_base);
+        if log.log_start_offset > log.log_end_offset() {
+            // Data above the log start offset was lost (a crash cut it): start afresh
+            // at the log start offset, as Kafka's truncateFullyAndStartAt does.
+            let start = log.log_start_offset;
+            log.replace_all_segments(start)?;
+        }
+        log.recovery_point = recovery_point.unwrap_or(0).min(log.log_end_offset()).max(0);
+        if persisted_start != Some(log.log_start_offset) {
+            write_checkpoint(dir, LOG_START_OFFSET_FILE, log.log_start_offset, true)?;
+        }
+        if recovered_any {
+            tracing::info!(dir = %dir.display(), log_end_offset = log.log_end_offset(), "log recovered");
+        }
+        log.check_invariants();
+        Ok(log)
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Replaces the configuration; it applies from the next append or retention run.
+    pub fn set_config(&mut self, config: LogConfig) -> Result<(), LogError> {
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+
+    /// Offset up to which data is known to be fsynced.
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.segments.iter().map(|s| s.base_offset).collect()
+    }
+
+    fn active(&self) -> &Segment {
+        // `segments` is never empty (invariant); the fallback is unreachable.
+        match self.segments.last() {
+            Some(s) => s,
+            None => unreachable!("a log always has an active segment"),
+        }
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        match self.segments.last_mut() {
+            Some(s) => s,
+            None => unreachable!("a log always has an active segment"),
+        }
+    }
+
+    fn first_segment(&self) -> &Segment {
+        match self.segments.first() {
+            Some(s) => s,
+            None => unreachable!("a log always has an active segment"),
+        }
+    }
+
+    fn check_invariants(&self) {
+        assert!(
+            self.log_start_offset <= self.log_end_offset(),
+            "log start offset {} > log end offset {}",
+            self.log_start_offset,
+            self.log_end_offset()
+        );
+        debug_assert!(
+            self.segments
+                .windows(2)
+                .all(|w| matches!(w, [a, b] if a.base_offset < b.base_offset)),
+            "segment base offsets must strictly increase: {:?}",
+            self.segment_base_offsets()
+        );
+    }
+
+    /// Appends one or more batches already validated by the caller: rewrites each
+    /// batch's baseOffset (from the log end offset) and partitionLeaderEpoch in place,
+    /// stamps LogAppendTime when asked, rolls first if needed, writes everything with
+    /// one positioned write and adds index entries. All or nothing: on an I/O error the
+    /// segment files are cut back to their previous ends.
+    pub fn append(
+        &mut self,
+        batches: &mut [u8],
+        leader_epoch: i32,
+        ts_type: TimestampType,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        if batches.is_empty() {
+            return Err(LogError::EmptyAppend);
+        }
+        // Pass 1: headers only, to size the append before choosing the segment.
+        let mut offsets = 0i64;
+        let mut records = 0u64;
+        let mut iter = Batches::new(batches);
+        loop {
+            match iter.next() {
+                None => break,
+                Some(Ok((_, h))) => {
+                    if h.last_offset_delta < 0 {
+                        return Err(LogError::CorruptBatch {
+                            path: self.dir.clone(),
+                            position: iter.position() as u64,
+                            source: BatchError::RecordCount {
+                                record_count: h.record_count,
+                                last_offset_delta: h.last_offset_delta,
+                            },
+                        });
+                    }
+                    offsets += i64::from(h.last_offset_delta) + 1;
+                    records += u64::try_from(h.record_count).unwrap_or(0);
+                }
+                Some(Err(source)) => {
+                    return Err(LogError::CorruptBatch {
+                        path: self.dir.clone(),
+                        position: iter.position() as u64,
+                        source,
+                    })
+                }
+            }
+        }
+        let total = batches.len() as u64;
+        self.maybe_roll(total, offsets, now_ms)?;
+        let limits = limits(&self.config);
+        let first_offset = self.log_end_offset();
+
+        // Pass 2: assign offsets and collect index entries (nothing committed yet).
+        let segment = self.active();
+        let base = segment.base_offset;
+        let start_size = segment.size;
+        let mut position = segment.size;
+        let mut bytes_since_index = segment.bytes_since_index;
+        let mut max_timestamp = segment.max_timestamp;
+        let mut offset_of_max = segment.offset_of_max_timestamp;
+        let mut last_time_ts = segment
+            .time_index
+            .last()
+            .map_err(io_err(segment.time_index.path()))?
+            .map_or(i64::MIN, |t| t.timestamp);
+        let offset_index_len = segment.offset_index.len();
+        let time_index_len = segment.time_index.len();
+        let mut offset_entries = Vec::new();
+        let mut time_entries = Vec::new();
+        let mut next = first_offset;
+        let mut append_max_ts = -1i64;
+        let mut at = 0usize;
+        while at < batches.len() {
+            let corrupt = |source| LogError::CorruptBatch {
+                path: self.dir.clone(),
+                position: at as u64,
+                source,
+            };
+            let remaining = batches.len() - at;
+            let rest = batches.get_mut(at..).unwrap_or(&mut []);
+            let header = BatchHeader::parse(rest).map_err(corrupt)?;
+            let len = header.total_len();
+            let batch = rest.get_mut(..len).ok_or_else(|| {
+                corrupt(BatchError::Truncated {
+                    position: 0,
+                    needed: len,
+                    available: remaining,
+                })
+            })?;
+            set_base_offset(batch, next).map_err(corrupt)?;
+            set_partition_leader_epoch(batch, leader_epoch).map_err(corrupt)?;
+            let batch_max_ts = match ts_type {
+                TimestampType::LogAppendTime => {
+                    set_log_append_time(batch, now_ms).map_err(corrupt)?;
+                    now_ms
+                }
+                TimestampType::CreateTime => header.max_timestamp,
+            };
+            let last = next + i64::from(header.last_offset_delta);
+            append_max_ts = append_max_ts.max(batch_max_ts);
+            if batch_max_ts > max_timestamp {
+                max_timestamp = batch_max_ts;
+                offset_of_max = last;
+            }
+            // Kafka's rule: an entry for a batch once more than an interval of bytes
+            // went by without one (so never for a segment's first batch).
+            if bytes_since_index > limits.interval_bytes {
+                let rel = |o: i64| u32::try_from(o - base).unwrap_or(u32::MAX);
+                if limits.offset_room(offset_index_len + offset_entries.len() as u64) {
+                    offset_entries.push(OffsetEntry {
+                        relative_offset: rel(last),
+                        position: position as u32,
+                    });
+                }
+                if max_timestamp > last_time_ts
+                    && limits.time_room(time_index_len + time_entries.len() as u64)
+                {
+                    time_entries.push(TimeEntry {
+                        timestamp: max_timestamp,
+                        relative_offset: rel(offset_of_max),
+                    });
+                    last_time_ts = max_timestamp;
+                }
+                bytes_since_index = 0;
+            }
+            position += len as u64;
+            bytes_since_index += len as u64;
+            next = last + 1;
+            at += len;
+        }
+        debug_assert_eq!(next - first_offset, offsets, "offsets assigned = counted");
+
+        // Commit: log data, then indexes; undo all on failure.
+        let segment = self.active_mut();
+        let written = segment
+            .file
+            .write_all_at(batches, start_size)
+            .map_err(io_err(&segment.log_path))
+            .and_then(|()| {
+                segment
+                    .offset_index
+                    .append(&offset_entries)
+                    .map_err(io_err(segment.offset_index.path()))
+            })
+            .and_then(|()| {
+                segment
+                    .time_index
+                    .append(&time_entries)
+                    .map_err(io_err(segment.time_index.path()))
+            });
+        if let Err(e) = written {
+            // Best effort: the original error is what the caller needs to see.
+            let _ = segment.file.set_len(start_size);
+            let _ = segment.offset_index.truncate_file(offset_index_len);
+            let _ = segment.time_index.truncate_file(time_index_len);
+            return Err(e);
+        }
+        assert_eq!(
+            segment.next_offset, first_offset,
+            "appends must be contiguous: segment ends at {} but append starts at {}",
+            segment.next_offset, first_offset
+        );
+        segment.size = position;
+        segment.next_offset = next;
+        segment.max_timestamp = max_timestamp;
+        segment.offset_of_max_timestamp = offset_of_max;
+        segment.bytes_since_index = bytes_since_index;
+        segment.roll_base_ms.get_or_insert(now_ms);
+        segment.dirty = true;
+        self.unflushed_messages = self.unflushed_messages.saturating_add(records);
+        if self.unflushed_messages >= self.config.flush_interval_messages {
+            self.flush_at(now_ms)?;
+        }
+        let log_append_time_ms = match ts_type {
+            TimestampType::LogAppendTime => now_ms,
+            TimestampType::CreateTime => -1,
+        };
+        Ok(AppendInfo {
+            first_offset,
+            last_offset: next - 1,
+            max_timestamp: append_max_ts,
+            log_append_time_ms,
+            log_start_offset: self.log_start_offset,
+        })
+    }
+
+    /// Rolls when the active segment is non-empty and the append would overflow it
+    /// (bytes, age, index room, u32 relative offsets).
+    fn maybe_roll(&mut self, bytes: u64, offsets: i64, now_ms: i64) -> Result<(), LogError> {
+        let limits = limits(&self.config);
+        let leo = self.log_end_offset();
+        let segment = self.active();
+        let relative_end = |base: i64| leo.saturating_add(offsets).saturating_sub(1) - base;
+        let too_big = segment.size.saturating_add(bytes) > self.config.segment_bytes;
+        let too_old = segment
+            .roll_base_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) > self.config.segment_ms);
+        let index_full = !limits.offset_room(segment.offset_index.len())
+            || !limits.time_room(segment.time_index.len());
+        let offsets_overflow = relative_end(segment.base_offset) > i64::from(u32::MAX);
+        if segment.size > 0 && (too_big || too_old || index_full || offsets_overflow) {
+            self.roll()?;
+        }
+        let segment = self.active();
+        if segment.size.saturating_add(bytes) > u64::from(u32::MAX)
+            || relative_end(segment.base_offset) > i64::from(u32::MAX)
+        {
+            return Err(LogError::AppendTooLarge { bytes, offsets });
+        }
+        Ok(())
+    }
+
+    /// Closes the active segment and starts a new one at the log end offset.
+    fn roll(&mut self) -> Result<(), LogError> {
+        let new_base = self.log_end_offset();
+        let old_base = self.active().base_offset;
+        assert!(
+            new_base > old_base,
+            "roll must create increasing base offsets: {new_base} after {old_base}"
+        );
+        let segment = Segment::create(&self.dir, new_base)?;
+        self.active_mut().close_active()?;
+        self.segments.push(segment);
+        self.dir_dirty = true;
+        tracing::debug!(dir = %self.dir.display(), base_offset = new_base, "rolled segment");
+        Ok(())
+    }
+
+    /// Index of the segment that may contain `offset` (the last with base <= offset).
+    fn segment_index_for(&self, offset: i64) -> usize {
+        self.segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1)
+    }
+
+    /// Reads from the batch containing `start_offset` (whole batch, even from its
+    /// middle), up to `max_bytes`, never past the batch containing `max_offset`
+    /// (exclusive bound, e.g. the high watermark); may end with a partial batch, as
+    /// Kafka does, except that with `min_one_batch` a first batch larger than
+    /// `max_bytes` is returned whole. Stays within one segment.
+    pub fn read(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+    ) -> Result<Option<ReadSlice>, LogError> {
+        let log_end = self.log_end_offset();
+        if start_offset < self.log_start_offset || start_offset > log_end {
+            return Err(LogError::OffsetOutOfRange {
+                offset: start_offset,
+                log_start: self.log_start_offset,
+                log_end,
+            });
+        }
+        if start_offset >= max_offset || start_offset == log_end {
+            return Ok(None);
+        }
+        for segment in self
+            .segments
+            .iter()
+            .skip(self.segment_index_for(start_offset))
+        {
+            let Some((start_pos, first)) = segment.find_batch(start_offset)? else {
+                continue;
+            };
+            let limit = if max_offset >= segment.next_offset {
+                segment.size
+            } else {
+                segment
+                    .find_batch(max_offset)?
+                    .map_or(segment.size, |(pos, _)| pos)
+            };
+            let available = limit.saturating_sub(start_pos);
+            let wanted = if min_one_batch {
+                max_bytes.max(first.total_len())
+            } else {
+                max_bytes
+            };
+            let len = available.min(wanted as u64) as usize;
+            if len == 0 {
+                return Ok(None);
+            }
+            return Ok(Some(ReadSlice {
+                file: segment.file.clone(),
+                position: start_pos,
+                len,
+                first_batch_offset: first.base_offset,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// The first batch, in offset order and at or above the log start offset, whose
+    /// maxTimestamp is `>= ts` (ListOffsets by timestamp; the caller looks inside).
+    pub fn find_batch_by_timestamp(&self, ts: i64) -> Result<Option<Bytes>, LogError> {
+        for segment in &self.segments {
+            if segment.size == 0
+                || segment.next_offset <= self.log_start_offset
+                || segment.max_timestamp < ts
+            {
+                continue;
+            }
+            if let Some((pos, header)) =
+                segment.find_batch_by_timestamp(ts, self.log_start_offset)?
+            {
+                return segment.read_bytes(pos, header.total_len()).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The (first) batch holding the largest timestamp (ListOffsets MAX_TIMESTAMP).
+    pub fn max_timestamp_batch(&self) -> Result<Option<Bytes>, LogError> {
+        let mut best: Option<&Segment> = None;
+        for segment in &self.segments {
+            if segment.size == 0 || segment.next_offset <= self.log_start_offset {
+                continue;
+            }
+            if best.is_none_or(|b| segment.max_timestamp > b.max_timestamp) {
+                best = Some(segment);
+            }
+        }
+        let Some(segment) = best else {
+            return Ok(None);
+        };
+        let target = segment
+            .offset_of_max_timestamp
+            .max(segment.base_offset)
+            .max(self.log_start_offset);
+        match segment.find_batch(target)? {
+            Some((pos, header)) => segment.read_bytes(pos, header.total_len()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes whole closed segments (never the active one), oldest first, while one
+    /// of these holds: the segment lies below the log start offset; its largest
+    /// timestamp is older than `retention.ms`; removing it keeps the log at least
+    /// `retention.bytes` big. Advances the log start offset. Returns segments removed.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        let retention_ms = self.config.retention_ms;
+        let retention_bytes = self.config.retention_bytes;
+        let mut excess = i64::try_from(self.size_bytes())
+            .unwrap_or(i64::MAX)
+            .saturating_sub(retention_bytes);
+        let mut remove = 0usize;
+        for pair in self.segments.windows(2) {
+            let [segment, next] = pair else { break };
+            let size = i64::try_from(segment.size).unwrap_or(i64::MAX);
+            let below_start = next.base_offset <= self.log_start_offset;
+            let expired = retention_ms >= 0
+                && now_ms.saturating_sub(segment.largest_timestamp()) > retention_ms;
+            let oversize = retention_bytes >= 0 && excess - size >= 0;
+            if !(below_start || expired || oversize) {
+                break;
+            }
+            excess -= size;
+            remove += 1;
+        }
+        self.remove_oldest_segments(remove)?;
+        Ok(remove)
+    }
+
+    /// Removes the `count` oldest segments (never the active one) and raises the log
+    /// start offset to the new first segment's base.
+    fn remove_oldest_segments(&mut self, count: usize) -> Result<(), LogError> {
+        let count = count.min(self.segments.len().saturating_sub(1));
+        if count == 0 {
+            return Ok(());
+        }
+        let removed: Vec<Segment> = self.segments.drain(..count).collect();
+        let new_start = self.first_segment().base_offset.max(self.log_start_offset);
+        // Persist the new start before unlinking, so a crash cannot resurrect a log
+        // start below data that is already gone.
+        self.set_log_start_offset(new_start)?;
+        for segment in &removed {
+            segment.delete_files()?;
+        }
+        self.dir_dirty = true;
+        tracing::info!(
+            dir = %self.dir.display(),
+            segments = count,
+            log_start_offset = self.log_start_offset,
+            "deleted old segments"
+        );
+        Ok(())
+    }
+
+    fn set_log_start_offset(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset != self.log_start_offset {
+            write_checkpoint(&self.dir, LOG_START_OFFSET_FILE, offset, true)?;
+            self.log_start_offset = offset;
+        }
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// DeleteRecords: raises the log start offset to `offset` (no-op if not higher)
+    /// and deletes the closed segments wholly below it.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<(), LogError> {
+        let log_end = self.log_end_offset();
+        if offset > log_end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset,
+                log_end,
+            });
+        }
+        if offset <= self.log_start_offset {
+            return Ok(());
+        }
+        self.set_log_start_offset(offset)?;
+        let below = self
+            .segments
+            .windows(2)
+            .take_while(|w| matches!(w, [_, next] if next.base_offset <= offset))
+            .count();
+        self.remove_oldest_segments(below)
+    }
+
+    /// Cuts every offset `>= offset` (replica truncation). A batch straddling `offset`
+    /// is removed whole, so the log end offset may land below `offset`. Below the log
+    /// start offset, the log is emptied and restarted at `offset`.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        // Lower the recovery point durably first: otherwise a crash could trust
+        // segments whose bytes are about to be replaced.
+        if self.recovery_point > offset {
+            let point = offset.max(0);
+            write_checkpoint(&self.dir, RECOVERY_POINT_FILE, point, true)?;
+            self.recovery_point = point;
+        }
+        if offset < self.log_start_offset || offset < self.first_segment().base_offset {
+            self.replace_all_segments(offset)?;
+            self.set_log_start_offset(offset)?;
+            return Ok(());
+        }
+        let keep = self.segment_index_for(offset) + 1;
+        for segment in self.segments.drain(keep..) {
+            segment.delete_files()?;
+        }
+        let dir = self.dir.clone();
+        let limits = limits(&self.config);
+        let segment = self.active_mut();
+        let base = segment.base_offset;
+        if let Some((pos, _)) = segment.find_batch(offset)? {
+            segment
+                .file
+                .set_len(pos)
+                .map_err(io_err(&segment.log_path))?;
+        }
+        // Rebuild the cut segment's state and indexes from its data (O(segment); rare).
+        let recovered = Segment::recover(&dir, base, limits, i64::MAX)?;
+        *self.active_mut() = recovered.segment;
+        self.dir_dirty = true;
+        self.recovery_point = self.recovery_point.min(self.log_end_offset());
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// Deletes every segment and starts an empty one at `base_offset`.
+    fn replace_all_segments(&mut self, base_offset: i64) -> Result<(), LogError> {
+        for segment in self.segments.drain(..) {
+            segment.delete_files()?;
+        }
+        self.segments.push(Segment::create(&self.dir, base_offset)?);
+        self.dir_dirty = true;
+        self.recovery_point = self.recovery_point.min(base_offset);
+        Ok(())
+    }
+
+    /// fsyncs every segment written since the last flush, then records the recovery
+    /// point (not fsynced itself: a lost or older checkpoint only means more recovery).
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        let now = self.last_flush_ms;
+        self.flush_at(now)
+    }
+
+    fn flush_at(&mut self, now_ms: i64) -> Result<(), LogError> {
+        for segment in &mut self.segments {
+            segment.sync()?;
+        }
+        if self.dir_dirty {
+            sync_dir(&self.dir)?;
+            self.dir_dirty = false;
+        }
+        let log_end = self.log_end_offset();
+        if log_end != self.recovery_point {
+            write_checkpoint(&self.dir, RECOVERY_POINT_FILE, log_end, false)?;
+            self.recovery_point = log_end;
+        }
+        self.unflushed_messages = 0;
+        self.last_flush_ms = now_ms;
+        Ok(())
+    }
+
+    /// Flushes when `flush.ms` has passed since the last flush and data is pending.
+    pub fn flush_if_due(&mut self, now_ms: i64) -> Result<(), LogError> {
+        let pending = self.unflushed_messages > 0 || self.segments.iter().any(|s| s.dirty);
+        if pending && now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_interval_ms {
+            self.flush_at(now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the active segment's final time index entry, flushes and records the
+    /// recovery point durably, so the next open skips recovery.
+    pub fn close(mut self) -> Result<(), LogError> {
+        self.active_mut().append_final_time_entry()?;
+        let now = self.last_flush_ms;
+        self.flush_at(now)?;
+        write_checkpoint(&self.dir, RECOVERY_POINT_FILE, self.recovery_point, true)
+    }
+
+    /// Removes the partition directory and everything in it.
+    pub fn delete(self) -> Result<(), LogError> {
+        let dir = self.dir.clone();
+        drop(self);
+        fs::remove_dir_all(&dir).map_err(io_err(&dir))
+    }
+}
+
+#[cfg(test)]
+mod tests;

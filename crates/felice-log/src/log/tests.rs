@@ -1,0 +1,626 @@
+//! Tests of `Log`: append/read semantics, rolling, retention, reopen and recovery.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+
+use felice_wire::{build_batch, validate_batch, BatchHeader, Batches};
+use proptest::prelude::*;
+
+use super::*;
+
+const NOW: i64 = 1_700_000_000_000;
+
+fn batch(records: usize, ts: i64, value_len: usize) -> Vec<u8> {
+    let value = vec![b'v'; value_len];
+    let recs: Vec<felice_wire::RecordSpec<'_>> = (0..records)
+        .map(|i| (None, Some(value.as_slice()), ts + i as i64))
+        .collect();
+    build_batch(&recs)
+}
+
+fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1 << 20,
+        index_interval_bytes: 100,
+        retention_ms: -1,
+        ..LogConfig::default()
+    }
+}
+
+fn open(dir: &Path, config: LogConfig) -> Log {
+    Log::open(dir, config, NOW).expect("open")
+}
+
+fn append(log: &mut Log, records: usize, ts: i64, value_len: usize) -> AppendInfo {
+    let mut b = batch(records, ts, value_len);
+    log.append(&mut b, 3, TimestampType::CreateTime, NOW)
+        .expect("append")
+}
+
+/// All batches of the log, read through `read` from the log start, as headers.
+fn all_headers(log: &Log) -> Vec<BatchHeader> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while let Some(slice) = log
+        .read(offset, usize::MAX / 2, i64::MAX, true)
+        .expect("read")
+    {
+        let bytes = slice.read_bytes().expect("bytes");
+        for item in Batches::new(&bytes) {
+            let (range, h) = item.expect("whole batches");
+            validate_batch(&bytes[range]).expect("valid on disk");
+            out.push(h);
+        }
+        offset = out.last().map_or(offset, |h| h.next_offset());
+    }
+    out
+}
+
+#[test]
+fn append_assigns_contiguous_offsets_and_rewrites_batches() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut log = open(dir.path(), small_config());
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
+    let a = append(&mut log, 3, 1000, 10);
+    assert_eq!(
+        (a.first_offset, a.last_offset, a.max_timestamp),
+        (0, 2, 1002)
+    );
+    assert_eq!(a.log_append_time_ms, -1);
+    let mut two = batch(2, 2000, 5);
+    two.extend(batch(1, 1500, 5));
+    let b = log
+        .append(&mut two, 4, TimestampType::LogAppendTime, NOW)
+        .expect("append");
+    assert_eq!((b.first_offset, b.last_offset), (3, 5));
+    assert_eq!((b.max_timestamp, b.log_append_time_ms), (NOW, NOW));
+    assert_eq!(log.log_end_offset(), 6);
+    let headers = all_headers(&log);
+    let bases: Vec<i64> = headers.iter().map(|h| h.base_offset).collect();
+    assert_eq!(bases, vec![0, 3, 5]);
+    assert_eq!(headers[0].partition_leader_epoch, 3);
+    assert_eq!(headers[1].partition_leader_epoch, 4);
+    assert_eq!(headers[2].max_timestamp, NOW);
+    assert!(matches!(
+        log.append(&mut [], 0, TimestampType::CreateTime, NOW),
+        Err(LogError::EmptyAppend)
+    ));
+    let mut torn = batch(1, 1, 1);
+    torn.pop();
+    assert!(matches!(
+        log.append(&mut torn, 0, TimestampType::CreateTime, NOW),
+        Err(LogError::CorruptBatch { .. })
+    ));
+    assert_eq!(log.log_end_offset(), 6, "failed appends change nothing");
+}
+
+#[test]
+fn read_semantics() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut log = open(dir.path(), small_config());
+    // Batches of 5 records at offsets 0, 5, 10, 15.
+    for i in 0..4 {
+        append(&mut log, 5, 100 * i, 20);
+    }
+    let one = batch(5, 0, 20).len();
+    // Middle of a batch: the whole batch from its start.
+    let s = log
+        .read(7, 10_000, i64::MAX, false)
+        .expect("ok")
+        .expect("some");
+    assert_eq!(s.first_batch_offset, 5);
+    assert_eq!(s.position, one as u64);
+    assert_eq!(s.len, 3 * one);
+    // max_bytes may cut a batch (partial tail, like Kafka).
+    let s = log
+        .read(0, one + 10, i64::MAX, false)
+        .expect("ok")
+        .expect("some");
+    assert_eq!(s.len, one + 10);
+    // min_one_batch returns the whole first batch when it is larger than max_bytes.
+    let s = log.read(0, 10, i64::MAX, true).expect("ok").expect("some");
+    assert_eq!(s.len, one);
+    let s = log.read(0, 10, i64::MAX, false).expect("ok").expect("some");
+    assert_eq!(s.len, 10);
+    // max_offset: never past the batch containing it.
+    let s = log.read(0, 10_000, 10, false).expect("ok").expect("some");
+    assert_eq!(s.len, 2 * one);
+    let s = log.read(0, 10_000, 12, true).expect("ok").expect("some");
+    assert_eq!(s.len, 2 * one);
+    assert!(log.read(10, 10_000, 10, true).expect("ok").is_none());
+    assert!(log.read(11, 10_000, 12, true).expect("ok").is_none());
+    // At the log end: nothing; beyond or below: out of range.
+    assert!(log.read(20, 10_000, i64::MAX, true).expect("ok").is_none());
+    assert!(matches!(
+        log.read(21, 10, i64::MAX, true),
+        Err(LogError::OffsetOutOfRange {
+            offset: 21,
+            log_start: 0,
+            log_end: 20
+        })
+    ));
+    assert!(matches!(
+        log.read(-1, 10, i64::MAX, true),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    let bytes = log
+        .read(19, 10_000, i64::MAX, false)
+        .expect("ok")
+        .expect("some")
+        .read_bytes()
+        .expect("io");
+    assert_eq!(BatchHeader::parse(&bytes).expect("header").base_offset, 15);
+}
+
+#[test]
+fn roll_by_size_and_reads_cross_segments() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let one = batch(2, 0, 100).len() as u64;
+    let config = LogConfig {
+        segment_bytes: one * 3,
+        ..small_config()
+    };
+    let mut log = open(dir.path(), config);
+    for i in 0..10 {
+        append(&mut log, 2, i, 100);
+    }
+    assert_eq!(log.segment_count(), 4);
+    assert_eq!(log.segment_base_offsets(), vec![0, 6, 12, 18]);
+    assert_eq!(log.size_bytes(), 10 * one);
+    let headers = all_headers(&log);
+    assert_eq!(headers.len(), 10);
+    assert!(headers
+        .windows(2)
+        .all(|w| w[0].next_offset() == w[1].base_offset));
+    // One segment per call.
+    let s = log
+        .read(0, usize::MAX / 2, i64::MAX, false)
+        .expect("ok")
+        .expect("some");
+    assert_eq!(s.len as u64, 3 * one);
+    for name in [
+        "00000000000000000006.log",
+        "00000000000000000006.index",
+        "00000000000000000006.timeindex",
+    ] {
+        assert!(dir.path().join(name).exists(), "{name}");
+    }
+}
+
+#[test]
+fn roll_by_time() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = LogConfig {
+        segment_ms: 1000,
+        ..small_config()
+    };
+    let mut log = open(dir.path(), config);
+    let mut b = batch(1, NOW, 10);
+    log.append(&mut b, 0, TimestampType::CreateTime, NOW)
+        .expect("append");
+    let mut b = batch(1, NOW, 10);
+    log.append(&mut b, 0, TimestampType::CreateTime, NOW + 1000)
+        .expect("append");
+    assert_eq!(log.segment_count(), 1, "not older than segment.ms yet");
+    let mut b = batch(1, NOW, 10);
+    log.append(&mut b, 0, TimestampType::CreateTime, NOW + 1001)
+        .expect("append");
+    assert_eq!(log.segment_count(), 2);
+    assert_eq!(log.segment_base_offsets(), vec![0, 2]);
+}
+
+#[test]
+fn roll_when_index_full() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // 24 bytes: 3 offset entries, 2 time entries (one kept for the closing entry).
+    let config = LogConfig {
+        segment_index_bytes: 24,
+        index_interval_bytes: 1,
+        ..small_config()
+    };
+    let mut log = open(dir.path(), config);
+    for i in 0..10 {
+        append(&mut log, 1, i, 10);
+    }
+    assert!(log.segment_count() > 1);
+    assert_eq!(all_headers(&log).len(), 10);
+    for s in &log.segments {
+        assert!(s.offset_index.len() <= 3 && s.time_index.len() <= 2);
+    }
+}
+
+#[test]
+fn retention_by_time_and_size() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let one = batch(1, 0, 100).len() as u64;
+    let config = LogConfig {
+        segment_bytes: one * 2,
+        ..small_config()
+    };
+    let mut log = open(dir.path(), config.clone());
+    // 5 segments of 2 batches; timestamps by segment: 1000s, 2000s, ...
+    for i in 0..10i64 {
+        append(&mut log, 1, 1000 * (i / 2 + 1) + i, 100);
+    }
+    assert_eq!(log.segment_count(), 5);
+    assert_eq!(
+        log.apply_retention(NOW).expect("ok"),
+        0,
+        "infinite retention"
+    );
+
+    log.set_config(LogConfig {
+        retention_ms: 1000,
+        ..config.clone()
+    })
+    .expect("config");
+    // now - 2003 > 1000 but now - 3005 == 1000 is not: two segments go.
+    assert_eq!(log.apply_retention(4005).expect("ok"), 2);
+    assert_eq!(log.log_start_offset(), 4);
+    assert!(matches!(
+        log.read(3, 100, i64::MAX, true),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert!(log.read(4, 100, i64::MAX, true).expect("ok").is_some());
+    // The active segment is never removed, even when expired.
+    assert_eq!(log.apply_retention(i64::MAX / 2).expect("ok"), 2);
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.log_start_offset(), 8);
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut log = open(dir.path(), config.clone());
+    for i in 0..10i64 {
+        append(&mut log, 1, i, 100);
+    }
+    log.set_config(LogConfig {
+        retention_bytes: (one * 5) as i64,
+        ..config
+    })
+    .expect("config");
+    // 10 batches; dropping the 2 oldest segments leaves 6 >= 5, a third would leave 4.
+    assert_eq!(log.apply_retention(NOW).expect("ok"), 2);
+    assert_eq!(log.size_bytes(), 6 * one);
+    assert_eq!(log.log_start_offset(), 4);
+    drop(log);
+    let log = open(dir.path(), small_config());
+    assert_eq!(log.log_start_offset(), 4, "log start offset persisted");
+}
+
+#[test]
+fn reads_survive_segment_deletion() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let one = batch(1, 0, 100).len() as u64;
+    let mut log = open(
+        dir.path(),
+        LogConfig {
+            segment_bytes: one,
+            ..small_config()
+        },
+    );
+    for i in 0..3 {
+        append(&mut log, 1, i, 100);
+    }
+    let slice = log
+        .read(0, 1000, i64::MAX, true)
+        .expect("ok")
+        .expect("some");
+    log.delete_records_before(2).expect("delete records");
+    assert_eq!(log.log_start_offset(), 2);
+    assert_eq!(log.segment_count(), 1);
+    assert!(!dir.path().join("00000000000000000000.log").exists());
+    let bytes = slice.read_bytes().expect("still readable");
+    assert_eq!(validate_batch(&bytes).expect("valid").base_offset, 0);
+    assert!(matches!(
+        log.delete_records_before(4),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    log.delete_records_before(3).expect("up to LEO");
+    assert_eq!(log.log_start_offset(), 3);
+    assert!(log.read(3, 10, i64::MAX, true).expect("ok").is_none());
+}
+
+#[test]
+fn reopen_after_close_keeps_everything() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let one = batch(3, 0, 50).len() as u64;
+    let config = LogConfig {
+        segment_bytes: one * 4,
+        ..small_config()
+    };
+    let mut log = open(dir.path(), config.clone());
+    for i in 0..10 {
+        append(&mut log, 3, 10 * i, 50);
+    }
+    let before = all_headers(&log);
+    let segments = log.segment_base_offsets();
+    let max_before = log.max_timestamp_batch().expect("ok");
+    log.close().expect("close");
+
+    let mut log = open(dir.path(), config.clone());
+    assert_eq!(log.log_end_offset(), 30);
+    assert_eq!(log.recovery_point(), 30);
+    assert_eq!(log.segment_base_offsets(), segments);
+    assert_eq!(all_headers(&log), before);
+    assert_eq!(log.max_timestamp_batch().expect("ok"), max_before);
+    let a = append(&mut log, 1, 5, 50);
+    assert_eq!(a.first_offset, 30);
+    log.close().expect("close");
+    let log = open(dir.path(), config);
+    assert_eq!(log.log_end_offset(), 31);
+    assert!(
+        log.segments.iter().all(|s| !s.dirty),
+        "clean open trusted all segments"
+    );
+}
+
+#[test]
+fn truncate_to_cuts_and_appends_continue() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let one = batch(2, 0, 50).len() as u64;
+    let mut log = open(
+        dir.path(),
+        LogConfig {
+            segment_bytes: one * 2,
+            ..small_config()
+        },
+    );
+    for i in 0..6 {
+        append(&mut log, 2, i, 50);
+    }
+    log.flush().expect("flush");
+    assert_eq!(log.recovery_point(), 12);
+    log.truncate_to(7).expect("truncate");
+    assert_eq!(log.log_end_offset(), 6, "the batch straddling 7 goes whole");
+    assert_eq!(log.recovery_point(), 6);
+    assert_eq!(log.segment_base_offsets(), vec![0, 4]);
+    assert_eq!(append(&mut log, 1, 0, 50).first_offset, 6);
+    log.truncate_to(4).expect("truncate");
+    assert_eq!(log.log_end_offset(), 4);
+    assert_eq!(log.segment_base_offsets(), vec![0, 4]);
+    drop(log);
+    let log = open(dir.path(), small_config());
+    assert_eq!(log.log_end_offset(), 4);
+    assert_eq!(all_headers(&log).len(), 2);
+}
+
+#[test]
+fn timestamp_lookups() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let one = batch(2, 0, 50).len() as u64;
+    let mut log = open(
+        dir.path(),
+        LogConfig {
+            segment_bytes: one * 3,
+            index_interval_bytes: 1,
+            ..small_config()
+        },
+    );
+    // Non-monotonic timestamps: the answer is the first batch in offset order.
+    let ts = [100, 300, 200, 500, 400, 500, 50, 450];
+    for &t in &ts {
+        append(&mut log, 2, t, 50);
+    }
+    let headers = all_headers(&log);
+    for target in [0, 100, 101, 250, 301, 450, 451, 500, 501, 1000] {
+        let want = headers
+            .iter()
+            .find(|h| h.max_timestamp >= target)
+            .map(|h| h.base_offset);
+        let got = log
+            .find_batch_by_timestamp(target)
+            .expect("ok")
+            .map(|b| BatchHeader::parse(&b).expect("header").base_offset);
+        assert_eq!(got, want, "target {target}");
+    }
+    let max = log.max_timestamp_batch().expect("ok").expect("some");
+    assert_eq!(
+        BatchHeader::parse(&max).expect("h").base_offset,
+        6,
+        "first batch reaching 501"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn timestamp_lookup_matches_linear_scan(
+        stamps in proptest::collection::vec(0i64..1000, 1..40),
+        targets in proptest::collection::vec(0i64..1100, 1..10),
+        interval in 1u64..400,
+        close_and_reopen in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir()?;
+        let one = batch(1, 0, 30).len() as u64;
+        let config = LogConfig { segment_bytes: one * 5, index_interval_bytes: interval, ..small_config() };
+        let mut log = open(dir.path(), config.clone());
+        for &t in &stamps {
+            append(&mut log, 1, t, 30);
+        }
+        if close_and_reopen {
+            log.close().expect("close");
+            log = open(dir.path(), config);
+        }
+        for t in targets {
+            let want = stamps.iter().position(|&s| s >= t).map(|p| p as i64);
+            let got = log
+                .find_batch_by_timestamp(t)
+                .expect("ok")
+                .map(|b| BatchHeader::parse(&b).expect("h").base_offset);
+            prop_assert_eq!(got, want);
+        }
+        // Reads from every offset find the batch holding it.
+        for o in 0..stamps.len() as i64 {
+            let s = log.read(o, 1, i64::MAX, true).expect("ok").expect("some");
+            prop_assert_eq!(s.first_batch_offset, o);
+        }
+    }
+}
+
+/// Appends `n` batches then cuts/corrupts the file tail with `damage`, reopens without
+/// a clean close and checks the longest valid prefix survives.
+fn recovery_case(cut: Option<usize>, garbage: &[u8]) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut log = open(dir.path(), small_config());
+    let mut sizes = Vec::new();
+    for i in 0..4 {
+        sizes.push(append(&mut log, 2, i, 40).last_offset);
+    }
+    let last_len = batch(2, 0, 40).len();
+    log.flush().expect("flush at offset 8");
+    // The last batch is not covered by the recovery point.
+    let info = append(&mut log, 2, 99, 40);
+    assert_eq!(info.first_offset, 8);
+    drop(log); // a crash: no close
+    let path = dir.path().join("00000000000000000000.log");
+    let full = std::fs::metadata(&path).expect("meta").len();
+    let file = OpenOptions::new().write(true).open(&path).expect("open");
+    if let Some(keep) = cut {
+        file.set_len(full - last_len as u64 + keep as u64)
+            .expect("cut");
+    }
+    let mut file = OpenOptions::new().append(true).open(&path).expect("open");
+    file.write_all(garbage).expect("garbage");
+    drop(file);
+
+    let mut log = open(dir.path(), small_config());
+    let expect_leo = if cut.is_some() { 8 } else { 10 };
+    assert_eq!(
+        log.log_end_offset(),
+        expect_leo,
+        "cut {cut:?} garbage {}",
+        garbage.len()
+    );
+    assert_eq!(all_headers(&log).len() as i64, expect_leo / 2);
+    let a = append(&mut log, 1, 7, 10);
+    assert_eq!(a.first_offset, expect_leo);
+    assert_eq!(all_headers(&log).len() as i64, expect_leo / 2 + 1);
+}
+
+#[test]
+fn recovery_of_a_tail_torn_at_every_byte() {
+    let last_len = batch(2, 0, 40).len();
+    for keep in 0..last_len {
+        recovery_case(Some(keep), &[]);
+    }
+    recovery_case(None, &[]);
+}
+
+#[test]
+fn recovery_drops_appended_garbage_and_corruption() {
+    recovery_case(None, &[0xde, 0xad, 0xbe, 0xef]);
+    recovery_case(None, &[0; 100]);
+    // A valid-looking header with a bad CRC.
+    let mut fake = batch(1, 0, 5);
+    let n = fake.len();
+    fake[n - 1] ^= 1;
+    recovery_case(None, &fake);
+    recovery_case(Some(30), &fake);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn recovery_of_random_garbage_keeps_the_valid_prefix(
+        garbage in proptest::collection::vec(any::<u8>(), 1..300),
+    ) {
+        recovery_case(None, &garbage);
+    }
+}
+
+#[test]
+fn corruption_in_a_middle_segment_drops_later_segments() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let one = batch(1, 0, 40).len() as u64;
+    let config = LogConfig {
+        segment_bytes: one * 2,
+        ..small_config()
+    };
+    let mut log = open(dir.path(), config.clone());
+    for i in 0..6 {
+        append(&mut log, 1, i, 40);
+    }
+    assert_eq!(log.segment_base_offsets(), vec![0, 2, 4]);
+    drop(log); // no recovery point at all: everything is re-validated
+    let path = dir.path().join("00000000000000000002.log");
+    let mut bytes = std::fs::read(&path).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, &bytes).expect("write");
+    let log = open(dir.path(), config);
+    assert_eq!(log.segment_base_offsets(), vec![0, 2]);
+    assert_eq!(log.log_end_offset(), 3);
+    assert!(!dir.path().join("00000000000000000004.log").exists());
+}
+
+#[test]
+fn clean_reopen_reads_only_the_tail() {
+    // A trusted open must not need the data: corrupt a closed segment's middle and
+    // check it is not re-validated (it is below the recovery point).
+    let dir = tempfile::tempdir().expect("tmp");
+    let one = batch(1, 0, 40).len() as u64;
+    let config = LogConfig {
+        segment_bytes: one * 2,
+        ..small_config()
+    };
+    let mut log = open(dir.path(), config.clone());
+    for i in 0..6 {
+        append(&mut log, 1, i, 40);
+    }
+    log.close().expect("close");
+    let path = dir.path().join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[70] ^= 0xff; // inside the records of the first batch
+    std::fs::write(&path, &bytes).expect("write");
+    let log = open(dir.path(), config);
+    assert_eq!(log.log_end_offset(), 6);
+    assert_eq!(log.segment_count(), 3);
+}
+
+#[test]
+fn config_is_validated_and_delete_removes_dir() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let sub = dir.path().join("topic-0");
+    let bad = LogConfig {
+        segment_bytes: 1 << 40,
+        ..LogConfig::default()
+    };
+    assert!(matches!(
+        Log::open(&sub, bad, NOW),
+        Err(LogError::InvalidConfig { .. })
+    ));
+    let mut log = open(&sub, small_config());
+    assert!(log
+        .set_config(LogConfig {
+            segment_index_bytes: 8,
+            ..small_config()
+        })
+        .is_err());
+    append(&mut log, 1, 1, 1);
+    log.flush_if_due(NOW).expect("not due");
+    log.delete().expect("delete");
+    assert!(!sub.exists());
+}
+
+#[test]
+fn flush_by_message_count_moves_the_recovery_point() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut log = open(
+        dir.path(),
+        LogConfig {
+            flush_interval_messages: 3,
+            flush_interval_ms: 1000,
+            ..small_config()
+        },
+    );
+    append(&mut log, 2, 1, 1);
+    assert_eq!(log.recovery_point(), 0);
+    append(&mut log, 1, 1, 1);
+    assert_eq!(log.recovery_point(), 3);
+    append(&mut log, 1, 1, 1);
+    log.flush_if_due(NOW + 999).expect("ok");
+    assert_eq!(log.recovery_point(), 3);
+    log.flush_if_due(NOW + 1000).expect("ok");
+    assert_eq!(log.recovery_point(), 4);
+}

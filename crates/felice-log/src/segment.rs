@@ -1,0 +1,700 @@
+//! One log segment: `<base>.log` (record batches verbatim) with its `.index` and
+//! `.timeindex`, where `<base>` is the 20-digit base offset.
+//!
+//! Owns the segment's files, its byte size and next offset, its largest timestamp, the
+//! per-segment index state, header scans ([`Segment::find_batch`]) and recovery
+//! ([`Segment::recover`]: validate every batch, cut the first torn or corrupt one,
+//! rebuild both indexes).
+//!
+//! Invariants: `size` is the length of valid data in `.log` and batches tile
+//! `0..size` exactly; batch offsets increase and lie in `[base_offset, next_offset)`;
+//! index entries point at batch starts inside `0..size`. Only the active segment keeps
+//! index entries in memory. The `.log` descriptor is an `Arc<File>` so a reader that
+//! got a `ReadSlice` keeps reading after the segment is deleted. Not synchronised:
+//! used under the owning `Log`'s lock (reads of `Arc<File>` clones excepted).
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use felice_wire::{
+    crc32c_append, validate_batch, BatchError, BatchHeader, BATCH_HEADER_LEN, CRC_START,
+};
+
+use crate::index::{Index, OffsetEntry, TimeEntry};
+use crate::LogError;
+
+/// Read-ahead of sequential recovery scans: one syscall per MiB of small batches.
+const RECOVERY_CHUNK: usize = 1 << 20;
+/// Read-ahead of header scans between an index entry and the target (~2 index
+/// intervals of small batches).
+const SCAN_CHUNK: usize = 8 << 10;
+/// Recovery validates batches up to this size in memory (CRC and record framing);
+/// larger ones (only possible with a huge `max.message.bytes`, or a corrupt length)
+/// get a streaming CRC check without the framing walk, so a forged length can never
+/// make recovery allocate more than this.
+const MAX_IN_MEMORY_BATCH: usize = 16 << 20;
+
+pub(crate) fn file_name(base_offset: i64, ext: &str) -> String {
+    format!("{base_offset:020}.{ext}")
+}
+
+/// Parses `00000000000000001234.log` into 1234.
+pub(crate) fn parse_log_file_name(name: &str) -> Option<i64> {
+    let stem = name.strip_suffix(".log")?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
+    move |source| LogError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Index capacity derived from `segment.index.bytes`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IndexLimits {
+    pub max_offset_entries: u64,
+    pub max_time_entries: u64,
+    pub interval_bytes: u64,
+}
+
+impl IndexLimits {
+    /// Room for one more offset entry.
+    pub fn offset_room(&self, len: u64) -> bool {
+        len < self.max_offset_entries
+    }
+    /// Room for one more time entry, keeping one slot for the final entry written
+    /// when the segment closes.
+    pub fn time_room(&self, len: u64) -> bool {
+        len + 1 < self.max_time_entries
+    }
+}
+
+/// A window of file bytes for sequential scans: one positioned read per chunk.
+struct FileWindow<'f> {
+    file: &'f File,
+    end: u64,
+    start: u64,
+    buf: Vec<u8>,
+    chunk: usize,
+}
+
+impl<'f> FileWindow<'f> {
+    fn new(file: &'f File, end: u64, chunk: usize) -> FileWindow<'f> {
+        FileWindow {
+            file,
+            end,
+            start: 0,
+            buf: Vec::new(),
+            chunk,
+        }
+    }
+
+    /// `len` bytes at `pos`, or `None` when they run past `end`.
+    fn slice(&mut self, pos: u64, len: usize) -> io::Result<Option<&[u8]>> {
+        let Some(stop) = pos.checked_add(len as u64).filter(|s| *s <= self.end) else {
+            return Ok(None);
+        };
+        let have = pos >= self.start && stop <= self.start + self.buf.len() as u64;
+        if !have {
+            let want = (len.max(self.chunk) as u64).min(self.end - pos) as usize;
+            self.buf.resize(want, 0);
+            self.file.read_exact_at(&mut self.buf, pos)?;
+            self.start = pos;
+        }
+        let from = (pos - self.start) as usize;
+        Ok(self.buf.get(from..from + len))
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub base_offset: i64,
+    pub log_path: PathBuf,
+    pub file: Arc<File>,
+    /// Bytes of valid batches in `.log`.
+    pub size: u64,
+    /// Offset after the last batch (the next segment's base when closed and trusted).
+    pub next_offset: i64,
+    /// Largest batch maxTimestamp, -1 when unknown.
+    pub max_timestamp: i64,
+    /// Last offset of the first batch reaching `max_timestamp`.
+    pub offset_of_max_timestamp: i64,
+    /// Wall-clock start of the segment's roll clock (`segment.ms`); `None` while empty.
+    pub roll_base_ms: Option<i64>,
+    pub bytes_since_index: u64,
+    pub offset_index: Index<OffsetEntry>,
+    pub time_index: Index<TimeEntry>,
+    /// Written since the last fsync.
+    pub dirty: bool,
+}
+
+/// Outcome of recovering one segment.
+pub(crate) struct Recovered {
+    pub segment: Segment,
+    pub truncated_bytes: u64,
+}
+
+fn open_log_file(path: &Path, create: bool, truncate: bool) -> Result<File, LogError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(truncate)
+        .open(path)
+        .map_err(io_err(path))
+}
+
+fn relative(base: i64, offset: i64) -> Option<u32> {
+    u32::try_from(offset.checked_sub(base)?).ok()
+}
+
+impl Segment {
+    pub fn paths(dir: &Path, base: i64) -> [PathBuf; 3] {
+        [
+            dir.join(file_name(base, "log")),
+            dir.join(file_name(base, "index")),
+            dir.join(file_name(base, "timeindex")),
+        ]
+    }
+
+    /// A new, empty, active segment (existing files at that base are emptied).
+    pub fn create(dir: &Path, base_offset: i64) -> Result<Segment, LogError> {
+        let [log_path, index_path, time_path] = Segment::paths(dir, base_offset);
+        let file = open_log_file(&log_path, true, true)?;
+        Ok(Segment {
+            base_offset,
+            file: Arc::new(file),
+            size: 0,
+            next_offset: base_offset,
+            max_timestamp: -1,
+            offset_of_max_timestamp: -1,
+            roll_base_ms: None,
+            bytes_since_index: 0,
+            offset_index: Index::create_active(&index_path, Vec::new())
+                .map_err(io_err(&index_path))?,
+            time_index: Index::create_active(&time_path, Vec::new()).map_err(io_err(&time_path))?,
+            dirty: true,
+            log_path,
+        })
+    }
+
+    /// Opens a segment below the recovery point without reading its data, after cheap
+    /// sanity checks of the index files (sizes, last entries in range). Returns `None`
+    /// when a check fails: the caller then recovers the segment.
+    ///
+    /// `next_base`: the following segment's base, or `None` for the last segment, which
+    /// is opened active and must end exactly at `recovery_point` (checked by scanning
+    /// headers from its last index entry: at most about one index interval).
+    pub fn open_trusted(
+        dir: &Path,
+        base_offset: i64,
+        next_base: Option<i64>,
+        recovery_point: i64,
+        now_ms: i64,
+    ) -> Result<Option<Segment>, LogError> {
+        let [log_path, index_path, time_path] = Segment::paths(dir, base_offset);
+        let file = open_log_file(&log_path, false, false)?;
+        let size = file.metadata().map_err(io_err(&log_path))?.len();
+        let index_len = match fs::metadata(&index_path) {
+            Ok(m) => m.len(),
+            Err(_) => return Ok(None),
+        };
+        let time_len = match fs::metadata(&time_path) {
+            Ok(m) => m.len(),
+            Err(_) => return Ok(None),
+        };
+        if index_len % 8 != 0 || time_len % 12 != 0 || size > u64::from(u32::MAX) {
+            return Ok(None);
+        }
+        let offset_index = Index::<OffsetEntry>::closed(&index_path, index_len / 8);
+        let time_index = Index::<TimeEntry>::closed(&time_path, time_len / 12);
+        let last_entry = offset_index.last().map_err(io_err(&index_path))?;
+        let last_time = time_index.last().map_err(io_err(&time_path))?;
+        let end = next_base.unwrap_or(recovery_point);
+        if let Some(e) = last_entry {
+            if u64::from(e.position) >= size || base_offset + i64::from(e.relative_offset) >= end {
+                return Ok(None);
+            }
+        }
+        if let Some(t) = last_time {
+            if base_offset + i64::from(t.relative_offset) >= end {
+                return Ok(None);
+            }
+        }
+        let (max_timestamp, offset_of_max_timestamp) = match last_time {
+            Some(t) => (t.timestamp, base_offset + i64::from(t.relative_offset)),
+            None => (-1, -1),
+        };
+        let mut segment = Segment {
+            base_offset,
+            log_path,
+            file: Arc::new(file),
+            size,
+            next_offset: end,
+            max_timestamp,
+            offset_of_max_timestamp,
+            roll_base_ms: None,
+            bytes_since_index: 0,
+            offset_index,
+            time_index,
+            dirty: false,
+        };
+        if next_base.is_some() {
+            return Ok(Some(segment));
+        }
+        // The last segment: find its end by scanning the tail after the last index entry.
+        let from = last_entry.map_or(0, |e| u64::from(e.position));
+        let mut next =
+            last_entry.map_or(base_offset, |e| base_offset + i64::from(e.relative_offset));
+        let mut window = FileWindow::new(&segment.file, size, SCAN_CHUNK);
+        let mut pos = from;
+        let mut first_batch_ts = None;
+        while pos < size {
+            let Some(head) = window
+                .slice(pos, BATCH_HEADER_LEN)
+                .map_err(io_err(&segment.log_path))?
+            else {
+                return Ok(None);
+            };
+            let Ok(h) = BatchHeader::parse(head) else {
+                return Ok(None);
+            };
+            if pos == 0 {
+                first_batch_ts = Some(h.max_timestamp);
+            }
+            if pos != from && h.base_offset < next {
+                return Ok(None);
+            }
+            if h.max_timestamp > segment.max_timestamp {
+                segment.max_timestamp = h.max_timestamp;
+                segment.offset_of_max_timestamp = h.last_offset();
+            }
+            next = h.next_offset();
+            pos += h.total_len() as u64;
+        }
+        let end_offset = if size == 0 { base_offset } else { next };
+        if pos != size || end_offset != recovery_point {
+            return Ok(None);
+        }
+        segment.next_offset = end_offset;
+        segment.bytes_since_index = size - from;
+        if size > 0 {
+            // Kafka times a segment from its first batch; a restart must not reset it.
+            let first_ts = match first_batch_ts {
+                Some(ts) => ts,
+                None => {
+                    let mut head = [0u8; BATCH_HEADER_LEN];
+                    segment
+                        .file
+                        .read_exact_at(&mut head, 0)
+                        .map_err(io_err(&segment.log_path))?;
+                    BatchHeader::parse(&head)
+                        .map(|h| h.max_timestamp)
+                        .unwrap_or(now_ms)
+                }
+            };
+            segment.roll_base_ms = Some(if first_ts < 0 {
+                now_ms
+            } else {
+                first_ts.min(now_ms)
+            });
+        }
+        segment.offset_index = Index::load_active(&index_path).map_err(io_err(&index_path))?;
+        segment.time_index = Index::load_active(&time_path).map_err(io_err(&time_path))?;
+        Ok(Some(segment))
+    }
+
+    /// Reads every batch, validating length, CRC32C, framing and offset order; cuts the
+    /// file at the first bad batch and rebuilds both index files. Returns an ACTIVE
+    /// segment (the caller closes it if others follow).
+    pub fn recover(
+        dir: &Path,
+        base_offset: i64,
+        limits: IndexLimits,
+        now_ms: i64,
+    ) -> Result<Recovered, LogError> {
+        let [log_path, index_path, time_path] = Segment::paths(dir, base_offset);
+        let file = open_log_file(&log_path, false, false)?;
+        let file_len = file.metadata().map_err(io_err(&log_path))?.len();
+        let mut window = FileWindow::new(&file, file_len, RECOVERY_CHUNK);
+        let mut pos = 0u64;
+        let mut next = base_offset;
+        let mut max_timestamp = -1i64;
+        let mut offset_of_max = -1i64;
+        let mut last_time_ts = i64::MIN;
+        let mut bytes_since_index = 0u64;
+        let mut first_ts = None;
+        let mut offset_entries = Vec::new();
+        let mut time_entries = Vec::new();
+        let corrupt = |position: u64, source: BatchError| LogError::CorruptBatch {
+            path: log_path.clone(),
+            position,
+            source,
+        };
+        let stop_reason: Option<LogError> = loop {
+            if pos >= file_len {
+                break None;
+            }
+            let Some(head) = window
+                .slice(pos, BATCH_HEADER_LEN)
+                .map_err(io_err(&log_path))?
+            else {
+                break Some(corrupt(
+                    pos,
+                    BatchError::Truncated {
+                        position: 0,
+                        needed: BATCH_HEADER_LEN,
+                        available: (file_len - pos) as usize,
+                    },
+                ));
+            };
+            let header = match BatchHeader::parse(head) {
+                Ok(h) => h,
+                Err(e) => break Some(corrupt(pos, e)),
+            };
+            let total = header.total_len();
+            let checked = if total <= MAX_IN_MEMORY_BATCH {
+                match window.slice(pos, total).map_err(io_err(&log_path))? {
+                    Some(bytes) => validate_batch(bytes).map(|_| ()),
+                    None => Err(BatchError::Truncated {
+                        position: 0,
+                        needed: total,
+                        available: (file_len - pos) as usize,
+                    }),
+                }
+            } else {
+                check_large_batch(&file, file_len, pos, &header).map_err(io_err(&log_path))?
+            };
+            if let Err(e) = checked {
+                break Some(corrupt(pos, e));
+            }
+            // baseOffset is outside the CRC: insist on increasing offsets that fit the
+            // segment's relative (u32) offsets and positions.
+            let last = header.last_offset();
+            if header.base_offset < next
+                || relative(base_offset, last).is_none()
+                || pos + total as u64 > u64::from(u32::MAX)
+            {
+                break Some(corrupt(
+                    pos,
+                    BatchError::RecordFraming {
+                        position: 0,
+                        record: -1,
+                        reason: "batch offsets go backwards or overflow the segment",
+                    },
+                ));
+            }
+            let rel = |o: i64| relative(base_offset, o).unwrap_or(u32::MAX);
+            if first_ts.is_none() {
+                first_ts = Some(header.max_timestamp);
+            }
+            if header.max_timestamp > max_timestamp {
+                max_timestamp = header.max_timestamp;
+                offset_of_max = last;
+            }
+            if bytes_since_index > limits.interval_bytes {
+                if limits.offset_room(offset_entries.len() as u64) {
+                    offset_entries.push(OffsetEntry {
+                        relative_offset: rel(last),
+                        position: pos as u32,
+                    });
+                }
+                if max_timestamp > last_time_ts && limits.time_room(time_entries.len() as u64) {
+                    time_entries.push(TimeEntry {
+                        timestamp: max_timestamp,
+                        relative_offset: rel(offset_of_max),
+                    });
+                    last_time_ts = max_timestamp;
+                }
+                bytes_since_index = 0;
+            }
+            pos += total as u64;
+            bytes_since_index += total as u64;
+            next = header.next_offset();
+        };
+        let truncated_bytes = file_len - pos;
+        if let Some(reason) = &stop_reason {
+            tracing::warn!(
+                segment = %log_path.display(),
+                valid_bytes = pos,
+                truncated_bytes,
+                %reason,
+                "recovery cut a torn or corrupt segment tail"
+            );
+            file.set_len(pos).map_err(io_err(&log_path))?;
+        }
+        drop(window);
+        let roll_base_ms = first_ts.map(|ts| if ts < 0 { now_ms } else { ts.min(now_ms) });
+        Ok(Recovered {
+            segment: Segment {
+                base_offset,
+                file: Arc::new(file),
+                size: pos,
+                next_offset: next,
+                max_timestamp,
+                offset_of_max_timestamp: offset_of_max,
+                roll_base_ms,
+                bytes_since_index,
+                offset_index: Index::create_active(&index_path, offset_entries)
+                    .map_err(io_err(&index_path))?,
+                time_index: Index::create_active(&time_path, time_entries)
+                    .map_err(io_err(&time_path))?,
+                dirty: true,
+                log_path,
+            },
+            truncated_bytes,
+        })
+    }
+
+    /// Header scan from `from` to the end of valid data.
+    fn scan(&self, from: u64) -> HeaderScan<'_> {
+        HeaderScan {
+            window: FileWindow::new(&self.file, self.size, SCAN_CHUNK),
+            pos: from,
+            end: self.size,
+            path: &self.log_path,
+            done: false,
+        }
+    }
+
+    /// Position where a scan for `offset` may start: the offset index's lower bound.
+    fn scan_start(&self, offset: i64) -> Result<u64, LogError> {
+        let target = offset.saturating_sub(self.base_offset);
+        if target <= 0 {
+            return Ok(0);
+        }
+        let entry = self
+            .offset_index
+            .lookup(target.min(i64::from(u32::MAX)))
+            .map_err(io_err(self.offset_index.path()))?;
+        Ok(entry.map_or(0, |e| u64::from(e.position)))
+    }
+
+    /// The first batch whose last offset is `>= offset` (the batch containing
+    /// `offset`, or the next one after a gap), with its position.
+    pub fn find_batch(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        if offset >= self.next_offset {
+            return Ok(None);
+        }
+        for item in self.scan(self.scan_start(offset)?) {
+            let (pos, header) = item?;
+            if header.last_offset() >= offset {
+                return Ok(Some((pos, header)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The first batch (in offset order) whose maxTimestamp is `>= ts` and whose last
+    /// offset is `>= min_offset`.
+    pub fn find_batch_by_timestamp(
+        &self,
+        ts: i64,
+        min_offset: i64,
+    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        // Batches before the one holding the entry's offset all have maxTimestamp < the
+        // entry's timestamp <= ts, so the scan may start there.
+        let entry = self
+            .time_index
+            .lookup(ts)
+            .map_err(io_err(self.time_index.path()))?;
+        let start_offset = entry
+            .map_or(self.base_offset, |e| {
+                self.base_offset + i64::from(e.relative_offset)
+            })
+            .max(min_offset);
+        for item in self.scan(self.scan_start(start_offset)?) {
+            let (pos, header) = item?;
+            if header.max_timestamp >= ts && header.last_offset() >= min_offset {
+                return Ok(Some((pos, header)));
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn read_bytes(&self, position: u64, len: usize) -> Result<Bytes, LogError> {
+        let mut buf = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut buf, position)
+            .map_err(io_err(&self.log_path))?;
+        Ok(Bytes::from(buf))
+    }
+
+    /// Largest timestamp for retention: the batches' maximum, or the file's mtime when
+    /// no batch carries a timestamp (as Kafka does).
+    pub fn largest_timestamp(&self) -> i64 {
+        if self.max_timestamp >= 0 {
+            return self.max_timestamp;
+        }
+        self.file
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(i64::MAX, |d| {
+                i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+            })
+    }
+
+    /// Turns the active segment into a closed one: appends the final time index entry
+    /// (so the last entry is the segment's max timestamp on reopen) and drops the
+    /// in-memory index entries.
+    pub fn close_active(&mut self) -> Result<(), LogError> {
+        self.append_final_time_entry()?;
+        self.offset_index.close();
+        self.time_index.close();
+        Ok(())
+    }
+
+    /// Appends (max timestamp, its offset) to the time index unless already last.
+    pub fn append_final_time_entry(&mut self) -> Result<(), LogError> {
+        let last = self
+            .time_index
+            .last()
+            .map_err(io_err(self.time_index.path()))?;
+        let Some(rel) = relative(self.base_offset, self.offset_of_max_timestamp) else {
+            return Ok(());
+        };
+        if self.max_timestamp >= 0 && last.is_none_or(|t| t.timestamp < self.max_timestamp) {
+            let entry = TimeEntry {
+                timestamp: self.max_timestamp,
+                relative_offset: rel,
+            };
+            self.time_index
+                .append(&[entry])
+                .map_err(io_err(self.time_index.path()))?;
+            self.dirty = true;
+        }
+        Ok(())
+    }
+
+    pub fn sync(&mut self) -> Result<(), LogError> {
+        if self.dirty {
+            self.file.sync_data().map_err(io_err(&self.log_path))?;
+            self.offset_index
+                .sync()
+                .map_err(io_err(self.offset_index.path()))?;
+            self.time_index
+                .sync()
+                .map_err(io_err(self.time_index.path()))?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Unlinks the three files. Open `ReadSlice`s keep the `.log` data readable.
+    pub fn delete_files(&self) -> Result<(), LogError> {
+        let paths = [
+            self.log_path.clone(),
+            self.offset_index.path().to_path_buf(),
+            self.time_index.path().to_path_buf(),
+        ];
+        for path in paths {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// CRC and record-count check of a batch too large to hold in memory: streams the
+/// CRC in chunks (the record framing is not walked).
+fn check_large_batch(
+    file: &File,
+    file_len: u64,
+    pos: u64,
+    header: &BatchHeader,
+) -> io::Result<Result<(), BatchError>> {
+    let total = header.total_len() as u64;
+    if pos + total > file_len {
+        return Ok(Err(BatchError::Truncated {
+            position: 0,
+            needed: total as usize,
+            available: (file_len - pos) as usize,
+        }));
+    }
+    let mut buf = vec![0u8; RECOVERY_CHUNK];
+    let mut at = pos + CRC_START as u64;
+    let end = pos + total;
+    let mut crc = 0u32;
+    while at < end {
+        let n = ((end - at) as usize).min(buf.len());
+        let chunk = buf.get_mut(..n).unwrap_or(&mut []);
+        file.read_exact_at(chunk, at)?;
+        crc = crc32c_append(crc, chunk);
+        at += n as u64;
+    }
+    if crc != header.crc {
+        return Ok(Err(BatchError::CrcMismatch {
+            stored: header.crc,
+            computed: crc,
+        }));
+    }
+    if header.record_count < 1 || header.last_offset_delta != header.record_count - 1 {
+        return Ok(Err(BatchError::RecordCount {
+            record_count: header.record_count,
+            last_offset_delta: header.last_offset_delta,
+        }));
+    }
+    Ok(Ok(()))
+}
+
+/// Iterator of `(position, header)` over a segment's valid bytes.
+pub(crate) struct HeaderScan<'s> {
+    window: FileWindow<'s>,
+    pos: u64,
+    end: u64,
+    path: &'s Path,
+    done: bool,
+}
+
+impl Iterator for HeaderScan<'_> {
+    type Item = Result<(u64, BatchHeader), LogError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done || self.pos >= self.end {
+            return None;
+        }
+        let pos = self.pos;
+        let result = match self.window.slice(pos, BATCH_HEADER_LEN) {
+            Err(e) => Err(io_err(self.path)(e)),
+            Ok(None) => Err(BatchError::Truncated {
+                position: 0,
+                needed: BATCH_HEADER_LEN,
+                available: (self.end - pos) as usize,
+            })
+            .map_err(|source| LogError::CorruptBatch {
+                path: self.path.to_path_buf(),
+                position: pos,
+                source,
+            }),
+            Ok(Some(head)) => BatchHeader::parse(head).map_err(|source| LogError::CorruptBatch {
+                path: self.path.to_path_buf(),
+                position: pos,
+                source,
+            }),
+        };
+        match result {
+            Ok(header) => {
+                self.pos = pos + header.total_len() as u64;
+                Some(Ok((pos, header)))
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}

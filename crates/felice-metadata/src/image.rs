@@ -1,0 +1,209 @@
+//! The metadata image: an immutable snapshot of every cluster fact, the result
+//! of applying the metadata log in order. Handlers hold an `Arc<MetadataImage>`
+//! for the length of a request and never see it change under them.
+//!
+//! Applying a record builds a new image that shares every untouched topic with
+//! the old one (`Arc<TopicImage>`), so a change costs O(topics) pointer copies,
+//! not a deep copy.
+
+use crate::records::{MetadataRecord, NodeId, TopicId};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerImage {
+    pub node_id: NodeId,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionImage {
+    pub partition: i32,
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
+    pub leader: NodeId,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicImage {
+    pub name: String,
+    pub topic_id: TopicId,
+    /// Indexed by partition number: partition `i` is at `partitions[i]`.
+    pub partitions: Vec<PartitionImage>,
+    /// Topic-level config overrides (Kafka's DYNAMIC_TOPIC_CONFIG).
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MetadataImage {
+    /// Number of records applied: the metadata log offset this image reflects.
+    pub offset: u64,
+    pub brokers: BTreeMap<NodeId, BrokerImage>,
+    topics_by_id: HashMap<TopicId, Arc<TopicImage>>,
+    topic_ids_by_name: HashMap<String, TopicId>,
+}
+
+impl MetadataImage {
+    pub fn topic(&self, name: &str) -> Option<&Arc<TopicImage>> {
+        self.topic_ids_by_name
+            .get(name)
+            .and_then(|id| self.topics_by_id.get(id))
+    }
+
+    pub fn topic_by_id(&self, id: &TopicId) -> Option<&Arc<TopicImage>> {
+        self.topics_by_id.get(id)
+    }
+
+    /// Every topic, in name order (stable output for Metadata responses).
+    pub fn topics(&self) -> Vec<&Arc<TopicImage>> {
+        let mut all: Vec<_> = self.topics_by_id.values().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    pub fn topic_count(&self) -> usize {
+        self.topics_by_id.len()
+    }
+
+    /// Applies one record, producing the next image. Records that refer to an
+    /// unknown topic are ignored (they cannot be produced by the controller,
+    /// which validates against the current image; ignoring keeps replay total).
+    pub fn apply(&self, record: &MetadataRecord) -> MetadataImage {
+        let mut next = self.clone();
+        next.offset += 1;
+        match record {
+            MetadataRecord::RegisterBroker {
+                node_id,
+                host,
+                port,
+                rack,
+            } => {
+                next.brokers.insert(
+                    *node_id,
+                    BrokerImage {
+                        node_id: *node_id,
+                        host: host.clone(),
+                        port: *port,
+                        rack: rack.clone(),
+                    },
+                );
+            }
+            MetadataRecord::Topic { name, topic_id } => {
+                if let Some(old) = next.topic_ids_by_name.insert(name.clone(), *topic_id) {
+                    next.topics_by_id.remove(&old);
+                }
+                next.topics_by_id.insert(
+                    *topic_id,
+                    Arc::new(TopicImage {
+                        name: name.clone(),
+                        topic_id: *topic_id,
+                        partitions: Vec::new(),
+                        configs: BTreeMap::new(),
+                    }),
+                );
+            }
+            MetadataRecord::Partition {
+                topic_id,
+                partition,
+                replicas,
+                isr,
+                leader,
+                leader_epoch,
+                partition_epoch,
+            } => {
+                if let Some(topic) = next.topics_by_id.get_mut(topic_id) {
+                    let topic = Arc::make_mut(topic);
+                    let p = PartitionImage {
+                        partition: *partition,
+                        replicas: replicas.clone(),
+                        isr: isr.clone(),
+                        leader: *leader,
+                        leader_epoch: *leader_epoch,
+                        partition_epoch: *partition_epoch,
+                    };
+                    let index = *partition as usize;
+                    if index < topic.partitions.len() {
+                        topic.partitions[index] = p;
+                    } else if index == topic.partitions.len() {
+                        topic.partitions.push(p);
+                    }
+                    // A gap would break "partition i at index i"; the controller
+                    // never writes one, so it is dropped rather than applied.
+                }
+            }
+            MetadataRecord::TopicConfig {
+                topic_id,
+                key,
+                value,
+            } => {
+                if let Some(topic) = next.topics_by_id.get_mut(topic_id) {
+                    let topic = Arc::make_mut(topic);
+                    match value {
+                        Some(v) => topic.configs.insert(key.clone(), v.clone()),
+                        None => topic.configs.remove(key),
+                    };
+                }
+            }
+            MetadataRecord::RemoveTopic { topic_id } => {
+                if let Some(topic) = next.topics_by_id.remove(topic_id) {
+                    next.topic_ids_by_name.remove(&topic.name);
+                }
+            }
+        }
+        next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn partition(topic_id: TopicId, partition: i32) -> MetadataRecord {
+        MetadataRecord::Partition {
+            topic_id,
+            partition,
+            replicas: vec![1],
+            isr: vec![1],
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }
+    }
+
+    #[test]
+    fn topics_partitions_configs_and_removal() {
+        let id = Uuid::new_v4();
+        let mut image = MetadataImage::default();
+        for r in [
+            MetadataRecord::Topic {
+                name: "a".into(),
+                topic_id: id,
+            },
+            partition(id, 0),
+            partition(id, 1),
+            partition(id, 3), // gap: ignored
+            MetadataRecord::TopicConfig {
+                topic_id: id,
+                key: "retention.ms".into(),
+                value: Some("5".into()),
+            },
+        ] {
+            image = image.apply(&r);
+        }
+        let t = image.topic("a").expect("topic");
+        assert_eq!(t.partitions.len(), 2);
+        assert_eq!(t.configs.get("retention.ms").map(String::as_str), Some("5"));
+        assert_eq!(image.offset, 5);
+        let before = image.clone();
+        image = image.apply(&MetadataRecord::RemoveTopic { topic_id: id });
+        assert!(image.topic("a").is_none());
+        assert!(image.topic_by_id(&id).is_none());
+        // the older snapshot is untouched
+        assert!(before.topic("a").is_some());
+    }
+}

@@ -1,0 +1,40 @@
+//! The metadata record types: one variant per kind of cluster fact.
+
+use uuid::Uuid;
+
+/// A broker's node id (`node.id`).
+pub type NodeId = i32;
+/// A topic's id (Kafka 2.8+ topic ids, KIP-516).
+pub type TopicId = Uuid;
+
+/// One change to the cluster's metadata. Records are applied in log order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataRecord {
+    /// A broker registered (or re-registered with new endpoints).
+    RegisterBroker {
+        node_id: NodeId,
+        host: String,
+        port: i32,
+        rack: Option<String>,
+    },
+    /// A topic was created; its partitions follow as `Partition` records.
+    Topic { name: String, topic_id: TopicId },
+    /// A partition's full state (creation or change of leader/ISR).
+    Partition {
+        topic_id: TopicId,
+        partition: i32,
+        replicas: Vec<NodeId>,
+        isr: Vec<NodeId>,
+        leader: NodeId,
+        leader_epoch: i32,
+        partition_epoch: i32,
+    },
+    /// A topic config override was set (`Some`) or removed (`None`).
+    TopicConfig {
+        topic_id: TopicId,
+        key: String,
+        value: Option<String>,
+    },
+    /// A topic and all its partitions were deleted.
+    RemoveTopic { topic_id: TopicId },
+}
