@@ -80,6 +80,8 @@ const RATE_LINGER: Duration = Duration::from_millis(5);
 const FETCH_MAX_WAIT_MS: i32 = 500;
 const FETCH_MAX_BYTES: i32 = 50 * 1024 * 1024;
 const FETCH_PARTITION_MAX_BYTES: i32 = 1024 * 1024;
+/// Pause before fetching again after a retriable partition error.
+const FETCH_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// Produce request timeout.
 const PRODUCE_TIMEOUT_MS: i32 = 30_000;
 /// How long to wait for a new topic's partitions to get leaders.
@@ -248,6 +250,16 @@ fn duration_from_secs(flag: &str, secs: f64) -> anyhow::Result<Duration> {
         bail!("{flag}: expected a positive number of seconds, got {secs}");
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+fn compression_name(c: Compression) -> &'static str {
+    match c {
+        Compression::None => "none",
+        Compression::Gzip => "gzip",
+        Compression::Snappy => "snappy",
+        Compression::Lz4 => "lz4",
+        Compression::Zstd => "zstd",
+    }
 }
 
 fn parse_compression(v: &str) -> anyhow::Result<Compression> {
@@ -744,11 +756,11 @@ async fn produce(
     let mut conns: HashMap<i32, Connection> = HashMap::new();
     for &p in &partitions {
         let leader = run.leader(p)?;
-        if !conns.contains_key(&leader) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = conns.entry(leader) {
             let conn = Connection::connect(&run.addr(leader)?)
                 .await
                 .context("producer connect")?;
-            conns.insert(leader, conn);
+            slot.insert(conn);
         }
     }
     let topic: TopicRef = run.topic.topic.clone();
@@ -924,8 +936,14 @@ async fn consume(
     let mut stats = ConsumerStats::new();
     let mut next: BTreeMap<i32, i64> = parts.into_iter().collect();
     let mut last_progress = Instant::now();
+    let mut ends_known = false;
     loop {
         let ends = targets.borrow().clone();
+        if ends.is_some() && !ends_known {
+            // The idle clock starts when production has ended, not before.
+            ends_known = true;
+            last_progress = last_progress.max(Instant::now());
+        }
         let wanted: Vec<FetchPartition> = next
             .iter()
             .filter(|(p, off)| match &ends {
@@ -966,12 +984,14 @@ async fn consume(
             .context("fetch")?;
         let now = Instant::now();
         let now_nanos = now.saturating_duration_since(run.epoch).as_nanos() as u64;
+        let mut backoff = false;
         for part in fetched {
             if let Some(error) = part.error {
                 *stats.errors.entry(error.to_string()).or_default() += 1;
                 if !error.is_retriable() {
                     bail!("fetch {}-{}: {error}", run.opts.topic, part.partition);
                 }
+                backoff = true;
                 continue;
             }
             let Some(offset) = next.get_mut(&part.partition) else {
@@ -995,6 +1015,11 @@ async fn consume(
                         .record_n(now_nanos.saturating_sub(stamp.nanos), batch.records);
                 }
             }
+        }
+        if backoff {
+            // A retriable partition error (e.g. a leader not elected yet) would
+            // otherwise be retried in a tight loop.
+            tokio::time::sleep(FETCH_ERROR_BACKOFF).await;
         }
     }
     Ok(stats)
@@ -1048,7 +1073,7 @@ fn print_header(run: &Run) {
     }
     println!(
         "felice bench: {} -> {} ({} partitions), {} producers, {} consumers, {amount} of {} B, \
-         {} records/batch, acks={acks}, compression={:?}, rate={rate}, in-flight {}",
+         {} records/batch, acks={acks}, compression={}, rate={rate}, in-flight {}",
         o.bootstrap,
         o.topic,
         run.topic.partitions.len(),
@@ -1056,7 +1081,7 @@ fn print_header(run: &Run) {
         o.consumers,
         o.record_size,
         o.records_per_batch(),
-        o.compression,
+        compression_name(o.compression),
         o.max_in_flight,
     );
     if o.record_size < STAMP_LEN {
@@ -1211,6 +1236,14 @@ mod tests {
         assert_eq!(o.acks, 0);
         assert!(o.consume_only);
         assert_eq!(o.compression, Compression::Lz4);
+        Ok(())
+    }
+
+    #[test]
+    fn compression_names_round_trip() -> anyhow::Result<()> {
+        for name in ["none", "gzip", "snappy", "lz4", "zstd"] {
+            assert_eq!(compression_name(parse_compression(name)?), name);
+        }
         Ok(())
     }
 

@@ -25,6 +25,14 @@ pub const VERSIONS: VersionRange = CreateTopicsRequest::VERSIONS;
 pub const SOURCE_DYNAMIC_TOPIC_CONFIG: i8 = 1;
 pub const SOURCE_DEFAULT_CONFIG: i8 = 5;
 
+/// A topic that was (or, with validate_only, would be) created.
+struct Created {
+    topic_id: uuid::Uuid,
+    num_partitions: i32,
+    replication_factor: i16,
+    overrides: BTreeMap<String, String>,
+}
+
 pub async fn handle(
     broker: &Arc<Broker>,
     _header: &RequestHeader,
@@ -67,10 +75,7 @@ pub async fn handle(
     let b = broker.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         // Per-topic outcome: the topic id when created (or valid).
-        let mut outcomes: Vec<(
-            String,
-            Result<(uuid::Uuid, i32, i16, BTreeMap<String, String>), TopicError>,
-        )> = Vec::new();
+        let mut outcomes: Vec<Result<Created, TopicError>> = Vec::new();
         let commit = b.commit_and_apply(|image| {
             let mut scratch = image.clone();
             let mut records = Vec::new();
@@ -78,7 +83,7 @@ pub async fn handle(
                 let t = match r {
                     Ok(t) => t,
                     Err(e) => {
-                        outcomes.push((String::new(), Err(e.clone())));
+                        outcomes.push(Err(e.clone()));
                         continue;
                     }
                 };
@@ -94,12 +99,17 @@ pub async fn handle(
                             .map(|p| p.replicas.len() as i16)
                             .unwrap_or(-1);
                         let configs = created.map(|c| c.configs.clone()).unwrap_or_default();
-                        outcomes.push((t.name.clone(), Ok((id, np, rf, configs))));
+                        outcomes.push(Ok(Created {
+                            topic_id: id,
+                            num_partitions: np,
+                            replication_factor: rf,
+                            overrides: configs,
+                        }));
                         if !validate_only {
                             records.extend(recs);
                         }
                     }
-                    Err(e) => outcomes.push((t.name.clone(), Err(e))),
+                    Err(e) => outcomes.push(Err(e)),
                 }
             }
             Ok::<_, std::convert::Infallible>(records)
@@ -122,7 +132,7 @@ pub async fn handle(
     let topics = names
         .into_iter()
         .zip(outcomes)
-        .map(|(name, (_, outcome))| result(broker, name, outcome, storage_error.as_deref()))
+        .map(|(name, outcome)| result(broker, name, outcome, storage_error.as_deref()))
         .collect();
     CreateTopicsResponse::default().with_topics(topics)
 }
@@ -130,7 +140,7 @@ pub async fn handle(
 fn result(
     broker: &Broker,
     name: String,
-    outcome: Result<(uuid::Uuid, i32, i16, BTreeMap<String, String>), TopicError>,
+    outcome: Result<Created, TopicError>,
     storage_error: Option<&str>,
 ) -> CreatableTopicResult {
     let base = CreatableTopicResult::default().with_name(crate::handlers::topic_name(&name));
@@ -145,8 +155,8 @@ fn result(
             .with_error_message(Some(str_bytes(msg)))
             .with_num_partitions(-1)
             .with_replication_factor(-1),
-        (Ok((id, np, rf, overrides)), None) => {
-            let configs = topic_config::describe(&broker.config, &overrides)
+        (Ok(created), None) => {
+            let configs = topic_config::describe(&broker.config, &created.overrides)
                 .into_iter()
                 .map(|c| {
                     CreatableTopicConfigs::default()
@@ -161,10 +171,10 @@ fn result(
                         .with_is_sensitive(false)
                 })
                 .collect();
-            base.with_topic_id(id)
+            base.with_topic_id(created.topic_id)
                 .with_error_code(0)
-                .with_num_partitions(np)
-                .with_replication_factor(rf)
+                .with_num_partitions(created.num_partitions)
+                .with_replication_factor(created.replication_factor)
                 .with_configs(Some(configs))
         }
     }

@@ -1,0 +1,440 @@
+//! Protocol tests: for every advertised API and every advertised version,
+//! encode a request with `kafka-protocol`, send it to a broker listening on an
+//! ephemeral port, and decode and check the reply. Also: bad frames close
+//! only their own connection.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use felice_broker::server::{self, RunningBroker};
+use felice_broker::BrokerConfig;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, Request, StrBytes};
+use kafka_protocol::ResponseError;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Conn {
+    stream: TcpStream,
+    correlation: i32,
+}
+
+impl Conn {
+    async fn connect(b: &RunningBroker) -> Conn {
+        Conn {
+            stream: TcpStream::connect(b.local_addr).await.expect("connect"),
+            correlation: 0,
+        }
+    }
+
+    async fn send_raw(&mut self, frame: &[u8]) {
+        self.stream.write_all(frame).await.expect("write");
+    }
+
+    async fn recv_raw(&mut self) -> Option<Bytes> {
+        let len = self.stream.read_i32().await.ok()?;
+        let mut buf = vec![0u8; len as usize];
+        self.stream.read_exact(&mut buf).await.ok()?;
+        Some(Bytes::from(buf))
+    }
+
+    async fn call<R: Request>(&mut self, req: &R, version: i16) -> R::Response {
+        self.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("protocol-test")));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, R::header_version(version))
+            .expect("header");
+        req.encode(&mut body, version).expect("body");
+        let mut frame = BytesMut::new();
+        frame.put_i32(body.len() as i32);
+        frame.extend_from_slice(&body);
+        self.send_raw(&frame).await;
+        let mut resp = self.recv_raw().await.expect("response");
+        let rh = ResponseHeader::decode(&mut resp, R::Response::header_version(version))
+            .expect("response header");
+        assert_eq!(rh.correlation_id, self.correlation);
+        let out = R::Response::decode(&mut resp, version).expect("response body");
+        assert_eq!(
+            resp.remaining(),
+            0,
+            "{} v{version}: trailing bytes in response",
+            R::KEY
+        );
+        out
+    }
+}
+
+async fn broker(dir: &std::path::Path) -> RunningBroker {
+    server::start(BrokerConfig::for_test(dir))
+        .await
+        .expect("start")
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn batch(values: &[&[u8]]) -> Bytes {
+    let specs: Vec<_> = values
+        .iter()
+        .map(|v| (None, Some(*v), 1_700_000_000_000i64))
+        .collect();
+    Bytes::from(felice_wire::build_batch(&specs))
+}
+
+fn versions<R: Message>() -> std::ops::RangeInclusive<i16> {
+    R::VERSIONS.min..=R::VERSIONS.max
+}
+
+#[tokio::test]
+async fn api_versions_every_version_and_kip511_fallback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = broker(dir.path()).await;
+    let mut c = Conn::connect(&b).await;
+    for v in versions::<ApiVersionsRequest>() {
+        let mut req = ApiVersionsRequest::default();
+        if v >= 3 {
+            req = req
+                .with_client_software_name(StrBytes::from_static_str("t"))
+                .with_client_software_version(StrBytes::from_static_str("1"));
+        }
+        let resp = c.call(&req, v).await;
+        assert_eq!(resp.error_code, 0, "v{v}");
+        let keys: Vec<i16> = resp.api_keys.iter().map(|k| k.api_key).collect();
+        for k in [0, 1, 2, 3, 18, 19, 20, 60] {
+            assert!(keys.contains(&k), "v{v}: api key {k} missing");
+        }
+    }
+    // Unknown version: v0 body with UNSUPPORTED_VERSION, connection stays open.
+    let mut frame = BytesMut::new();
+    let mut body = BytesMut::new();
+    body.put_i16(18);
+    body.put_i16(127);
+    body.put_i32(99);
+    body.put_i16(-1);
+    body.put_u8(0);
+    frame.put_i32(body.len() as i32);
+    frame.extend_from_slice(&body);
+    c.send_raw(&frame).await;
+    let mut resp = c.recv_raw().await.expect("fallback response");
+    assert_eq!(resp.get_i32(), 99);
+    let v0 = ApiVersionsResponse::decode(&mut resp, 0).expect("v0 body");
+    assert_eq!(v0.error_code, ResponseError::UnsupportedVersion.code());
+    assert_eq!(v0.api_keys.len(), 1);
+    assert_eq!(v0.api_keys[0].api_key, 18);
+    let again = c.call(&ApiVersionsRequest::default(), 0).await;
+    assert_eq!(again.error_code, 0);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn every_version_of_the_data_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = broker(dir.path()).await;
+    let mut c = Conn::connect(&b).await;
+
+    // CreateTopics, each version: one topic per version, 2 partitions.
+    for v in versions::<CreateTopicsRequest>() {
+        let topic = CreatableTopic::default()
+            .with_name(name(&format!("t{v}")))
+            .with_num_partitions(2)
+            .with_replication_factor(1);
+        let resp = c
+            .call(
+                &CreateTopicsRequest::default()
+                    .with_topics(vec![topic.clone()])
+                    .with_timeout_ms(5000),
+                v,
+            )
+            .await;
+        assert_eq!(
+            resp.topics[0].error_code, 0,
+            "CreateTopics v{v}: {:?}",
+            resp.topics[0].error_message
+        );
+        if v >= 5 {
+            assert_eq!(resp.topics[0].num_partitions, 2);
+            let configs = resp.topics[0].configs.as_ref().expect("configs");
+            assert!(configs.iter().any(|c| c.name.as_str() == "retention.ms"));
+        }
+        // Again: already exists.
+        let resp = c
+            .call(&CreateTopicsRequest::default().with_topics(vec![topic]), v)
+            .await;
+        assert_eq!(
+            resp.topics[0].error_code,
+            ResponseError::TopicAlreadyExists.code()
+        );
+    }
+    // validate_only creates nothing.
+    let resp = c
+        .call(
+            &CreateTopicsRequest::default()
+                .with_validate_only(true)
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(name("dry"))
+                    .with_num_partitions(1)
+                    .with_replication_factor(1)]),
+            7,
+        )
+        .await;
+    assert_eq!(resp.topics[0].error_code, 0);
+
+    // Metadata, each version, all topics.
+    let mut topic_id = uuid::Uuid::nil();
+    for v in versions::<MetadataRequest>() {
+        let req = if v == 0 {
+            MetadataRequest::default().with_topics(Some(vec![]))
+        } else {
+            MetadataRequest::default().with_topics(None)
+        };
+        let resp = c.call(&req, v).await;
+        assert_eq!(resp.brokers.len(), 1, "Metadata v{v}");
+        let names: Vec<String> = resp
+            .topics
+            .iter()
+            .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+            .collect();
+        assert!(
+            names.contains(&"t2".to_string()),
+            "Metadata v{v}: {names:?}"
+        );
+        assert!(
+            !names.contains(&"dry".to_string()),
+            "validate_only created a topic"
+        );
+        let t = resp
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "t2"))
+            .expect("t2");
+        assert_eq!(t.partitions.len(), 2);
+        if v >= 10 {
+            topic_id = t.topic_id;
+            assert!(!topic_id.is_nil());
+        }
+    }
+
+    // Produce, each version (v13 by topic id), to t2 partition 0.
+    let mut expected = 0i64;
+    for v in versions::<ProduceRequest>() {
+        let data = TopicProduceData::default()
+            .with_name(if v < 13 { name("t2") } else { name("") })
+            .with_topic_id(if v >= 13 { topic_id } else { uuid::Uuid::nil() })
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch(&[b"a", b"b"])))]);
+        let resp = c
+            .call(
+                &ProduceRequest::default()
+                    .with_acks(-1)
+                    .with_timeout_ms(5000)
+                    .with_topic_data(vec![data]),
+                v,
+            )
+            .await;
+        let p = &resp.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 0, "Produce v{v}: {:?}", p.error_message);
+        assert_eq!(p.base_offset, expected, "Produce v{v}");
+        expected += 2;
+    }
+
+    // Fetch, each version (v13+ by topic id), from offset 0: every record.
+    for v in versions::<FetchRequest>() {
+        let part = FetchPartition::default()
+            .with_partition(0)
+            .with_fetch_offset(0)
+            .with_partition_max_bytes(1 << 20);
+        let topic = FetchTopic::default()
+            .with_topic(if v < 13 { name("t2") } else { name("") })
+            .with_topic_id(if v >= 13 { topic_id } else { uuid::Uuid::nil() })
+            .with_partitions(vec![part]);
+        let mut req = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![topic]);
+        if v >= 15 {
+            req = req.with_replica_state(
+                fetch_request::ReplicaState::default().with_replica_id(BrokerId(-1)),
+            );
+        } else {
+            req = req.with_replica_id(BrokerId(-1));
+        }
+        let resp = c.call(&req, v).await;
+        assert_eq!(resp.error_code, 0, "Fetch v{v}");
+        let p = &resp.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0, "Fetch v{v}");
+        assert_eq!(p.high_watermark, expected);
+        let mut records = p.records.clone().expect("records");
+        let sets =
+            kafka_protocol::records::RecordBatchDecoder::decode_all(&mut records).expect("decode");
+        let offsets: Vec<i64> = sets
+            .iter()
+            .flat_map(|s| s.records.iter().map(|r| r.offset))
+            .collect();
+        assert_eq!(offsets, (0..expected).collect::<Vec<_>>(), "Fetch v{v}");
+    }
+
+    // ListOffsets, each version: earliest, latest, by timestamp.
+    for v in versions::<ListOffsetsRequest>() {
+        let parts = vec![
+            ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-2),
+            ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-1),
+            ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(1_700_000_000_000),
+        ];
+        // Kafka refuses duplicate partitions only for v1+ replicas; a consumer
+        // sends each partition once, so ask one at a time.
+        let mut got = Vec::new();
+        for p in parts {
+            let req = ListOffsetsRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![ListOffsetsTopic::default()
+                    .with_name(name("t2"))
+                    .with_partitions(vec![p])]);
+            let resp = c.call(&req, v).await;
+            let r = &resp.topics[0].partitions[0];
+            assert_eq!(r.error_code, 0, "ListOffsets v{v}");
+            got.push(r.offset);
+        }
+        assert_eq!(got, vec![0, expected, 0], "ListOffsets v{v}");
+    }
+
+    // DescribeCluster, each version.
+    for v in versions::<DescribeClusterRequest>() {
+        let resp = c.call(&DescribeClusterRequest::default(), v).await;
+        assert_eq!(resp.error_code, 0, "DescribeCluster v{v}");
+        assert_eq!(resp.brokers.len(), 1);
+        assert_eq!(resp.cluster_id.len(), 22);
+    }
+
+    // DeleteTopics, each version: delete t{v}; then it is gone.
+    for v in versions::<DeleteTopicsRequest>() {
+        let topic = format!("t{}", v + 1);
+        let req = if v >= 6 {
+            DeleteTopicsRequest::default()
+                .with_topics(vec![delete_topics_request::DeleteTopicState::default()
+                    .with_name(Some(name(&topic)))])
+        } else {
+            DeleteTopicsRequest::default().with_topic_names(vec![name(&topic)])
+        };
+        let resp = c.call(&req, v).await;
+        assert_eq!(resp.responses[0].error_code, 0, "DeleteTopics v{v}");
+        let resp = c.call(&req, v).await;
+        assert_eq!(
+            resp.responses[0].error_code,
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+    }
+    let md = c
+        .call(&MetadataRequest::default().with_topics(None), 12)
+        .await;
+    let left: Vec<String> = md
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+        .collect();
+    assert!(left.is_empty(), "topics left after deleting all: {left:?}");
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn produce_rejections_write_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = broker(dir.path()).await;
+    let mut c = Conn::connect(&b).await;
+    let create = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(name("r"))
+        .with_num_partitions(1)
+        .with_replication_factor(1)]);
+    assert_eq!(c.call(&create, 7).await.topics[0].error_code, 0);
+    let produce = |records: Bytes, partition: i32| {
+        ProduceRequest::default()
+            .with_acks(1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(name("r"))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(records))])])
+    };
+    let good = batch(&[b"x"]);
+    // Corrupt CRC.
+    let mut bad = BytesMut::from(&good[..]);
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    let r = c.call(&produce(bad.freeze(), 0), 9).await;
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code,
+        ResponseError::CorruptMessage.code()
+    );
+    // Too large for max.message.bytes.
+    let big = vec![7u8; 1_100_000];
+    let r = c.call(&produce(batch(&[&big]), 0), 9).await;
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code,
+        ResponseError::MessageTooLarge.code()
+    );
+    // Unknown partition.
+    let r = c.call(&produce(good.clone(), 3), 9).await;
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    // Nothing was written: the next good batch gets offset 0.
+    let r = c.call(&produce(good, 0), 9).await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    assert_eq!(r.responses[0].partition_responses[0].base_offset, 0);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn bad_frames_close_only_their_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = broker(dir.path()).await;
+    let mut healthy = Conn::connect(&b).await;
+    let bad_frames: Vec<Vec<u8>> = vec![
+        0x7fff_ffffi32.to_be_bytes().to_vec(), // far over socket.request.max.bytes
+        (-5i32).to_be_bytes().to_vec(),        // negative length
+        [&8i32.to_be_bytes()[..], &[0xff; 8]].concat(), // too short for a header
+        [
+            &12i32.to_be_bytes()[..],
+            &[0x7f, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0],
+        ]
+        .concat(), // unknown api key
+        [
+            &12i32.to_be_bytes()[..],
+            &[0, 3, 0, 99, 0, 0, 0, 1, 0, 0, 0, 0],
+        ]
+        .concat(), // Metadata v99
+        [
+            &14i32.to_be_bytes()[..],
+            &[0, 0, 0, 9, 0, 0, 0, 1, 0, 0, 0xff, 0xff, 0xff, 0xff],
+        ]
+        .concat(), // garbage Produce body
+    ];
+    for frame in bad_frames {
+        let mut c = Conn::connect(&b).await;
+        c.send_raw(&frame).await;
+        assert!(
+            c.recv_raw().await.is_none(),
+            "frame {frame:?} got an answer instead of a close"
+        );
+        let ok = healthy.call(&ApiVersionsRequest::default(), 0).await;
+        assert_eq!(ok.error_code, 0);
+    }
+    b.stop().await;
+}
