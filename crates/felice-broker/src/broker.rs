@@ -33,6 +33,7 @@ pub struct Broker {
     pub cluster_id: String,
     pub metadata: MetadataStore,
     pub replicas: ReplicaManager,
+    reconcile_lock: std::sync::Mutex<()>,
 }
 
 impl Broker {
@@ -52,6 +53,7 @@ impl Broker {
             cluster_id,
             metadata,
             replicas,
+            reconcile_lock: std::sync::Mutex::new(()),
         };
         broker.register(advertised_port)?;
         broker
@@ -95,10 +97,23 @@ impl Broker {
         build: impl FnOnce(&MetadataImage) -> Result<Vec<MetadataRecord>, E>,
     ) -> Result<Arc<MetadataImage>, CommitError<E>> {
         let image = self.metadata.commit(build)?;
-        if let Err(e) = self.replicas.reconcile(&image, &self.config) {
+        if let Err(e) = self.reconcile() {
             tracing::error!(error = %e, "could not apply metadata to the hosted partitions");
         }
         Ok(image)
+    }
+
+    /// Brings the hosted partitions in line with the CURRENT image. Serialised:
+    /// two commits racing must not reconcile against an older image after a
+    /// newer one (that would drop the newer image's partitions), nor open the
+    /// same log twice.
+    fn reconcile(&self) -> Result<(), crate::replica::ReplicaError> {
+        let _serial = match self.reconcile_lock.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        self.replicas
+            .reconcile(&self.metadata.image(), &self.config)
     }
 }
 
