@@ -12,10 +12,11 @@
 //! the partitions, one partition per Produce request, at most `--max-in-flight`
 //! unanswered requests per producer. A batch is encoded once
 //! ([`BatchTemplate`]) and re-stamped per send. With `--rate`, a producer sends each
-//! batch at its scheduled time and stamps it with that time, not the actual send time,
-//! so a stalled broker shows up as latency instead of silently lowering the offered
-//! load (no coordinated omission); a batch then holds at most [`RATE_LINGER`] worth of
-//! records, like a Kafka producer's `linger.ms`.
+//! batch at its scheduled time; when it is behind schedule (window full, broker slow)
+//! it stamps the batch with the scheduled time, not the actual send time, so a stalled
+//! broker shows up as latency instead of silently lowering the offered load (no
+//! coordinated omission). A batch then holds at most [`RATE_LINGER`] worth of records,
+//! like a Kafka producer's `linger.ms`.
 //!
 //! Consumers: partition `p` belongs to consumer `p % consumers`; each consumer fetches
 //! (one request in flight per leader, `min_bytes` 1, 500 ms max wait) and measures the
@@ -786,12 +787,19 @@ async fn produce(
         if batch_records == 0 {
             break;
         }
-        // When this batch is due: records so far at the per-producer rate.
+        // When this batch is due: records so far at the per-producer rate. Ahead of
+        // schedule, we sleep and stamp the wake-up time (the timer's ~1 ms granularity
+        // is ours, not the broker's); behind schedule, we stamp the due time, so time
+        // lost waiting on the broker counts as latency.
         let scheduled = match per_record {
             Some(gap) => {
                 let due = start + gap.mul_f64(sent_records as f64);
-                tokio::time::sleep_until(due.into()).await;
-                due
+                if due > Instant::now() {
+                    tokio::time::sleep_until(due.into()).await;
+                    Instant::now()
+                } else {
+                    due
+                }
             }
             None => Instant::now(),
         };
