@@ -56,8 +56,8 @@ const KEYS: &[(&str, Kind, Option<&str>)] = &[
     ("controller.listener.names", Kind::Ignored, None),
     ("controller.quorum.voters", Kind::Ignored, None),
     ("controller.quorum.bootstrap.servers", Kind::Ignored, None),
-    ("log.dirs", Kind::Str, None),
-    ("log.dir", Kind::Str, Some("./data")),
+    ("log.dirs", Kind::Str, Some("./data")),
+    ("log.dir", Kind::Str, None),
     ("num.partitions", Kind::Int, Some("1")),
     ("default.replication.factor", Kind::Int, Some("1")),
     ("auto.create.topics.enable", Kind::Bool, Some("true")),
@@ -192,6 +192,13 @@ impl BrokerConfig {
                 .ok_or_else(|| ConfigError::MalformedOverride(o.clone()))?;
             set(&mut values, k.trim(), v.trim(), " (from --override)")?;
         }
+        // As in Kafka, `log.dirs` wins over `log.dir`; but a `log.dir` set
+        // explicitly must beat our built-in `log.dirs` default.
+        if let Some(dir) = values.get("log.dir").cloned() {
+            if values.get("log.dirs").map(String::as_str) == Some("./data") {
+                values.insert("log.dirs".to_string(), dir);
+            }
+        }
         Self::from_values(values)
     }
 
@@ -225,7 +232,6 @@ impl BrokerConfig {
             }
         };
         let log_dir = get("log.dirs")
-            .or(get("log.dir"))
             .unwrap_or("./data")
             .split(',')
             .next()
