@@ -11,9 +11,32 @@
 //! caller ([`felice_wire::validate_batch`]) before [`Log::append`].
 //!
 //! Invariants: `log_start_offset <= log_end_offset`; segment base offsets strictly
-//! increase; appends are contiguous (each append starts at the previous LEO); memory is
-//! bounded per partition by the ACTIVE segment's index entries (`segment.index.bytes`)
-//! plus a few words per segment: closed segments' indexes are searched on disk.
+//! increase; appends are contiguous (each append starts at the previous LEO).
+//!
+//! Memory and descriptors per partition do not grow with the data, only (slightly)
+//! with the segment count. Index entries live in their files for every segment; a
+//! lookup binary-searches the file with positioned reads unless the answer lies in
+//! the active segment's cache of its last 64 offset and 64 time entries (tailing
+//! consumers and the high watermark: no syscall). Measured on x86-64:
+//!
+//! | what | bytes |
+//! |---|---|
+//! | `Log` struct + directory path | 192 + ~64 |
+//! | each segment (`Segment` + its `.log` path), active or closed | 136 + ~80 |
+//! | active segment extra: offset tail 64 × 8, time tail 64 × 16, 2 boxes | ~1,600 |
+//! | cache of closed `.log` descriptors (≤ 2 `Arc<File>`) | ~150 |
+//!
+//! so ~2.2 KiB per partition + ~0.2 KiB per closed segment (10,000 partitions of 10
+//! segments: ~40 MB), whatever `segment.bytes` and `segment.index.bytes` are. Before,
+//! the active segment held all its entries: up to `segment.index.bytes` (~5 MB at the
+//! defaults). Transient: an append's new index entries (a few per append); recovery
+//! writes rebuilt entries in 512-entry batches.
+//!
+//! Descriptors: 3 per partition for the active segment (`.log`, `.index`,
+//! `.timeindex`, written by appends), plus at most 2 of recently read closed segments'
+//! `.log` (an LRU, see `segment::FileCache`), plus one per in-flight [`ReadSlice`];
+//! closed segments' indexes are opened per lookup. So ≤ 5 per partition at rest
+//! (50,000 for 10,000 partitions), where Kafka holds 1–3 per segment.
 //!
 //! Concurrency: [`Log`] is not synchronised; the broker calls it from blocking threads
 //! under a per-partition mutex. A [`ReadSlice`] may be read without that lock.
@@ -42,8 +65,8 @@ pub struct LogConfig {
     pub segment_bytes: u64,
     /// `segment.ms` / `log.roll.ms`: roll when the segment's first batch is older.
     pub segment_ms: i64,
-    /// `segment.index.bytes`: cap of each index file; the active segment's index
-    /// entries are held in memory, so this bounds per-partition index memory.
+    /// `segment.index.bytes`: cap of each index file (the log rolls when one is
+    /// full). Entries live on disk; memory does not depend on it.
     pub segment_index_bytes: u64,
     /// `index.interval.bytes`: bytes between index entries.
     pub index_interval_bytes: u64,

@@ -4,18 +4,20 @@
 //! offset assignment, rolling, reads, retention, truncation and flushing.
 //!
 //! Invariants (asserted where cheap): `segments` is never empty and base offsets
-//! strictly increase; only the last segment is active (holds index entries in memory,
-//! receives appends); `log_start_offset <= log_end_offset`; each append starts at the
-//! log end offset; `recovery_point <= log_end_offset` and every byte below it is
+//! strictly increase; only the last segment is active (holds descriptors and a small
+//! index tail cache, receives appends); `log_start_offset <= log_end_offset`; each
+//! append starts at the log end offset; `recovery_point <= log_end_offset` and every byte below it is
 //! fsynced with complete index files.
 //!
 //! Concurrency: `&mut self` for every change; the broker holds a per-partition mutex.
-//! `read` hands out [`ReadSlice`]s that outlive the lock.
+//! `read` hands out [`ReadSlice`]s that outlive the lock. Reads (`&self`) of closed
+//! segments may fill the log's small `FileCache` of descriptors, which locks itself.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use felice_wire::{
@@ -24,7 +26,7 @@ use felice_wire::{
 };
 
 use crate::index::{OffsetEntry, TimeEntry};
-use crate::segment::{io_err, parse_log_file_name, IndexLimits, Segment};
+use crate::segment::{io_err, parse_log_file_name, FileCache, IndexLimits, Segment};
 use crate::{AppendInfo, LogConfig, LogError, ReadSlice, TimestampType};
 
 const LOG_START_OFFSET_FILE: &str = "log-start-offset";
@@ -41,6 +43,8 @@ pub struct Log {
     last_flush_ms: i64,
     /// A segment file was created or removed since the last directory fsync.
     dir_dirty: bool,
+    /// `.log` descriptors of recently read closed segments.
+    files: FileCache,
 }
 
 fn limits(config: &LogConfig) -> IndexLimits {
@@ -162,7 +166,7 @@ impl Log {
         }
         let count = segments.len();
         for segment in segments.iter_mut().take(count.saturating_sub(1)) {
-            segment.close_active()?;
+            drop(segment.close_active()?);
         }
         if segments.is_empty() {
             segments.push(Segment::create(dir, persisted_start.unwrap_or(0))?);
@@ -176,6 +180,7 @@ impl Log {
             unflushed_messages: 0,
             last_flush_ms: now_ms,
             dir_dirty: true,
+            files: FileCache::default(),
         };
         let first_base = log.first_segment().base_offset;
         log.log_start_offset = persisted_start.unwrap_or(first_base).max(first_base);
@@ -333,11 +338,7 @@ impl Log {
         let mut bytes_since_index = segment.bytes_since_index;
         let mut max_timestamp = segment.max_timestamp;
         let mut offset_of_max = segment.offset_of_max_timestamp;
-        let mut last_time_ts = segment
-            .time_index
-            .last()
-            .map_err(io_err(segment.time_index.path()))?
-            .map_or(i64::MIN, |t| t.timestamp);
+        let mut last_time_ts = segment.last_time_entry()?.map_or(i64::MIN, |t| t.timestamp);
         let offset_index_len = segment.offset_index.len();
         let time_index_len = segment.time_index.len();
         let mut offset_entries = Vec::new();
@@ -405,29 +406,32 @@ impl Log {
         }
         debug_assert_eq!(next - first_offset, offsets, "offsets assigned = counted");
 
-        // Commit: log data, then indexes; undo all on failure.
+        // Commit: log data, then indexes (one write each, if any entry); undo all on
+        // failure.
         let segment = self.active_mut();
-        let written = segment
-            .file
+        let file = segment.active_file()?.clone();
+        let written = file
             .write_all_at(batches, start_size)
             .map_err(io_err(&segment.log_path))
             .and_then(|()| {
                 segment
                     .offset_index
                     .append(&offset_entries)
-                    .map_err(io_err(segment.offset_index.path()))
+                    .map_err(|e| io_err(&segment.index_path())(e))
             })
             .and_then(|()| {
                 segment
                     .time_index
                     .append(&time_entries)
-                    .map_err(io_err(segment.time_index.path()))
+                    .map_err(|e| io_err(&segment.time_index_path())(e))
             });
         if let Err(e) = written {
             // Best effort: the original error is what the caller needs to see.
-            let _ = segment.file.set_len(start_size);
-            let _ = segment.offset_index.truncate_file(offset_index_len);
-            let _ = segment.time_index.truncate_file(time_index_len);
+            let _ = file.set_len(start_size);
+            let index_path = segment.index_path();
+            let _ = segment.offset_index.truncate(&index_path, offset_index_len);
+            let time_path = segment.time_index_path();
+            let _ = segment.time_index.truncate(&time_path, time_index_len);
             return Err(e);
         }
         assert_eq!(
@@ -494,7 +498,10 @@ impl Log {
             "roll must create increasing base offsets: {new_base} after {old_base}"
         );
         let segment = Segment::create(&self.dir, new_base)?;
-        self.active_mut().close_active()?;
+        // The closed segment is the likeliest one to be read next (lagging consumers).
+        if let Some(file) = self.active_mut().close_active()? {
+            self.files.insert(old_base, file);
+        }
         self.segments.push(segment);
         self.dir_dirty = true;
         tracing::debug!(dir = %self.dir.display(), base_offset = new_base, "rolled segment");
@@ -536,14 +543,15 @@ impl Log {
             .iter()
             .skip(self.segment_index_for(start_offset))
         {
-            let Some((start_pos, first)) = segment.find_batch(start_offset)? else {
+            let file = segment.file(&self.files)?;
+            let Some((start_pos, first)) = segment.find_batch(&file, start_offset)? else {
                 continue;
             };
             let limit = if max_offset >= segment.next_offset {
                 segment.size
             } else {
                 segment
-                    .find_batch(max_offset)?
+                    .find_batch(&file, max_offset)?
                     .map_or(segment.size, |(pos, _)| pos)
             };
             let available = limit.saturating_sub(start_pos);
@@ -557,7 +565,7 @@ impl Log {
                 return Ok(None);
             }
             return Ok(Some(ReadSlice {
-                file: segment.file.clone(),
+                file,
                 position: start_pos,
                 len,
                 first_batch_offset: first.base_offset,
@@ -576,10 +584,11 @@ impl Log {
             {
                 continue;
             }
+            let file = segment.file(&self.files)?;
             if let Some((pos, header)) =
-                segment.find_batch_by_timestamp(ts, self.log_start_offset)?
+                segment.find_batch_by_timestamp(&file, ts, self.log_start_offset)?
             {
-                return segment.read_bytes(pos, header.total_len()).map(Some);
+                return segment.read_bytes(&file, pos, header.total_len()).map(Some);
             }
         }
         Ok(None)
@@ -603,8 +612,9 @@ impl Log {
             .offset_of_max_timestamp
             .max(segment.base_offset)
             .max(self.log_start_offset);
-        match segment.find_batch(target)? {
-            Some((pos, header)) => segment.read_bytes(pos, header.total_len()).map(Some),
+        let file = segment.file(&self.files)?;
+        match segment.find_batch(&file, target)? {
+            Some((pos, header)) => segment.read_bytes(&file, pos, header.total_len()).map(Some),
             None => Ok(None),
         }
     }
@@ -650,6 +660,7 @@ impl Log {
         // start below data that is already gone.
         self.set_log_start_offset(new_start)?;
         for segment in &removed {
+            self.files.forget(segment.base_offset);
             segment.delete_files()?;
         }
         self.dir_dirty = true;
@@ -715,18 +726,30 @@ impl Log {
         }
         let keep = self.segment_index_for(offset) + 1;
         for segment in self.segments.drain(keep..) {
+            self.files.forget(segment.base_offset);
             segment.delete_files()?;
         }
         let dir = self.dir.clone();
         let limits = limits(&self.config);
-        let segment = self.active_mut();
+        let segment = self.active();
         let base = segment.base_offset;
-        if let Some((pos, _)) = segment.find_batch(offset)? {
-            segment
-                .file
-                .set_len(pos)
-                .map_err(io_err(&segment.log_path))?;
+        // The cut segment becomes active again (recovered below with its own
+        // descriptor).
+        self.files.forget(base);
+        let file = match &segment.file {
+            Some(file) => file.clone(),
+            None => Arc::new(
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&segment.log_path)
+                    .map_err(io_err(&segment.log_path))?,
+            ),
+        };
+        if let Some((pos, _)) = segment.find_batch(&file, offset)? {
+            file.set_len(pos).map_err(io_err(&segment.log_path))?;
         }
+        drop(file);
         // Rebuild the cut segment's state and indexes from its data (O(segment); rare).
         let recovered = Segment::recover(&dir, base, limits, i64::MAX)?;
         *self.active_mut() = recovered.segment;
@@ -739,6 +762,7 @@ impl Log {
     /// Deletes every segment and starts an empty one at `base_offset`.
     fn replace_all_segments(&mut self, base_offset: i64) -> Result<(), LogError> {
         for segment in self.segments.drain(..) {
+            self.files.forget(segment.base_offset);
             segment.delete_files()?;
         }
         self.segments.push(Segment::create(&self.dir, base_offset)?);

@@ -8,16 +8,20 @@
 //!
 //! Invariants: `size` is the length of valid data in `.log` and batches tile
 //! `0..size` exactly; batch offsets increase and lie in `[base_offset, next_offset)`;
-//! index entries point at batch starts inside `0..size`. Only the active segment keeps
-//! index entries in memory. The `.log` descriptor is an `Arc<File>` so a reader that
-//! got a `ReadSlice` keeps reading after the segment is deleted. Not synchronised:
-//! used under the owning `Log`'s lock (reads of `Arc<File>` clones excepted).
+//! index entries point at batch starts inside `0..size`. Only the active segment holds
+//! descriptors (`.log`, `.index`, `.timeindex`) and a few cached index entries; a
+//! closed segment is a handful of numbers and its `.log` path (~170 B with the path),
+//! its `.log` opened on demand through the log's [`FileCache`] (a few descriptors per
+//! partition), its indexes per lookup. `.log` descriptors are `Arc<File>` so a reader
+//! that got a `ReadSlice` keeps reading after the segment is deleted or evicted. Not
+//! synchronised: used under the owning `Log`'s lock (reads of `Arc<File>` clones and
+//! the `FileCache`, which locks itself, excepted).
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use felice_wire::{
@@ -32,6 +36,8 @@ const RECOVERY_CHUNK: usize = 1 << 20;
 /// Read-ahead of header scans between an index entry and the target (~2 index
 /// intervals of small batches).
 const SCAN_CHUNK: usize = 8 << 10;
+/// Index entries recovery buffers before writing them (4 KiB of offset entries).
+const RECOVERY_INDEX_BATCH: usize = 512;
 /// Recovery validates batches up to this size in memory (CRC and record framing);
 /// larger ones (only possible with a huge `max.message.bytes`, or a corrupt length)
 /// get a streaming CRC check without the framing walk, so a forged length can never
@@ -55,6 +61,67 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
     move |source| LogError::Io {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+/// Closed segments' `.log` descriptors kept open per partition. Catch-up consumers
+/// read a closed segment front to back in many fetches; two slots serve two such
+/// readers (or one reader crossing a segment boundary) without an `open` per fetch,
+/// while a partition never holds more than 3 + 2 descriptors (plus those of
+/// in-flight `ReadSlice`s). Kafka keeps every segment open instead.
+pub(crate) const CLOSED_FILES_OPEN: usize = 2;
+
+/// Recently used `.log` descriptors of closed segments (LRU, most recent last), so
+/// descriptors per partition do not grow with its segment count. Locks itself: it is
+/// filled from `&Log` reads. Entries must be dropped ([`FileCache::forget`]) when their
+/// segment's files are deleted or rewritten, or the disk space stays held.
+#[derive(Debug, Default)]
+pub(crate) struct FileCache {
+    open: Mutex<Vec<(i64, Arc<File>)>>,
+}
+
+impl FileCache {
+    fn with<T>(&self, f: impl FnOnce(&mut Vec<(i64, Arc<File>)>) -> T) -> T {
+        // A panic while holding this lock cannot leave the list inconsistent.
+        f(&mut self.open.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The descriptor of the closed segment at `base`, opened (read-only) if needed.
+    pub fn get(&self, base: i64, path: &Path) -> Result<Arc<File>, LogError> {
+        let cached = self.with(|open| {
+            let i = open.iter().position(|(b, _)| *b == base)?;
+            let entry = open.remove(i);
+            let file = entry.1.clone();
+            open.push(entry);
+            Some(file)
+        });
+        if let Some(file) = cached {
+            return Ok(file);
+        }
+        let file = Arc::new(File::open(path).map_err(io_err(path))?);
+        self.insert(base, file.clone());
+        Ok(file)
+    }
+
+    /// Makes `file` the most recent entry, evicting the least recent beyond the bound.
+    pub fn insert(&self, base: i64, file: Arc<File>) {
+        self.with(|open| {
+            open.retain(|(b, _)| *b != base);
+            open.push((base, file));
+            if open.len() > CLOSED_FILES_OPEN {
+                open.remove(0);
+            }
+        });
+    }
+
+    /// Drops the descriptor of the segment at `base`, if cached.
+    pub fn forget(&self, base: i64) {
+        self.with(|open| open.retain(|(b, _)| *b != base));
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.with(|open| open.len())
     }
 }
 
@@ -119,7 +186,9 @@ impl<'f> FileWindow<'f> {
 pub(crate) struct Segment {
     pub base_offset: i64,
     pub log_path: PathBuf,
-    pub file: Arc<File>,
+    /// The `.log` descriptor while active (read-write); `None` when closed (see
+    /// [`Segment::file`]).
+    pub file: Option<Arc<File>>,
     /// Bytes of valid batches in `.log`.
     pub size: u64,
     /// Offset after the last batch (the next segment's base when closed and trusted).
@@ -166,22 +235,46 @@ impl Segment {
         ]
     }
 
+    pub fn index_path(&self) -> PathBuf {
+        self.log_path.with_extension("index")
+    }
+
+    pub fn time_index_path(&self) -> PathBuf {
+        self.log_path.with_extension("timeindex")
+    }
+
+    /// The active segment's `.log` descriptor (an error if the segment is closed,
+    /// which would be a bug of the caller).
+    pub fn active_file(&self) -> Result<&Arc<File>, LogError> {
+        self.file.as_ref().ok_or_else(|| LogError::Io {
+            path: self.log_path.clone(),
+            source: io::Error::other("write to a closed segment"),
+        })
+    }
+
+    /// The `.log` descriptor: the active one, else from (or into) `cache`.
+    pub fn file(&self, cache: &FileCache) -> Result<Arc<File>, LogError> {
+        match &self.file {
+            Some(file) => Ok(file.clone()),
+            None => cache.get(self.base_offset, &self.log_path),
+        }
+    }
+
     /// A new, empty, active segment (existing files at that base are emptied).
     pub fn create(dir: &Path, base_offset: i64) -> Result<Segment, LogError> {
         let [log_path, index_path, time_path] = Segment::paths(dir, base_offset);
         let file = open_log_file(&log_path, true, true)?;
         Ok(Segment {
             base_offset,
-            file: Arc::new(file),
+            file: Some(Arc::new(file)),
             size: 0,
             next_offset: base_offset,
             max_timestamp: -1,
             offset_of_max_timestamp: -1,
             roll_base_ms: None,
             bytes_since_index: 0,
-            offset_index: Index::create_active(&index_path, Vec::new())
-                .map_err(io_err(&index_path))?,
-            time_index: Index::create_active(&time_path, Vec::new()).map_err(io_err(&time_path))?,
+            offset_index: Index::create_active(&index_path).map_err(io_err(&index_path))?,
+            time_index: Index::create_active(&time_path).map_err(io_err(&time_path))?,
             dirty: true,
             log_path,
         })
@@ -202,8 +295,7 @@ impl Segment {
         now_ms: i64,
     ) -> Result<Option<Segment>, LogError> {
         let [log_path, index_path, time_path] = Segment::paths(dir, base_offset);
-        let file = open_log_file(&log_path, false, false)?;
-        let size = file.metadata().map_err(io_err(&log_path))?.len();
+        let size = fs::metadata(&log_path).map_err(io_err(&log_path))?.len();
         let index_len = match fs::metadata(&index_path) {
             Ok(m) => m.len(),
             Err(_) => return Ok(None),
@@ -215,10 +307,12 @@ impl Segment {
         if index_len % 8 != 0 || time_len % 12 != 0 || size > u64::from(u32::MAX) {
             return Ok(None);
         }
-        let offset_index = Index::<OffsetEntry>::closed(&index_path, index_len / 8);
-        let time_index = Index::<TimeEntry>::closed(&time_path, time_len / 12);
-        let last_entry = offset_index.last().map_err(io_err(&index_path))?;
-        let last_time = time_index.last().map_err(io_err(&time_path))?;
+        let offset_index = Index::<OffsetEntry>::closed(index_len / 8);
+        let time_index = Index::<TimeEntry>::closed(time_len / 12);
+        let last_entry = offset_index
+            .last(&index_path)
+            .map_err(io_err(&index_path))?;
+        let last_time = time_index.last(&time_path).map_err(io_err(&time_path))?;
         let end = next_base.unwrap_or(recovery_point);
         if let Some(e) = last_entry {
             if u64::from(e.position) >= size || base_offset + i64::from(e.relative_offset) >= end {
@@ -237,7 +331,7 @@ impl Segment {
         let mut segment = Segment {
             base_offset,
             log_path,
-            file: Arc::new(file),
+            file: None,
             size,
             next_offset: end,
             max_timestamp,
@@ -252,10 +346,11 @@ impl Segment {
             return Ok(Some(segment));
         }
         // The last segment: find its end by scanning the tail after the last index entry.
+        let file = Arc::new(open_log_file(&segment.log_path, false, false)?);
         let from = last_entry.map_or(0, |e| u64::from(e.position));
         let mut next =
             last_entry.map_or(base_offset, |e| base_offset + i64::from(e.relative_offset));
-        let mut window = FileWindow::new(&segment.file, size, SCAN_CHUNK);
+        let mut window = FileWindow::new(&file, size, SCAN_CHUNK);
         let mut pos = from;
         let mut first_batch_ts = None;
         while pos < size {
@@ -293,9 +388,7 @@ impl Segment {
                 Some(ts) => ts,
                 None => {
                     let mut head = [0u8; BATCH_HEADER_LEN];
-                    segment
-                        .file
-                        .read_exact_at(&mut head, 0)
+                    file.read_exact_at(&mut head, 0)
                         .map_err(io_err(&segment.log_path))?;
                     BatchHeader::parse(&head)
                         .map(|h| h.max_timestamp)
@@ -310,6 +403,7 @@ impl Segment {
         }
         segment.offset_index = Index::load_active(&index_path).map_err(io_err(&index_path))?;
         segment.time_index = Index::load_active(&time_path).map_err(io_err(&time_path))?;
+        segment.file = Some(file);
         Ok(Some(segment))
     }
 
@@ -333,8 +427,14 @@ impl Segment {
         let mut last_time_ts = i64::MIN;
         let mut bytes_since_index = 0u64;
         let mut first_ts = None;
-        let mut offset_entries = Vec::new();
-        let mut time_entries = Vec::new();
+        // Index entries go to the files in batches, so recovering a segment with a
+        // full index needs ~10 KiB, not `segment.index.bytes`, of memory.
+        let mut offset_index =
+            Index::<OffsetEntry>::create_active(&index_path).map_err(io_err(&index_path))?;
+        let mut time_index =
+            Index::<TimeEntry>::create_active(&time_path).map_err(io_err(&time_path))?;
+        let mut offset_entries = Vec::with_capacity(RECOVERY_INDEX_BATCH);
+        let mut time_entries = Vec::with_capacity(RECOVERY_INDEX_BATCH);
         let corrupt = |position: u64, source: BatchError| LogError::CorruptBatch {
             path: log_path.clone(),
             position,
@@ -402,13 +502,15 @@ impl Segment {
                 offset_of_max = last;
             }
             if bytes_since_index > limits.interval_bytes {
-                if limits.offset_room(offset_entries.len() as u64) {
+                if limits.offset_room(offset_index.len() + offset_entries.len() as u64) {
                     offset_entries.push(OffsetEntry {
                         relative_offset: rel(last),
                         position: pos as u32,
                     });
                 }
-                if max_timestamp > last_time_ts && limits.time_room(time_entries.len() as u64) {
+                if max_timestamp > last_time_ts
+                    && limits.time_room(time_index.len() + time_entries.len() as u64)
+                {
                     time_entries.push(TimeEntry {
                         timestamp: max_timestamp,
                         relative_offset: rel(offset_of_max),
@@ -416,6 +518,18 @@ impl Segment {
                     last_time_ts = max_timestamp;
                 }
                 bytes_since_index = 0;
+                if offset_entries.len() >= RECOVERY_INDEX_BATCH {
+                    offset_index
+                        .append(&offset_entries)
+                        .map_err(io_err(&index_path))?;
+                    offset_entries.clear();
+                }
+                if time_entries.len() >= RECOVERY_INDEX_BATCH {
+                    time_index
+                        .append(&time_entries)
+                        .map_err(io_err(&time_path))?;
+                    time_entries.clear();
+                }
             }
             pos += total as u64;
             bytes_since_index += total as u64;
@@ -433,21 +547,25 @@ impl Segment {
             file.set_len(pos).map_err(io_err(&log_path))?;
         }
         drop(window);
+        offset_index
+            .append(&offset_entries)
+            .map_err(io_err(&index_path))?;
+        time_index
+            .append(&time_entries)
+            .map_err(io_err(&time_path))?;
         let roll_base_ms = first_ts.map(|ts| if ts < 0 { now_ms } else { ts.min(now_ms) });
         Ok(Recovered {
             segment: Segment {
                 base_offset,
-                file: Arc::new(file),
+                file: Some(Arc::new(file)),
                 size: pos,
                 next_offset: next,
                 max_timestamp,
                 offset_of_max_timestamp: offset_of_max,
                 roll_base_ms,
                 bytes_since_index,
-                offset_index: Index::create_active(&index_path, offset_entries)
-                    .map_err(io_err(&index_path))?,
-                time_index: Index::create_active(&time_path, time_entries)
-                    .map_err(io_err(&time_path))?,
+                offset_index,
+                time_index,
                 dirty: true,
                 log_path,
             },
@@ -455,10 +573,11 @@ impl Segment {
         })
     }
 
-    /// Header scan from `from` to the end of valid data.
-    fn scan(&self, from: u64) -> HeaderScan<'_> {
+    /// Header scan of `file` (this segment's `.log`) from `from` to the end of valid
+    /// data.
+    fn scan<'s>(&'s self, file: &'s File, from: u64) -> HeaderScan<'s> {
         HeaderScan {
-            window: FileWindow::new(&self.file, self.size, SCAN_CHUNK),
+            window: FileWindow::new(file, self.size, SCAN_CHUNK),
             pos: from,
             end: self.size,
             path: &self.log_path,
@@ -472,20 +591,26 @@ impl Segment {
         if target <= 0 {
             return Ok(0);
         }
+        let path = self.index_path();
         let entry = self
             .offset_index
-            .lookup(target.min(i64::from(u32::MAX)))
-            .map_err(io_err(self.offset_index.path()))?;
+            .lookup(&path, target.min(i64::from(u32::MAX)))
+            .map_err(io_err(&path))?;
         Ok(entry.map_or(0, |e| u64::from(e.position)))
     }
 
     /// The first batch whose last offset is `>= offset` (the batch containing
-    /// `offset`, or the next one after a gap), with its position.
-    pub fn find_batch(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+    /// `offset`, or the next one after a gap), with its position. `file` is this
+    /// segment's `.log` ([`Segment::file`]).
+    pub fn find_batch(
+        &self,
+        file: &File,
+        offset: i64,
+    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
         if offset >= self.next_offset {
             return Ok(None);
         }
-        for item in self.scan(self.scan_start(offset)?) {
+        for item in self.scan(file, self.scan_start(offset)?) {
             let (pos, header) = item?;
             if header.last_offset() >= offset {
                 return Ok(Some((pos, header)));
@@ -498,21 +623,20 @@ impl Segment {
     /// offset is `>= min_offset`.
     pub fn find_batch_by_timestamp(
         &self,
+        file: &File,
         ts: i64,
         min_offset: i64,
     ) -> Result<Option<(u64, BatchHeader)>, LogError> {
         // Batches before the one holding the entry's offset all have maxTimestamp < the
         // entry's timestamp <= ts, so the scan may start there.
-        let entry = self
-            .time_index
-            .lookup(ts)
-            .map_err(io_err(self.time_index.path()))?;
+        let path = self.time_index_path();
+        let entry = self.time_index.lookup(&path, ts).map_err(io_err(&path))?;
         let start_offset = entry
             .map_or(self.base_offset, |e| {
                 self.base_offset + i64::from(e.relative_offset)
             })
             .max(min_offset);
-        for item in self.scan(self.scan_start(start_offset)?) {
+        for item in self.scan(file, self.scan_start(start_offset)?) {
             let (pos, header) = item?;
             if header.max_timestamp >= ts && header.last_offset() >= min_offset {
                 return Ok(Some((pos, header)));
@@ -521,10 +645,9 @@ impl Segment {
         Ok(None)
     }
 
-    pub fn read_bytes(&self, position: u64, len: usize) -> Result<Bytes, LogError> {
+    pub fn read_bytes(&self, file: &File, position: u64, len: usize) -> Result<Bytes, LogError> {
         let mut buf = vec![0u8; len];
-        self.file
-            .read_exact_at(&mut buf, position)
+        file.read_exact_at(&mut buf, position)
             .map_err(io_err(&self.log_path))?;
         Ok(Bytes::from(buf))
     }
@@ -535,8 +658,7 @@ impl Segment {
         if self.max_timestamp >= 0 {
             return self.max_timestamp;
         }
-        self.file
-            .metadata()
+        fs::metadata(&self.log_path)
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -546,21 +668,30 @@ impl Segment {
     }
 
     /// Turns the active segment into a closed one: appends the final time index entry
-    /// (so the last entry is the segment's max timestamp on reopen) and drops the
-    /// in-memory index entries.
-    pub fn close_active(&mut self) -> Result<(), LogError> {
+    /// (so the last entry is the segment's max timestamp on reopen), drops the cached
+    /// index entries and the descriptors. Returns the `.log` descriptor, which the
+    /// caller may keep in its [`FileCache`].
+    pub fn close_active(&mut self) -> Result<Option<Arc<File>>, LogError> {
         self.append_final_time_entry()?;
         self.offset_index.close();
         self.time_index.close();
-        Ok(())
+        Ok(self.file.take())
+    }
+
+    /// The time index's last entry: from memory for the active segment (no path
+    /// built, no syscall: this runs on every append).
+    pub fn last_time_entry(&self) -> Result<Option<TimeEntry>, LogError> {
+        if let Some(e) = self.time_index.last_cached() {
+            return Ok(Some(e));
+        }
+        let path = self.time_index_path();
+        self.time_index.last(&path).map_err(io_err(&path))
     }
 
     /// Appends (max timestamp, its offset) to the time index unless already last.
     pub fn append_final_time_entry(&mut self) -> Result<(), LogError> {
-        let last = self
-            .time_index
-            .last()
-            .map_err(io_err(self.time_index.path()))?;
+        let path = self.time_index_path();
+        let last = self.time_index.last(&path).map_err(io_err(&path))?;
         let Some(rel) = relative(self.base_offset, self.offset_of_max_timestamp) else {
             return Ok(());
         };
@@ -569,34 +700,38 @@ impl Segment {
                 timestamp: self.max_timestamp,
                 relative_offset: rel,
             };
-            self.time_index
-                .append(&[entry])
-                .map_err(io_err(self.time_index.path()))?;
+            self.time_index.append(&[entry]).map_err(io_err(&path))?;
             self.dirty = true;
         }
         Ok(())
     }
 
+    /// fsyncs the three files if written since the last sync. A closed segment (dirty
+    /// after its roll, until the next flush) reopens its `.log` for that: fsync
+    /// flushes the file, whichever descriptor asks.
     pub fn sync(&mut self) -> Result<(), LogError> {
         if self.dirty {
-            self.file.sync_data().map_err(io_err(&self.log_path))?;
-            self.offset_index
-                .sync()
-                .map_err(io_err(self.offset_index.path()))?;
-            self.time_index
-                .sync()
-                .map_err(io_err(self.time_index.path()))?;
+            match &self.file {
+                Some(file) => file.sync_data(),
+                None => File::open(&self.log_path).and_then(|f| f.sync_data()),
+            }
+            .map_err(io_err(&self.log_path))?;
+            let path = self.index_path();
+            self.offset_index.sync(&path).map_err(io_err(&path))?;
+            let path = self.time_index_path();
+            self.time_index.sync(&path).map_err(io_err(&path))?;
             self.dirty = false;
         }
         Ok(())
     }
 
-    /// Unlinks the three files. Open `ReadSlice`s keep the `.log` data readable.
+    /// Unlinks the three files. Open `ReadSlice`s keep the `.log` data readable; the
+    /// caller drops the segment from its [`FileCache`].
     pub fn delete_files(&self) -> Result<(), LogError> {
         let paths = [
             self.log_path.clone(),
-            self.offset_index.path().to_path_buf(),
-            self.time_index.path().to_path_buf(),
+            self.index_path(),
+            self.time_index_path(),
         ];
         for path in paths {
             match fs::remove_file(&path) {

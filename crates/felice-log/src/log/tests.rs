@@ -624,3 +624,195 @@ fn flush_by_message_count_moves_the_recovery_point() {
     log.flush_if_due(NOW + 1000).expect("ok");
     assert_eq!(log.recovery_point(), 4);
 }
+
+/// What a linear scan of the appended batches says: `(base, last, position, max_ts)`.
+type Expected = Vec<(i64, i64, u64, i64)>;
+
+/// Fills one active segment with `n` batches of 1–4 records, an index entry after
+/// nearly every batch (thousands: far more than the tail cache, and more than one
+/// search chunk) and non-monotonic timestamps.
+fn many_entries_log(dir: &Path, n: usize) -> (Log, LogConfig, Expected) {
+    let config = LogConfig {
+        segment_bytes: 64 << 20,
+        index_interval_bytes: 1,
+        ..small_config()
+    };
+    let mut log = open(dir, config.clone());
+    let mut expected = Vec::new();
+    let mut position = 0u64;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..n {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let records = 1 + (seed % 4) as usize;
+        // Drifting up with jitter: many time index entries, not one per batch.
+        let ts = 1_000 + 20 * i as i64 + ((seed >> 8) % 200) as i64;
+        let mut b = batch(records, ts, 8);
+        let len = b.len() as u64;
+        let info = log
+            .append(&mut b, 1, TimestampType::CreateTime, NOW)
+            .expect("append");
+        expected.push((
+            info.first_offset,
+            info.last_offset,
+            position,
+            info.max_timestamp,
+        ));
+        position += len;
+    }
+    (log, config, expected)
+}
+
+/// `read` and the timestamp lookup at every offset / many timestamps, against the
+/// linear scan of `expected`.
+fn check_against_linear_scan(log: &Log, expected: &Expected) {
+    let leo = log.log_end_offset();
+    let end = expected.last().map_or(0, |e| e.1 + 1);
+    for o in 0..end {
+        let &(base, _, pos, _) = expected
+            .iter()
+            .find(|(_, last, _, _)| *last >= o)
+            .expect("offset below the log end");
+        let s = log
+            .read(o, 100, i64::MAX, false)
+            .expect("read")
+            .expect("some");
+        assert_eq!(
+            (s.first_batch_offset, s.position),
+            (base, pos),
+            "offset {o}"
+        );
+        // The high watermark bound: never past the batch holding `max_offset`.
+        let hw = (o + 37).min(leo);
+        let s = log
+            .read(o, usize::MAX / 2, hw, true)
+            .expect("read")
+            .expect("some");
+        let limit = expected
+            .iter()
+            .find(|(_, last, _, _)| *last >= hw)
+            .map_or(log.segments[0].size, |e| e.2);
+        assert_eq!(s.position + s.len as u64, limit, "offset {o} hw {hw}");
+    }
+    let top = expected.iter().map(|e| e.3).max().unwrap_or(0) + 2;
+    for target in (0..top).step_by(7) {
+        let want = expected.iter().find(|e| e.3 >= target).map(|e| e.0);
+        let got = log
+            .find_batch_by_timestamp(target)
+            .expect("ok")
+            .map(|b| BatchHeader::parse(&b).expect("header").base_offset);
+        assert_eq!(got, want, "timestamp {target}");
+    }
+}
+
+#[test]
+fn active_segment_lookups_over_many_entries_match_linear_scan() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (log, _, expected) = many_entries_log(dir.path(), 3_000);
+    assert_eq!(log.segment_count(), 1, "everything in the active segment");
+    let active = log.active();
+    assert!(
+        active.offset_index.len() > 2_000,
+        "{}",
+        active.offset_index.len()
+    );
+    assert!(active.time_index.len() > 500, "{}", active.time_index.len());
+    // Only the tail of each index is in memory.
+    assert_eq!(active.offset_index.cached(), crate::index::TAIL_ENTRIES);
+    assert!(active.time_index.cached() <= crate::index::TAIL_ENTRIES);
+    check_against_linear_scan(&log, &expected);
+}
+
+#[test]
+fn many_entries_answer_the_same_after_reopen() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (log, config, expected) = many_entries_log(dir.path(), 2_000);
+    log.close().expect("close");
+    // Clean reopen: the trusted path loads only the tails of the index files.
+    let log = open(dir.path(), config.clone());
+    assert!(log.segments.iter().all(|s| !s.dirty), "trusted open");
+    assert_eq!(
+        log.active().offset_index.cached(),
+        crate::index::TAIL_ENTRIES
+    );
+    check_against_linear_scan(&log, &expected);
+    // Crash reopen (no recovery point): indexes rebuilt by recovery, same answers.
+    drop(log);
+    std::fs::remove_file(dir.path().join(RECOVERY_POINT_FILE)).expect("rm");
+    let mut log = open(dir.path(), config.clone());
+    assert!(log.active().dirty, "recovered");
+    check_against_linear_scan(&log, &expected);
+    // Roll: the same entries now answered from a closed segment's files.
+    log.set_config(LogConfig {
+        segment_ms: 1,
+        ..config
+    })
+    .expect("config");
+    let mut b = batch(1, 1, 8);
+    log.append(&mut b, 1, TimestampType::CreateTime, NOW + 10)
+        .expect("append");
+    assert_eq!(log.segment_count(), 2);
+    check_against_linear_scan(&log, &expected);
+}
+
+#[test]
+fn closed_segments_hold_a_bounded_number_of_descriptors() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let one = batch(1, 0, 40).len() as u64;
+    let config = LogConfig {
+        segment_bytes: one * 2,
+        ..small_config()
+    };
+    let mut log = open(dir.path(), config.clone());
+    for i in 0..20 {
+        append(&mut log, 1, i, 40);
+    }
+    assert_eq!(log.segment_count(), 10);
+    assert!(log.segments.iter().rev().skip(1).all(|s| s.file.is_none()));
+    assert_eq!(all_headers(&log).len(), 20);
+    assert!(log.files.len() <= crate::segment::CLOSED_FILES_OPEN);
+    // Reading an evicted segment reopens it; a slice outlives its eviction.
+    let slice = log
+        .read(0, 1000, i64::MAX, true)
+        .expect("ok")
+        .expect("some");
+    for o in (2..20).step_by(2) {
+        log.read(o, 1000, i64::MAX, true)
+            .expect("ok")
+            .expect("some");
+    }
+    let bytes = slice.read_bytes().expect("io");
+    assert_eq!(BatchHeader::parse(&bytes).expect("header").base_offset, 0);
+    // Deleted segments leave the cache (their disk space must not stay held).
+    log.delete_records_before(18).expect("delete");
+    assert_eq!(log.files.len(), 0, "only segments below 18 were cached");
+    assert_eq!(all_headers(&log).len(), 2);
+    // Flush syncs closed dirty segments without keeping their descriptors.
+    log.flush().expect("flush");
+    log.close().expect("close");
+    let log = open(dir.path(), config);
+    assert!(log.segments.iter().rev().skip(1).all(|s| s.file.is_none()));
+    assert_eq!(log.files.len(), 0);
+    assert_eq!(all_headers(&log).len(), 2);
+}
+/// The per-partition costs quoted in the crate docs (64-bit targets); a regression
+/// here multiplies by every partition and segment on a broker.
+#[test]
+fn per_partition_memory_stays_small() {
+    assert!(
+        std::mem::size_of::<Log>() <= 192,
+        "{}",
+        std::mem::size_of::<Log>()
+    );
+    assert!(
+        std::mem::size_of::<Segment>() <= 136,
+        "{}",
+        std::mem::size_of::<Segment>()
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let (log, _, _) = many_entries_log(dir.path(), 1_000);
+    let active = log.active();
+    assert_eq!(active.offset_index.cached(), crate::index::TAIL_ENTRIES);
+    assert!(active.time_index.cached() <= crate::index::TAIL_ENTRIES);
+}
