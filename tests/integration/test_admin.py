@@ -1,0 +1,165 @@
+"""Topic administration (CreateTopics, DeleteTopics, DescribeCluster through
+confluent-kafka's AdminClient) and metadata auto-creation."""
+
+from __future__ import annotations
+
+import kafka
+import kafka.errors
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import NewTopic
+
+import kclients as kc
+from harness import unique, wait_until
+from kclients import Rec
+
+
+def expect_error(future, timeout: float = 30.0) -> int:
+    """Resolve an admin future that must FAIL; return its KafkaError code."""
+    try:
+        value = future.result(timeout=timeout)
+    except KafkaException as exc:
+        return exc.args[0].code()
+    raise AssertionError(f"expected the operation to fail, but it succeeded with {value!r}")
+
+
+def test_create_topics_with_configs(broker):
+    topic = unique("cfg")
+    kc.create_topic(broker.bootstrap, topic, partitions=3,
+                    config={"retention.ms": "86400000", "cleanup.policy": "delete", "segment.bytes": "1048576"})
+    assert kc.topics(broker.bootstrap)[topic] == 3
+    for p in range(3):
+        assert kc.watermarks(broker.bootstrap, topic, p) == (0, 0)
+
+
+def test_topic_max_message_bytes_config_is_honoured(broker):
+    """A topic's max.message.bytes overrides the broker's message.max.bytes."""
+    topic = kc.create_topic(broker.bootstrap, unique("bigtopic"), config={"max.message.bytes": "3000000"})
+    value = b"y" * (2 * 1024 * 1024)
+    delivered = kc.produce_confluent(broker.bootstrap, topic, [Rec(value=value, partition=0)],
+                                     config={"message.max.bytes": 10_000_000})
+    assert delivered[0].offset == 0
+    got = kc.consume_confluent(broker.bootstrap, topic, [0], 1)
+    assert len(got) == 1 and got[0].value == value
+
+
+def test_create_topics_validate_only_creates_nothing(broker):
+    a = kc.admin(broker.bootstrap)
+    topic = unique("validate")
+    futures = a.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1,
+                                        config={"retention.ms": "3600000"})],
+                              validate_only=True, request_timeout=15)
+    futures[topic].result(timeout=30)
+    assert topic not in kc.topics(broker.bootstrap, a), "validate_only created the topic"
+    # an invalid request is refused in validate-only mode too, and creates nothing either
+    futures = a.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1,
+                                        config={"retention.ms": "not-a-number"})],
+                              validate_only=True, request_timeout=15)
+    assert expect_error(futures[topic]) == KafkaError.INVALID_CONFIG
+    assert topic not in kc.topics(broker.bootstrap, a)
+    # and the real thing afterwards works
+    kc.create_topic(broker.bootstrap, topic, partitions=2)
+
+
+def test_invalid_topic_config_value_is_refused(broker):
+    a = kc.admin(broker.bootstrap)
+    topic = unique("badcfg")
+    futures = a.create_topics([NewTopic(topic, 1, 1, config={"retention.ms": "forever"})], request_timeout=15)
+    assert expect_error(futures[topic]) == KafkaError.INVALID_CONFIG
+    assert topic not in kc.topics(broker.bootstrap, a)
+
+
+def test_create_existing_topic_fails_with_topic_already_exists(broker):
+    topic = kc.create_topic(broker.bootstrap, unique("dup"), partitions=1)
+    kc.produce_confluent(broker.bootstrap, topic, [Rec(value=b"keep me", partition=0)])
+    a = kc.admin(broker.bootstrap)
+    code = expect_error(a.create_topics([NewTopic(topic, 3, 1)], request_timeout=15)[topic])
+    assert code == KafkaError.TOPIC_ALREADY_EXISTS
+    assert kc.topics(broker.bootstrap, a)[topic] == 1, "the failed create changed the topic"
+    assert kc.watermarks(broker.bootstrap, topic) == (0, 1), "the failed create changed the data"
+
+
+def test_delete_topic_then_create_it_again_empty(broker):
+    a = kc.admin(broker.bootstrap)
+    topic = kc.create_topic(broker.bootstrap, unique("del"), partitions=2)
+    kc.produce_confluent(broker.bootstrap, topic, [Rec(value=f"old-{i}".encode(), partition=i % 2)
+                                                   for i in range(10)])
+    a.delete_topics([topic], operation_timeout=20, request_timeout=20)[topic].result(timeout=30)
+    wait_until(lambda: topic not in kc.topics(broker.bootstrap, a), 15, f"{topic} to leave metadata")
+    # deleting it again: it is unknown now
+    code = expect_error(a.delete_topics([topic], request_timeout=15)[topic])
+    assert code == KafkaError.UNKNOWN_TOPIC_OR_PART
+
+    kc.create_topic(broker.bootstrap, topic, partitions=1)
+    assert kc.topics(broker.bootstrap, a)[topic] == 1
+    assert kc.watermarks(broker.bootstrap, topic, 0) == (0, 0), "the re-created topic has old data"
+    delivered = kc.produce_confluent(broker.bootstrap, topic, [Rec(value=b"new", partition=0)])
+    assert delivered[0].offset == 0
+    got = kc.consume_confluent(broker.bootstrap, topic, [0], 1, settle=0.5)
+    assert [c.value for c in got] == [b"new"]
+
+
+def test_deleted_topic_stays_deleted_after_restart(broker):
+    a = kc.admin(broker.bootstrap)
+    gone = kc.create_topic(broker.bootstrap, unique("gone"))
+    kept = kc.create_topic(broker.bootstrap, unique("kept"))
+    kc.produce_confluent(broker.bootstrap, gone, [Rec(value=b"x", partition=0)])
+    a.delete_topics([gone], operation_timeout=20, request_timeout=20)[gone].result(timeout=30)
+    wait_until(lambda: gone not in kc.topics(broker.bootstrap, a), 15, f"{gone} to leave metadata")
+    broker.restart()
+    after = kc.topics(broker.bootstrap)
+    assert gone not in after and kept in after, after
+
+
+def test_describe_cluster_lists_the_broker_and_controller(broker):
+    a = kc.admin(broker.bootstrap)
+    md = a.list_topics(timeout=10)
+    cluster = a.describe_cluster(request_timeout=15).result(timeout=30)
+    assert cluster.cluster_id and cluster.cluster_id == md.cluster_id
+    assert len(cluster.nodes) == 1
+    node = cluster.nodes[0]
+    assert (node.host, node.port) == (broker.host, broker.port)
+    assert node.id in md.brokers
+    assert cluster.controller is not None and cluster.controller.id == node.id
+    assert md.controller_id == node.id
+
+
+def test_metadata_lists_broker_and_partition_leaders(broker):
+    topic = kc.create_topic(broker.bootstrap, unique("md"), partitions=3)
+    md = kc.admin(broker.bootstrap).list_topics(timeout=10)
+    assert list(md.brokers) and all((b.host, b.port) == (broker.host, broker.port) for b in md.brokers.values())
+    t = md.topics[topic]
+    assert sorted(t.partitions) == [0, 1, 2]
+    for p in t.partitions.values():
+        assert p.error is None and p.leader in md.brokers
+        assert p.replicas == [p.leader] and p.isrs == [p.leader]
+
+
+def test_auto_create_on_metadata_uses_num_partitions(make_broker):
+    b = make_broker({"num.partitions": "3"})
+    topic = unique("auto")
+    producer = kafka.KafkaProducer(bootstrap_servers=b.bootstrap, enable_idempotence=False)
+    try:
+        md = producer.send(topic, value=b"first", key=b"k").get(timeout=30)
+        assert md.offset == 0
+        assert producer.partitions_for(topic) == {0, 1, 2}
+    finally:
+        producer.close(timeout=10)
+    kc.wait_for_topic(b.bootstrap, topic, 3)
+    got = kc.consume_confluent(b.bootstrap, topic, [0, 1, 2], 1, settle=0.3)
+    assert [(c.key, c.value) for c in got] == [(b"k", b"first")]
+
+
+def test_no_auto_create_when_disabled(make_broker):
+    b = make_broker({"auto.create.topics.enable": "false"})
+    topic = unique("noauto")
+    producer = kafka.KafkaProducer(bootstrap_servers=b.bootstrap, enable_idempotence=False, max_block_ms=3000)
+    try:
+        with pytest.raises((kafka.errors.KafkaTimeoutError, kafka.errors.UnknownTopicOrPartitionError)):
+            producer.send(topic, value=b"nowhere").get(timeout=10)
+    finally:
+        producer.close(timeout=5)
+    assert topic not in kc.topics(b.bootstrap)
+    # explicitly created topics work as usual
+    kc.create_topic(b.bootstrap, topic)
+    assert kc.produce_kafka_python(b.bootstrap, topic, [Rec(value=b"here")])[0].offset == 0
