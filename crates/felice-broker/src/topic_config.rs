@@ -258,6 +258,9 @@ pub struct TopicSettings {
     pub log: felice_log::LogConfig,
     pub max_message_bytes: i32,
     pub log_append_time: bool,
+    /// `compression.type`: `None` for `producer` (batches kept as sent),
+    /// otherwise the codec the broker re-encodes batches in.
+    pub compression: Option<kafka_protocol::records::Compression>,
 }
 
 impl TopicSettings {
@@ -293,11 +296,25 @@ impl TopicSettings {
             .get("message.timestamp.type")
             .map(String::as_str)
             .unwrap_or(broker.log_message_timestamp_type.as_str());
+        use kafka_protocol::records::Compression;
+        let compression = match overrides
+            .get("compression.type")
+            .map(String::as_str)
+            .unwrap_or(broker.compression_type.as_str())
+        {
+            "uncompressed" => Some(Compression::None),
+            "gzip" => Some(Compression::Gzip),
+            "snappy" => Some(Compression::Snappy),
+            "lz4" => Some(Compression::Lz4),
+            "zstd" => Some(Compression::Zstd),
+            _ => None,
+        };
         TopicSettings {
             log,
             max_message_bytes: long("max.message.bytes", i64::from(broker.message_max_bytes))
                 as i32,
             log_append_time: timestamp_type == "LogAppendTime",
+            compression,
         }
     }
 }

@@ -438,3 +438,66 @@ async fn bad_frames_close_only_their_connection() {
     }
     b.stop().await;
 }
+
+#[tokio::test]
+async fn topic_compression_type_recompresses_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = broker(dir.path()).await;
+    let mut c = Conn::connect(&b).await;
+    let config = kafka_protocol::messages::create_topics_request::CreatableTopicConfig::default()
+        .with_name(StrBytes::from_static_str("compression.type"))
+        .with_value(Some(StrBytes::from_static_str("gzip")));
+    let create = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(name("z"))
+        .with_num_partitions(1)
+        .with_replication_factor(1)
+        .with_configs(vec![config])]);
+    assert_eq!(c.call(&create, 7).await.topics[0].error_code, 0);
+    let values: Vec<Vec<u8>> = (0..50)
+        .map(|i| format!("value-{i}-").repeat(20).into_bytes())
+        .collect();
+    let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
+    let sent = batch(&refs);
+    let produce = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name("z"))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(sent.clone()))])]);
+    let r = c.call(&produce, 9).await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    let fetch = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name("z"))
+            .with_partitions(vec![FetchPartition::default()
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let resp = c.call(&fetch, 12).await;
+    let mut stored = resp.responses[0].partitions[0]
+        .records
+        .clone()
+        .expect("records");
+    let header = felice_wire::BatchHeader::parse(&stored).expect("header");
+    assert_eq!(
+        header.compression().expect("codec"),
+        felice_wire::Compression::Gzip
+    );
+    assert!(stored.len() < sent.len(), "gzip made the batch no smaller");
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut stored).expect("decode");
+    let got: Vec<Vec<u8>> = set
+        .records
+        .iter()
+        .map(|r| r.value.clone().expect("value").to_vec())
+        .collect();
+    assert_eq!(got, values);
+    assert_eq!(
+        set.records.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        (0..50).collect::<Vec<_>>()
+    );
+    b.stop().await;
+}

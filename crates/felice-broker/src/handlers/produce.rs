@@ -9,11 +9,15 @@
 use crate::broker::Broker;
 use crate::handlers::str_bytes;
 use crate::replica::{Partition, ReplicaError};
+use crate::topic_config::TopicSettings;
 use felice_log::LogError;
 use felice_wire::BatchError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader};
 use kafka_protocol::protocol::{Message, VersionRange};
+use kafka_protocol::records::{
+    Compression, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+};
 use kafka_protocol::ResponseError;
 use std::sync::Arc;
 
@@ -54,9 +58,34 @@ fn replica_error_code(e: &ReplicaError) -> ResponseError {
     }
 }
 
+/// Re-encodes one validated batch in `target` (a topic `compression.type`
+/// other than `producer`, as Kafka does). The only place the produce path
+/// decodes records, and only when the topic's setting asks for it.
+fn recompress(batch: &[u8], target: Compression) -> Result<Vec<u8>, Rejected> {
+    let corrupt = |e: anyhow::Error| {
+        Rejected::Kafka(
+            ResponseError::CorruptMessage,
+            format!("cannot re-encode batch: {e}"),
+        )
+    };
+    let mut input = bytes::Bytes::copy_from_slice(batch);
+    let set = RecordBatchDecoder::decode(&mut input).map_err(corrupt)?;
+    let mut out = bytes::BytesMut::with_capacity(batch.len());
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: target,
+    };
+    RecordBatchEncoder::encode(&mut out, set.records.iter(), &options).map_err(corrupt)?;
+    // One batch in, one batch out: the records share producer and flags.
+    felice_wire::validate_batch(&out)
+        .map_err(|e| Rejected::Kafka(ResponseError::CorruptMessage, e.to_string()))?;
+    Ok(out.to_vec())
+}
+
 /// Checks one partition's records; returns them as an owned, mutable buffer
-/// ready for offset assignment.
-fn check(records: Option<&bytes::Bytes>, max_message_bytes: i32) -> Result<Vec<u8>, Rejected> {
+/// ready for offset assignment (re-encoded when the topic fixes a codec).
+fn check(records: Option<&bytes::Bytes>, settings: &TopicSettings) -> Result<Vec<u8>, Rejected> {
+    let max_message_bytes = settings.max_message_bytes;
     let Some(records) = records else {
         return Err(Rejected::Kafka(
             ResponseError::InvalidRecord,
@@ -64,6 +93,7 @@ fn check(records: Option<&bytes::Bytes>, max_message_bytes: i32) -> Result<Vec<u
         ));
     };
     let mut batches = 0;
+    let mut codec = None;
     for item in felice_wire::Batches::new(records) {
         let (range, header) =
             item.map_err(|e| Rejected::Kafka(batch_error_code(&e), e.to_string()))?;
@@ -80,6 +110,7 @@ fn check(records: Option<&bytes::Bytes>, max_message_bytes: i32) -> Result<Vec<u
         let batch = records.get(range).unwrap_or_default();
         felice_wire::validate_batch(batch)
             .map_err(|e| Rejected::Kafka(batch_error_code(&e), e.to_string()))?;
+        codec = header.compression().ok().map(|c| c.id());
     }
     // Kafka: produce v3+ carries exactly one record batch per partition.
     if batches != 1 {
@@ -90,7 +121,10 @@ fn check(records: Option<&bytes::Bytes>, max_message_bytes: i32) -> Result<Vec<u
             ),
         ));
     }
-    Ok(records.to_vec())
+    match settings.compression {
+        Some(target) if codec != Some(target as u8) => recompress(records, target),
+        _ => Ok(records.to_vec()),
+    }
 }
 
 pub async fn handle(
@@ -144,7 +178,7 @@ pub async fn handle(
                 partition_responses.push(error(unknown, None));
                 continue;
             };
-            match check(pd.records.as_ref(), partition.settings().max_message_bytes) {
+            match check(pd.records.as_ref(), &partition.settings()) {
                 Ok(data) => {
                     work.push(Work {
                         topic: ti,
