@@ -62,12 +62,12 @@ fn replica_error_code(e: &ReplicaError) -> ResponseError {
 /// other than `producer`, as Kafka does). The only place the produce path
 /// decodes records, and only when the topic's setting asks for it.
 fn recompress(batch: &[u8], target: Compression) -> Result<Vec<u8>, Rejected> {
-    let corrupt = |e: anyhow::Error| {
+    fn corrupt(e: impl std::fmt::Display) -> Rejected {
         Rejected::Kafka(
             ResponseError::CorruptMessage,
             format!("cannot re-encode batch: {e}"),
         )
-    };
+    }
     let mut input = bytes::Bytes::copy_from_slice(batch);
     let set = RecordBatchDecoder::decode(&mut input).map_err(corrupt)?;
     let mut out = bytes::BytesMut::with_capacity(batch.len());
