@@ -19,6 +19,7 @@
 pub mod api;
 pub mod batch;
 mod conn;
+pub mod idle;
 pub mod limits;
 
 pub use api::{
@@ -27,6 +28,7 @@ pub use api::{
 };
 pub use batch::{summarize_batches, BatchSummary, BatchTemplate, SendStamp, STAMP_LEN};
 pub use conn::{Connection, ResponseFuture};
+pub use idle::IdleConnection;
 pub use kafka_protocol;
 pub use kafka_protocol::records::Compression;
 pub use kafka_protocol::ResponseError;

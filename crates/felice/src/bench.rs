@@ -27,6 +27,13 @@
 //! Clocks: all durations use `Instant` (monotonic); stamps are nanoseconds since the
 //! run's epoch `Instant`, so producer and consumer must be this process. Record
 //! timestamps are wall-clock ms (brokers check them) and are not used for latency.
+//!
+//! Two other modes share the flags: `--loopback` ([`loopback`]) measures this machine's
+//! one-stream TCP bandwidth, the ceiling to hold broker throughput against;
+//! `--idle-connections N` ([`idle`]) measures the broker's memory per idle client.
+
+mod idle;
+mod loopback;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -47,15 +54,21 @@ const USAGE: &str = "\
 felice bench: produce and consume against a Kafka-compatible broker
 
 usage: felice bench --bootstrap HOST:PORT [options]
+       felice bench --bootstrap HOST:PORT --idle-connections N [--idle-hold SECS]
+                    [--broker-pid PID]
+       felice bench --loopback [--duration SECS] [--buffer-bytes N]
 
   --bootstrap HOST:PORT   broker to connect to (required)
   --topic NAME            topic, created if missing (default felice-bench)
   --partitions N          partitions when creating the topic (default 1)
   --replication-factor N  replication factor when creating it (default -1: broker's)
   --producers N           producer tasks, one connection each (default 1)
-  --consumers N           consumer tasks (default 1; 0 = produce only)
+  --consumers N           consumer tasks, one connection each per leader (default 1;
+                          0 = produce only); partition p goes to consumer
+                          p % N, so N consumers on N partitions get one each
   --records N             records to produce in total (default 1000000)
-  --duration SECS         produce for this long instead of --records
+  --duration SECS         produce for this long; with --records, stop at whichever
+                          comes first
   --record-size BYTES     value size (default 100; >= 16 for latency figures)
   --batch-bytes BYTES     payload per produce request (default 16384)
   --acks 0|1|all          producer acks (default 1)
@@ -67,10 +80,21 @@ usage: felice bench --bootstrap HOST:PORT [options]
   --broker-pid PID        sample this process's VmRSS every 100 ms
   --consume-only          only consume the topic, from its log start to its
                           current end
+  --idle-connections N    instead of producing: open N connections that each
+                          complete one ApiVersions round trip, hold them idle,
+                          print idle_connections=N broker_rss_mb=... (with
+                          --broker-pid), close them
+  --idle-hold SECS        how long to hold them (default 5)
+  --loopback              instead of talking to a broker: one TCP stream over
+                          127.0.0.1 for --duration seconds (default 5), sender
+                          writing --buffer-bytes buffers, receiver discarding;
+                          prints loopback one-stream GB/s=...
+  --buffer-bytes N        loopback write/read buffer (default 1048576)
   -h, --help              print this help
 
 Latency is end to end: from a batch's send time (its scheduled time with --rate) to
-its receipt by a consumer. MB/s counts value bytes, 1 MB = 10^6 bytes.
+its receipt by a consumer. MB/s and GB/s count value bytes, 1 MB = 10^6 bytes,
+1 GB = 10^9 bytes; memory (RSS) is in MiB, 2^20 bytes (broker_rss_mb too).
 ";
 
 /// With `--rate`, a batch holds at most this long's worth of one producer's records
@@ -89,18 +113,24 @@ const PRODUCE_TIMEOUT_MS: i32 = 30_000;
 const TOPIC_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often `--broker-pid` is sampled.
 const RSS_SAMPLE_PERIOD: Duration = Duration::from_millis(100);
+/// Kafka's default `message.max.bytes` (1 MiB + 12), the largest batch a default
+/// broker accepts; a bigger `--batch-bytes` batch gets a warning.
+const KAFKA_DEFAULT_MESSAGE_MAX_BYTES: usize = 1_048_588;
 /// How often progress goes to stderr.
 const PROGRESS_PERIOD: Duration = Duration::from_secs(5);
 
 // ---------------------------------------------------------------------------------
 // Options
 
-/// How much to produce.
+/// How much to produce: a record count, a duration, or both (whichever ends first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Amount {
-    Records(u64),
-    Duration(Duration),
+struct Amount {
+    records: Option<u64>,
+    duration: Option<Duration>,
 }
+
+/// `--loopback` runs this long without `--duration`.
+const LOOPBACK_DEFAULT_DURATION: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Options {
@@ -120,6 +150,10 @@ struct Options {
     idle_timeout: Duration,
     broker_pid: Option<u32>,
     consume_only: bool,
+    loopback: bool,
+    buffer_bytes: usize,
+    idle_connections: usize,
+    idle_hold: Duration,
 }
 
 impl Options {
@@ -131,7 +165,10 @@ impl Options {
             replication_factor: -1,
             producers: 1,
             consumers: 1,
-            amount: Amount::Records(1_000_000),
+            amount: Amount {
+                records: Some(1_000_000),
+                duration: None,
+            },
             record_size: 100,
             batch_bytes: 16384,
             acks: 1,
@@ -141,6 +178,10 @@ impl Options {
             idle_timeout: Duration::from_secs(10),
             broker_pid: None,
             consume_only: false,
+            loopback: false,
+            buffer_bytes: 1024 * 1024,
+            idle_connections: 0,
+            idle_hold: Duration::from_secs(5),
         }
     }
 
@@ -215,16 +256,36 @@ fn parse_args(args: &[String]) -> anyhow::Result<Parsed> {
             }
             "--broker-pid" => o.broker_pid = Some(num(flag, &value()?)?),
             "--consume-only" => o.consume_only = true,
+            "--loopback" => o.loopback = true,
+            "--buffer-bytes" => o.buffer_bytes = num(flag, &value()?)?,
+            "--idle-connections" => o.idle_connections = num(flag, &value()?)?,
+            "--idle-hold" => {
+                let secs: f64 = num(flag, &value()?)?;
+                o.idle_hold = duration_from_secs(flag, secs)?;
+            }
             other => bail!("unknown argument {other:?} (see felice bench --help)"),
         }
     }
-    o.bootstrap = bootstrap.ok_or_else(|| anyhow::anyhow!("--bootstrap HOST:PORT is required"))?;
-    o.amount = match (records, duration) {
-        (Some(_), Some(_)) => bail!("give --records or --duration, not both"),
-        (Some(n), None) => Amount::Records(n),
-        (None, Some(secs)) => Amount::Duration(duration_from_secs("--duration", secs)?),
-        (None, None) => o.amount,
-    };
+    if o.loopback {
+        if o.idle_connections > 0 {
+            bail!("--loopback and --idle-connections are separate runs");
+        }
+        if o.buffer_bytes < 1 {
+            bail!("--buffer-bytes must be at least 1");
+        }
+        o.bootstrap = bootstrap.unwrap_or_default();
+    } else {
+        o.bootstrap =
+            bootstrap.ok_or_else(|| anyhow::anyhow!("--bootstrap HOST:PORT is required"))?;
+    }
+    if records.is_some() || duration.is_some() {
+        o.amount = Amount {
+            records,
+            duration: duration
+                .map(|secs| duration_from_secs("--duration", secs))
+                .transpose()?,
+        };
+    }
     if o.partitions < 1 {
         bail!("--partitions must be at least 1");
     }
@@ -416,10 +477,22 @@ pub fn main(args: Vec<String>) -> anyhow::Result<()> {
         }
         Parsed::Run(o) => *o,
     };
+    if opts.loopback {
+        let duration = opts.amount.duration.unwrap_or(LOOPBACK_DEFAULT_DURATION);
+        return loopback::run(duration, opts.buffer_bytes);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
+    if opts.idle_connections > 0 {
+        return runtime.block_on(idle::run(
+            &opts.bootstrap,
+            opts.idle_connections,
+            opts.idle_hold,
+            opts.broker_pid,
+        ));
+    }
     runtime.block_on(run(opts))
 }
 
@@ -521,12 +594,17 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         targets_tx.send_replace(Some(Arc::new(ends)));
     }
     let mut consumers = Vec::new();
+    let mut idle_consumers = 0usize;
     for c in 0..opts.consumers {
         let mine: Vec<i32> = partitions
             .iter()
             .copied()
             .filter(|p| *p as usize % opts.consumers == c)
             .collect();
+        if mine.is_empty() {
+            idle_consumers += 1;
+            continue;
+        }
         let mut by_leader: BTreeMap<i32, Vec<(i32, i64)>> = BTreeMap::new();
         for p in mine {
             let start = start_offsets.get(&p).copied().unwrap_or(0);
@@ -539,25 +617,31 @@ async fn run(opts: Options) -> anyhow::Result<()> {
             let conn = Connection::connect(&run.addr(leader)?)
                 .await
                 .context("consumer connect")?;
-            consumers.push(tokio::spawn(consume(
-                run.clone(),
-                conn,
-                parts,
-                targets_rx.clone(),
-            )));
+            consumers.push((
+                c,
+                tokio::spawn(consume(run.clone(), conn, parts, targets_rx.clone())),
+            ));
         }
     }
 
     let mut producers = Vec::new();
     if !opts.consume_only {
         let template = Arc::new(make_template(&run, opts.records_per_batch())?);
+        let batch_len = template.render(run.stamp_now(Instant::now()), 0)?.len();
+        if batch_len > KAFKA_DEFAULT_MESSAGE_MAX_BYTES {
+            eprintln!(
+                "note: one batch is {batch_len} bytes, more than Kafka's default \
+                 message.max.bytes ({KAFKA_DEFAULT_MESSAGE_MAX_BYTES}); a broker with that \
+                 default rejects it (MessageTooLarge): lower --batch-bytes or raise the limit"
+            );
+        }
         for i in 0..opts.producers {
-            let quota = match opts.amount {
-                Amount::Records(n) => {
+            let quota = Amount {
+                records: opts.amount.records.map(|n| {
                     let per = n / opts.producers as u64;
-                    Amount::Records(per + u64::from((i as u64) < n % opts.producers as u64))
-                }
-                d @ Amount::Duration(_) => d,
+                    per + u64::from((i as u64) < n % opts.producers as u64)
+                }),
+                duration: opts.amount.duration,
             };
             let mine: Vec<i32> = (0..partitions.len())
                 .map(|k| partitions[(k + i) % partitions.len()])
@@ -581,13 +665,30 @@ async fn run(opts: Options) -> anyhow::Result<()> {
             .context("reading end offsets")?;
         targets_tx.send_replace(Some(Arc::new(ends)));
     }
-    let mut consumed = ConsumerStats::new();
-    for c in consumers {
-        consumed.merge(c.await.context("consumer task")??);
+    // One entry per consumer (a consumer has one task per leader it fetches from).
+    let mut per_consumer: BTreeMap<usize, ConsumerStats> = BTreeMap::new();
+    for (c, task) in consumers {
+        let stats = task.await.context("consumer task")??;
+        per_consumer
+            .entry(c)
+            .or_insert_with(ConsumerStats::new)
+            .merge(stats);
     }
     progress.abort();
     let rss = sampler.map(RssSampler::finish);
+    let mut consumed = ConsumerStats::new();
+    let mut consumer_rates = Vec::new();
+    for stats in per_consumer.into_values() {
+        if let Some(secs) = span_secs(stats.first_fetch, stats.last_receipt) {
+            consumer_rates.push(stats.value_bytes as f64 / 1e6 / secs);
+        }
+        consumed.merge(stats);
+    }
     print_report(&run, &produced, &consumed, rss);
+    if opts.consumers > 1 {
+        print_consumer_spread(&mut consumer_rates, idle_consumers);
+    }
+    print_gbps(&run, &produced, &consumed);
     Ok(())
 }
 
@@ -773,16 +874,13 @@ async fn produce(
         r => Some(Duration::from_secs_f64(opts.producers as f64 / r as f64)),
     };
     let start = Instant::now();
-    let deadline = match quota {
-        Amount::Duration(d) => Some(start + d),
-        Amount::Records(_) => None,
-    };
+    let deadline = quota.duration.map(|d| start + d);
     let mut sent_records = 0u64;
     let mut next_partition = 0usize;
     loop {
-        let batch_records = match quota {
-            Amount::Records(n) => (n - sent_records).min(template.record_count() as u64),
-            Amount::Duration(_) => template.record_count() as u64,
+        let batch_records = match quota.records {
+            Some(n) => (n - sent_records).min(template.record_count() as u64),
+            None => template.record_count() as u64,
         };
         if batch_records == 0 {
             break;
@@ -1057,9 +1155,11 @@ async fn report_progress(run: Arc<Run>) {
 
 fn print_header(run: &Run) {
     let o = &run.opts;
-    let amount = match o.amount {
-        Amount::Records(n) => format!("{n} records"),
-        Amount::Duration(d) => format!("{:.1} s", d.as_secs_f64()),
+    let amount = match (o.amount.records, o.amount.duration) {
+        (Some(n), Some(d)) => format!("{n} records (at most {:.1} s)", d.as_secs_f64()),
+        (Some(n), None) => format!("{n} records"),
+        (None, Some(d)) => format!("{:.1} s", d.as_secs_f64()),
+        (None, None) => "nothing".to_string(),
     };
     let rate = match o.rate {
         0 => "unlimited".to_string(),
@@ -1097,16 +1197,74 @@ fn print_header(run: &Run) {
     }
 }
 
+fn span_secs(from: Option<Instant>, to: Option<Instant>) -> Option<f64> {
+    match (from, to) {
+        (Some(a), Some(b)) if b > a => Some(b.duration_since(a).as_secs_f64()),
+        _ => None,
+    }
+}
+
 fn throughput(records: u64, bytes: u64, from: Option<Instant>, to: Option<Instant>) -> String {
-    let secs = match (from, to) {
-        (Some(a), Some(b)) if b > a => b.duration_since(a).as_secs_f64(),
-        _ => return format!("{records} records"),
+    let Some(secs) = span_secs(from, to) else {
+        return format!("{records} records");
     };
     format!(
         "{records} records in {secs:.3} s = {:.0} records/s, {:.2} MB/s",
         records as f64 / secs,
         bytes as f64 / 1e6 / secs
     )
+}
+
+/// Value-byte GB/s (10^9 bytes) of produce and consume on one line, to set next to
+/// `felice bench --loopback`.
+fn print_gbps(run: &Run, produced: &ProducerStats, consumed: &ConsumerStats) {
+    let gbps = |bytes: u64, from, to| {
+        span_secs(from, to).map_or("n/a".to_string(), |secs| {
+            format!("{:.3}", bytes as f64 / 1e9 / secs)
+        })
+    };
+    let mut parts = Vec::new();
+    if !run.opts.consume_only {
+        parts.push(format!(
+            "produce GB/s={}",
+            gbps(
+                produced.value_bytes,
+                produced.first_send,
+                produced.last_done
+            )
+        ));
+    }
+    if run.opts.consumers > 0 {
+        parts.push(format!(
+            "consume GB/s={}",
+            gbps(
+                consumed.value_bytes,
+                consumed.first_fetch,
+                consumed.last_receipt
+            )
+        ));
+    }
+    println!("{} (value bytes, 1 GB = 10^9 bytes)", parts.join(" "));
+}
+
+/// How evenly the consumers did: each consumer's own MB/s (its bytes over its first
+/// fetch to its last receipt); the aggregate figure is in the `consume:` line.
+fn print_consumer_spread(rates: &mut [f64], idle_consumers: usize) {
+    rates.sort_by(f64::total_cmp);
+    if let (Some(min), Some(max)) = (rates.first(), rates.last()) {
+        let median = rates[rates.len() / 2];
+        println!(
+            "consume per consumer: {} consumers with data, MB/s min {min:.2} median {median:.2} \
+             max {max:.2}",
+            rates.len()
+        );
+    }
+    if idle_consumers > 0 {
+        println!(
+            "consume: {idle_consumers} consumers had no partition (more consumers than \
+             partitions) and opened no connection"
+        );
+    }
 }
 
 fn percentiles(h: &Histogram) -> String {
@@ -1221,7 +1379,13 @@ mod tests {
         assert_eq!(o.replication_factor, 3);
         assert_eq!(o.producers, 4);
         assert_eq!(o.consumers, 0);
-        assert_eq!(o.amount, Amount::Duration(Duration::from_millis(2500)));
+        assert_eq!(
+            o.amount,
+            Amount {
+                records: None,
+                duration: Some(Duration::from_millis(2500))
+            }
+        );
         assert_eq!(o.record_size, 1000);
         assert_eq!(o.batch_bytes, 65536);
         assert_eq!(o.acks, -1);
@@ -1240,7 +1404,13 @@ mod tests {
     fn equals_form_and_consume_only() -> anyhow::Result<()> {
         let o = parse("--bootstrap=h:2 --records=500 --acks=0 --consume-only --compression=lz4")?;
         assert_eq!(o.bootstrap, "h:2");
-        assert_eq!(o.amount, Amount::Records(500));
+        assert_eq!(
+            o.amount,
+            Amount {
+                records: Some(500),
+                duration: None
+            }
+        );
         assert_eq!(o.acks, 0);
         assert!(o.consume_only);
         assert_eq!(o.compression, Compression::Lz4);
@@ -1267,7 +1437,9 @@ mod tests {
         for bad in [
             "",
             "--topic t",
-            "--bootstrap h:1 --records 5 --duration 1",
+            "--loopback --idle-connections 5",
+            "--loopback --buffer-bytes 0",
+            "--bootstrap h:1 --idle-connections many",
             "--bootstrap h:1 --acks 2",
             "--bootstrap h:1 --compression brotli",
             "--bootstrap h:1 --partitions 0",
@@ -1284,6 +1456,27 @@ mod tests {
         ] {
             assert!(parse_args(&args(bad)).is_err(), "accepted {bad:?}");
         }
+    }
+
+    #[test]
+    fn modes_and_both_amounts() -> anyhow::Result<()> {
+        let o = parse("--loopback --duration 2 --buffer-bytes 65536")?;
+        assert!(o.loopback);
+        assert_eq!(o.bootstrap, "");
+        assert_eq!(o.amount.duration, Some(Duration::from_secs(2)));
+        assert_eq!(o.buffer_bytes, 65536);
+        let o = parse("--bootstrap h:1 --idle-connections 1000 --idle-hold 2 --broker-pid 7")?;
+        assert_eq!(o.idle_connections, 1000);
+        assert_eq!(o.idle_hold, Duration::from_secs(2));
+        let o = parse("--bootstrap h:1 --records 5 --duration 1")?;
+        assert_eq!(
+            o.amount,
+            Amount {
+                records: Some(5),
+                duration: Some(Duration::from_secs(1))
+            }
+        );
+        Ok(())
     }
 
     #[test]
