@@ -67,6 +67,7 @@ fn server(args: &[String]) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("felice")
@@ -76,4 +77,14 @@ fn server(args: &[String]) -> anyhow::Result<()> {
         .block_on(felice_broker::server::run(config))
         .context("felice server")?;
     Ok(())
+}
+
+/// Each partition holds an open segment file and each client a socket: raise
+/// the soft open-files limit to the hard one, as a broker's start script
+/// would, and say what it is.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
 }
