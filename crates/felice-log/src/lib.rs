@@ -2,9 +2,12 @@
 //!
 //! A partition directory `<log.dir>/<topic>-<partition>/` holds segments
 //! `<20-digit base offset>.log` (record batches verbatim, offsets already assigned),
-//! sparse `.index` / `.timeindex` files, `log-start-offset` (moved by retention and
-//! DeleteRecords) and `recovery-point` (offset up to which data is fsynced and indexes
-//! complete; everything after it is re-validated on open).
+//! sparse `.index` / `.timeindex` files (the active segment's are created with their
+//! first entries), `log-start-offset` (moved by retention and DeleteRecords; absent
+//! while it is the first segment's base) and `recovery-point` (offset up to which data
+//! is fsynced and indexes complete; everything after it is re-validated on open;
+//! absent until the first flush). A new partition is just its directory and one empty
+//! `.log`.
 //!
 //! Owns: offset assignment at append, segment rolling, reads for Fetch, lookups for
 //! ListOffsets, retention, truncation and crash recovery. Batches are validated by the
@@ -17,14 +20,16 @@
 //! with the segment count. Index entries live in their files for every segment; a
 //! lookup binary-searches the file with positioned reads unless the answer lies in
 //! the active segment's cache of its last 64 offset and 64 time entries (tailing
-//! consumers and the high watermark: no syscall). Measured on x86-64:
+//! consumers and the high watermark: no syscall). The newest of those entries (fewer
+//! than 64) may not be written yet: they go to the file 64 at a time, and at every
+//! roll, flush and close (see `index.rs`). Measured on x86-64:
 //!
 //! | what | bytes |
 //! |---|---|
 //! | `Log` struct + directory path | 192 + ~64 |
 //! | each segment (`Segment` + its `.log` path), active or closed | 136 + ~80 |
 //! | active segment extra: offset tail 64 × 8, time tail 64 × 16, 2 boxes | ~1,600 |
-//! | cache of closed `.log` descriptors (≤ 2 `Arc<File>`) | ~150 |
+//! | cache of closed `.log` descriptors (≤ 1 `Arc<File>`) | ~100 |
 //!
 //! so ~2.2 KiB per partition + ~0.2 KiB per closed segment (10,000 partitions of 10
 //! segments: ~40 MB), whatever `segment.bytes` and `segment.index.bytes` are. Before,
@@ -32,11 +37,13 @@
 //! defaults). Transient: an append's new index entries (a few per append); recovery
 //! writes rebuilt entries in 512-entry batches.
 //!
-//! Descriptors: 3 per partition for the active segment (`.log`, `.index`,
-//! `.timeindex`, written by appends), plus at most 2 of recently read closed segments'
-//! `.log` (an LRU, see `segment::FileCache`), plus one per in-flight [`ReadSlice`];
-//! closed segments' indexes are opened per lookup. So ≤ 5 per partition at rest
-//! (50,000 for 10,000 partitions), where Kafka holds 1–3 per segment.
+//! Descriptors: 1 per partition at rest (the active `.log`). Index files are opened
+//! per write (one `open` + `pwrite` + `close` per 64 entries, ~256 KiB of batches at
+//! the default `index.interval.bytes`), per fsync and per lookup outside the cached
+//! tail. Reads add at most 1 of the last read closed segment's `.log`
+//! (`segment::FileCache`, kept until another closed segment is read), plus one per
+//! in-flight [`ReadSlice`]: worst case 1 + 1 + reads in flight per partition (for
+//! 10,000 partitions 20,000 plus reads in flight), where Kafka holds 1–3 per segment.
 //!
 //! Concurrency: [`Log`] is not synchronised; the broker calls it from blocking threads
 //! under a per-partition mutex. A [`ReadSlice`] may be read without that lock.

@@ -4,10 +4,22 @@
 //! offset assignment, rolling, reads, retention, truncation and flushing.
 //!
 //! Invariants (asserted where cheap): `segments` is never empty and base offsets
-//! strictly increase; only the last segment is active (holds descriptors and a small
-//! index tail cache, receives appends); `log_start_offset <= log_end_offset`; each
-//! append starts at the log end offset; `recovery_point <= log_end_offset` and every byte below it is
-//! fsynced with complete index files.
+//! strictly increase; only the last segment is active (holds the one descriptor and a
+//! small index tail cache, receives appends); `log_start_offset <= log_end_offset`;
+//! each append starts at the log end offset; `recovery_point <= log_end_offset` and
+//! every byte below it is fsynced with complete index files, so index entries still
+//! pending in memory always belong to data at or above it.
+//!
+//! Costs of the lifecycle (what the fsyncs buy):
+//! - `open` of a new, empty directory: `mkdir` and one file creation (the active
+//!   `.log`), no fsync and no checkpoint file: an empty log has nothing to lose, and
+//!   the broker recreates missing partition directories from its metadata.
+//! - `flush`: fsync of each file written since the last one (pending index entries
+//!   are written first), of the directory after a file was created or removed (and
+//!   once of the parent after the directory was created), then the recovery point,
+//!   written but not fsynced (a lost or older checkpoint only means more recovery).
+//! - `close`: nothing when nothing was appended since the last flush (the data is
+//!   below the recovery point already); else a flush whose checkpoint is fsynced.
 //!
 //! Concurrency: `&mut self` for every change; the broker holds a per-partition mutex.
 //! `read` hands out [`ReadSlice`]s that outlive the lock. Reads (`&self`) of closed
@@ -21,8 +33,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use felice_wire::{
-    set_base_offset, set_log_append_time, set_partition_leader_epoch, BatchError, BatchHeader,
-    Batches,
+    crc32c, set_base_offset, set_log_append_time, set_partition_leader_epoch, BatchError,
+    BatchHeader, Batches,
 };
 
 use crate::index::{OffsetEntry, TimeEntry};
@@ -43,6 +55,9 @@ pub struct Log {
     last_flush_ms: i64,
     /// A segment file was created or removed since the last directory fsync.
     dir_dirty: bool,
+    /// `open` created the directory and its entry in the parent is not fsynced yet
+    /// (done by the first flush that has data to cover).
+    parent_dirty: bool,
     /// `.log` descriptors of recently read closed segments.
     files: FileCache,
 }
@@ -55,14 +70,40 @@ fn limits(config: &LogConfig) -> IndexLimits {
     }
 }
 
-/// Reads a one-number checkpoint file; anything unreadable counts as absent, which is
-/// always safe (a missing recovery point means "recover everything").
+/// Bytes of a checkpoint file: `<value, 20 digits> <crc32c of those digits, 8 hex>\n`.
+/// Fixed-size and far below a 512-byte sector, so the recovery point can be
+/// overwritten in place (PostgreSQL's `pg_control` does the same) with one `pwrite`
+/// (+ `fdatasync` when durable, no metadata change), where a replacement needs a
+/// new file, a rename and a directory fsync; the CRC turns a torn write into
+/// "absent".
+const CHECKPOINT_LEN: u64 = 30;
+
+fn encode_checkpoint(value: i64) -> String {
+    let digits = format!("{value:020}");
+    let crc = crc32c(digits.as_bytes());
+    format!("{digits} {crc:08x}\n")
+}
+
+/// Reads a one-number checkpoint file; anything unreadable (missing, torn, CRC
+/// mismatch) counts as absent, which for the recovery point is always safe (absent
+/// means "recover everything"). A bare number is the older format.
 fn read_checkpoint(path: &Path) -> Result<Option<i64>, LogError> {
-    match fs::read_to_string(path) {
-        Ok(text) => Ok(text.trim().parse::<i64>().ok().filter(|v| *v >= 0)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err(path)(e)),
-    }
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    let mut fields = text.split_whitespace();
+    let value = match (fields.next(), fields.next(), fields.next()) {
+        (Some(value), None, None) => value,
+        (Some(value), Some(crc), None)
+            if u32::from_str_radix(crc, 16).ok() == Some(crc32c(value.as_bytes())) =>
+        {
+            value
+        }
+        _ => return Ok(None),
+    };
+    Ok(value.parse::<i64>().ok().filter(|v| *v >= 0))
 }
 
 /// Replaces a checkpoint file atomically (write a temp file, rename). With `durable`
@@ -71,7 +112,7 @@ fn write_checkpoint(dir: &Path, name: &str, value: i64, durable: bool) -> Result
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}.tmp"));
     let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
-    file.write_all(format!("{value}\n").as_bytes())
+    file.write_all(encode_checkpoint(value).as_bytes())
         .map_err(io_err(&tmp))?;
     if durable {
         file.sync_all().map_err(io_err(&tmp))?;
@@ -82,6 +123,34 @@ fn write_checkpoint(dir: &Path, name: &str, value: i64, durable: bool) -> Result
         sync_dir(dir)?;
     }
     Ok(())
+}
+
+/// Writes the recovery point: in place when the file exists in the fixed-size format
+/// (`durable`: one `fdatasync`, no metadata change); as a new file when there is none
+/// (a torn first write reads as absent, so no temp file is needed), returning `true`:
+/// the caller then owes the directory an fsync for a durable checkpoint; by
+/// replacement for the older format. Callers fsync the data it covers first, so
+/// whatever reaches the disk, in whatever order, never claims more than is durable.
+fn write_recovery_point(dir: &Path, value: i64, durable: bool) -> Result<bool, LogError> {
+    let path = dir.join(RECOVERY_POINT_FILE);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    let len = file.metadata().map_err(io_err(&path))?.len();
+    if len != 0 && len != CHECKPOINT_LEN {
+        drop(file);
+        write_checkpoint(dir, RECOVERY_POINT_FILE, value, durable)?;
+        return Ok(false);
+    }
+    file.write_all_at(encode_checkpoint(value).as_bytes(), 0)
+        .map_err(io_err(&path))?;
+    if durable {
+        file.sync_data().map_err(io_err(&path))?;
+    }
+    Ok(len == 0)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), LogError> {
@@ -95,10 +164,41 @@ impl Log {
     /// segments wholly below the recovery point are trusted after cheap index sanity
     /// checks; later ones are re-validated batch by batch, cut at the first torn or
     /// corrupt batch (later segments are then deleted) and re-indexed.
+    ///
+    /// A directory `open` creates gets only the active `.log`: no fsync, no checkpoint
+    /// file (see the module docs).
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Log, LogError> {
         config.validate()?;
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let created = match fs::create_dir(dir) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(dir).map_err(io_err(dir))?;
+                true
+            }
+            Err(e) => return Err(io_err(dir)(e)),
+        };
+        if created {
+            let log = Log {
+                dir: dir.to_path_buf(),
+                config,
+                segments: vec![Segment::create(dir, 0)?],
+                log_start_offset: 0,
+                recovery_point: 0,
+                unflushed_messages: 0,
+                last_flush_ms: now_ms,
+                dir_dirty: true,
+                parent_dirty: true,
+                files: FileCache::default(),
+            };
+            log.check_invariants();
+            return Ok(log);
+        }
         let limits = limits(&config);
+        // Whether open changes the directory (removals, recovered segments, whose
+        // index files are rewritten): then the next flush fsyncs it. A clean open
+        // finds it as the last flush left it, synced.
+        let mut dir_dirty = false;
         let mut bases = Vec::new();
         let mut others = Vec::new();
         for entry in fs::read_dir(dir).map_err(io_err(dir))? {
@@ -109,6 +209,7 @@ impl Log {
             } else if name.ends_with(".tmp") || name.ends_with(".deleted") {
                 let path = entry.path();
                 fs::remove_file(&path).map_err(io_err(&path))?;
+                dir_dirty = true;
             } else {
                 others.push(name);
             }
@@ -123,6 +224,7 @@ impl Log {
                 if bases.binary_search(&base).is_err() {
                     let path = dir.join(&name);
                     fs::remove_file(&path).map_err(io_err(&path))?;
+                    dir_dirty = true;
                 }
             }
         }
@@ -147,8 +249,9 @@ impl Log {
                 continue;
             }
             let recovered = Segment::recover(dir, base, limits, now_ms)?;
-            recovered_any = true;
+            dir_dirty = true;
             let cut = recovered.truncated_bytes > 0;
+            recovered_any |= cut || recovered.segment.size > 0;
             segments.push(recovered.segment);
             if cut {
                 // Everything after a cut is unreachable: offsets must stay contiguous.
@@ -170,6 +273,7 @@ impl Log {
         }
         if segments.is_empty() {
             segments.push(Segment::create(dir, persisted_start.unwrap_or(0))?);
+            dir_dirty = true;
         }
         let mut log = Log {
             dir: dir.to_path_buf(),
@@ -179,7 +283,8 @@ impl Log {
             recovery_point: 0,
             unflushed_messages: 0,
             last_flush_ms: now_ms,
-            dir_dirty: true,
+            dir_dirty,
+            parent_dirty: false,
             files: FileCache::default(),
         };
         let first_base = log.first_segment().base_offset;
@@ -191,7 +296,10 @@ impl Log {
             log.replace_all_segments(start)?;
         }
         log.recovery_point = recovery_point.unwrap_or(0).min(log.log_end_offset()).max(0);
-        if persisted_start != Some(log.log_start_offset) {
+        // Without the file the start is the first segment's base: nothing to write
+        // unless it says otherwise (or said something else).
+        let derived = persisted_start.is_none() && log.log_start_offset == first_base;
+        if persisted_start != Some(log.log_start_offset) && !derived {
             write_checkpoint(dir, LOG_START_OFFSET_FILE, log.log_start_offset, true)?;
         }
         if recovered_any {
@@ -343,6 +451,7 @@ impl Log {
         let time_index_len = segment.time_index.len();
         let mut offset_entries = Vec::new();
         let mut time_entries = Vec::new();
+        let mut time_entry_skipped = segment.time_entry_skipped;
         let mut next = first_offset;
         let mut append_max_ts = -1i64;
         let mut at = 0usize;
@@ -388,14 +497,16 @@ impl Log {
                         position: position as u32,
                     });
                 }
-                if max_timestamp > last_time_ts
-                    && limits.time_room(time_index_len + time_entries.len() as u64)
-                {
-                    time_entries.push(TimeEntry {
-                        timestamp: max_timestamp,
-                        relative_offset: rel(offset_of_max),
-                    });
-                    last_time_ts = max_timestamp;
+                if max_timestamp > last_time_ts {
+                    if limits.time_room(time_index_len + time_entries.len() as u64) {
+                        time_entries.push(TimeEntry {
+                            timestamp: max_timestamp,
+                            relative_offset: rel(offset_of_max),
+                        });
+                        last_time_ts = max_timestamp;
+                    } else {
+                        time_entry_skipped = true;
+                    }
                 }
                 bytes_since_index = 0;
             }
@@ -406,24 +517,26 @@ impl Log {
         }
         debug_assert_eq!(next - first_offset, offsets, "offsets assigned = counted");
 
-        // Commit: log data, then indexes (one write each, if any entry); undo all on
-        // failure.
+        // Commit: log data, then index entries (pending in memory; a write per
+        // `WRITE_BATCH` of them); undo all on failure.
         let segment = self.active_mut();
         let file = segment.active_file()?.clone();
         let written = file
             .write_all_at(batches, start_size)
             .map_err(io_err(&segment.log_path))
             .and_then(|()| {
+                let path = || segment.log_path.with_extension("index");
                 segment
                     .offset_index
-                    .append(&offset_entries)
-                    .map_err(|e| io_err(&segment.index_path())(e))
+                    .append(path, &offset_entries)
+                    .map_err(|e| io_err(&path())(e))
             })
             .and_then(|()| {
+                let path = || segment.log_path.with_extension("timeindex");
                 segment
                     .time_index
-                    .append(&time_entries)
-                    .map_err(|e| io_err(&segment.time_index_path())(e))
+                    .append(path, &time_entries)
+                    .map_err(|e| io_err(&path())(e))
             });
         if let Err(e) = written {
             // Best effort: the original error is what the caller needs to see.
@@ -445,10 +558,11 @@ impl Log {
         segment.offset_of_max_timestamp = offset_of_max;
         segment.bytes_since_index = bytes_since_index;
         segment.roll_base_ms.get_or_insert(now_ms);
+        segment.time_entry_skipped = time_entry_skipped;
         segment.dirty = true;
         self.unflushed_messages = self.unflushed_messages.saturating_add(records);
         if self.unflushed_messages >= self.config.flush_interval_messages {
-            self.flush_at(now_ms)?;
+            self.flush_at(now_ms, false)?;
         }
         let log_append_time_ms = match ts_type {
             TimestampType::LogAppendTime => now_ms,
@@ -498,10 +612,9 @@ impl Log {
             "roll must create increasing base offsets: {new_base} after {old_base}"
         );
         let segment = Segment::create(&self.dir, new_base)?;
-        // The closed segment is the likeliest one to be read next (lagging consumers).
-        if let Some(file) = self.active_mut().close_active()? {
-            self.files.insert(old_base, file);
-        }
+        // The closed segment's descriptor is dropped, not cached: at rest a partition
+        // holds only its active `.log` (a lagging reader reopens it once).
+        drop(self.active_mut().close_active()?);
         self.segments.push(segment);
         self.dir_dirty = true;
         tracing::debug!(dir = %self.dir.display(), base_offset = new_base, "rolled segment");
@@ -716,7 +829,9 @@ impl Log {
         // segments whose bytes are about to be replaced.
         if self.recovery_point > offset {
             let point = offset.max(0);
-            write_checkpoint(&self.dir, RECOVERY_POINT_FILE, point, true)?;
+            if write_recovery_point(&self.dir, point, true)? {
+                sync_dir(&self.dir)?;
+            }
             self.recovery_point = point;
         }
         if offset < self.log_start_offset || offset < self.first_segment().base_offset {
@@ -771,25 +886,48 @@ impl Log {
         Ok(())
     }
 
-    /// fsyncs every segment written since the last flush, then records the recovery
-    /// point (not fsynced itself: a lost or older checkpoint only means more recovery).
+    /// fsyncs every segment written since the last flush (pending index entries
+    /// written first), then records the recovery point (not fsynced itself: a lost or
+    /// older checkpoint only means more recovery).
     pub fn flush(&mut self) -> Result<(), LogError> {
         let now = self.last_flush_ms;
-        self.flush_at(now)
+        self.flush_at(now, false)
     }
 
-    fn flush_at(&mut self, now_ms: i64) -> Result<(), LogError> {
+    /// Nothing to make durable: no append since the last flush (everything is below
+    /// the recovery point, index entries included).
+    fn is_flushed(&self) -> bool {
+        self.recovery_point == self.log_end_offset()
+            && !self.segments.iter().any(Segment::needs_sync)
+    }
+
+    /// The checkpoint goes out after the data fsyncs (its content must never reach
+    /// the disk before theirs) but before the one directory fsync, which covers new
+    /// segment files and a new checkpoint file alike: a segment file whose directory
+    /// entry is lost is lost data whatever the checkpoint says, so the checkpoint
+    /// need not wait for the entries.
+    fn flush_at(&mut self, now_ms: i64, durable_checkpoint: bool) -> Result<(), LogError> {
         for segment in &mut self.segments {
-            segment.sync()?;
+            if segment.sync()? {
+                self.dir_dirty = true;
+            }
+        }
+        let log_end = self.log_end_offset();
+        if log_end != self.recovery_point || durable_checkpoint {
+            if write_recovery_point(&self.dir, log_end, durable_checkpoint)? {
+                self.dir_dirty = true;
+            }
+            self.recovery_point = log_end;
         }
         if self.dir_dirty {
             sync_dir(&self.dir)?;
             self.dir_dirty = false;
         }
-        let log_end = self.log_end_offset();
-        if log_end != self.recovery_point {
-            write_checkpoint(&self.dir, RECOVERY_POINT_FILE, log_end, false)?;
-            self.recovery_point = log_end;
+        if self.parent_dirty && log_end > self.log_start_offset {
+            if let Some(parent) = self.dir.parent() {
+                sync_dir(parent)?;
+            }
+            self.parent_dirty = false;
         }
         self.unflushed_messages = 0;
         self.last_flush_ms = now_ms;
@@ -798,20 +936,28 @@ impl Log {
 
     /// Flushes when `flush.ms` has passed since the last flush and data is pending.
     pub fn flush_if_due(&mut self, now_ms: i64) -> Result<(), LogError> {
-        let pending = self.unflushed_messages > 0 || self.segments.iter().any(|s| s.dirty);
+        let pending = self.unflushed_messages > 0 || !self.is_flushed();
         if pending && now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_interval_ms {
-            self.flush_at(now_ms)?;
+            self.flush_at(now_ms, false)?;
         }
         Ok(())
     }
 
-    /// Writes the active segment's final time index entry, flushes and records the
-    /// recovery point durably, so the next open skips recovery.
+    /// Closes the log so that the next open recovers nothing. With nothing appended
+    /// since the last flush, that is already true and nothing is written or synced.
+    /// Otherwise: the final time index entry if one was left out for lack of room
+    /// (else a reopen finds the max timestamp by itself), then a flush (fsync of the
+    /// files written since the last one), then the recovery point, fsynced: in place,
+    /// or as a new file plus a directory fsync the first time.
     pub fn close(mut self) -> Result<(), LogError> {
-        self.active_mut().append_final_time_entry()?;
+        if self.active().time_entry_skipped {
+            self.active_mut().append_final_time_entry()?;
+        }
+        if self.is_flushed() {
+            return Ok(());
+        }
         let now = self.last_flush_ms;
-        self.flush_at(now)?;
-        write_checkpoint(&self.dir, RECOVERY_POINT_FILE, self.recovery_point, true)
+        self.flush_at(now, true)
     }
 
     /// Removes the partition directory and everything in it.

@@ -9,9 +9,11 @@
 //! Invariants: `size` is the length of valid data in `.log` and batches tile
 //! `0..size` exactly; batch offsets increase and lie in `[base_offset, next_offset)`;
 //! index entries point at batch starts inside `0..size`. Only the active segment holds
-//! descriptors (`.log`, `.index`, `.timeindex`) and a few cached index entries; a
-//! closed segment is a handful of numbers and its `.log` path (~170 B with the path),
-//! its `.log` opened on demand through the log's [`FileCache`] (a few descriptors per
+//! a descriptor (its `.log`) and a few cached index entries, some possibly not yet
+//! written (see `index.rs`); its index files are opened per batch of entries and may
+//! not exist yet. A closed segment is a handful of numbers and its `.log` path (~170 B
+//! with the path), always has both index files, and its `.log` is opened on demand
+//! through the log's [`FileCache`] (at most [`CLOSED_FILES_OPEN`] descriptors per
 //! partition), its indexes per lookup. `.log` descriptors are `Arc<File>` so a reader
 //! that got a `ReadSlice` keeps reading after the segment is deleted or evicted. Not
 //! synchronised: used under the owning `Log`'s lock (reads of `Arc<File>` clones and
@@ -64,12 +66,13 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
     }
 }
 
-/// Closed segments' `.log` descriptors kept open per partition. Catch-up consumers
-/// read a closed segment front to back in many fetches; two slots serve two such
-/// readers (or one reader crossing a segment boundary) without an `open` per fetch,
-/// while a partition never holds more than 3 + 2 descriptors (plus those of
-/// in-flight `ReadSlice`s). Kafka keeps every segment open instead.
-pub(crate) const CLOSED_FILES_OPEN: usize = 2;
+/// Closed segments' `.log` descriptors kept open per partition. A catch-up consumer
+/// reads a closed segment front to back in many fetches; one slot serves it without
+/// an `open` per fetch. Two readers in different closed segments alternate the slot
+/// and pay one `open` (~2 µs) per fetch, small next to the fetch itself. Worst case
+/// per partition: 1 (active `.log`) + 1 (this cache) + one per in-flight `ReadSlice`;
+/// at rest (no reads since open) 1. Kafka keeps every segment open instead.
+pub(crate) const CLOSED_FILES_OPEN: usize = 1;
 
 /// Recently used `.log` descriptors of closed segments (LRU, most recent last), so
 /// descriptors per partition do not grow with its segment count. Locks itself: it is
@@ -202,8 +205,13 @@ pub(crate) struct Segment {
     pub bytes_since_index: u64,
     pub offset_index: Index<OffsetEntry>,
     pub time_index: Index<TimeEntry>,
-    /// Written since the last fsync.
+    /// `.log` written since the last fsync (for a closed segment: any of its files).
     pub dirty: bool,
+    /// A time index entry was left out for lack of room (`segment.index.bytes`), so
+    /// the segment's max timestamp may be neither the last entry's nor found by a
+    /// reopen's scan after the last offset entry: closing the log must write the final
+    /// entry. (Otherwise a clean close writes nothing to the time index.)
+    pub time_entry_skipped: bool,
 }
 
 /// Outcome of recovering one segment.
@@ -260,9 +268,11 @@ impl Segment {
         }
     }
 
-    /// A new, empty, active segment (existing files at that base are emptied).
+    /// A new, empty, active segment: creates (or empties) only the `.log`; the index
+    /// files follow with their first entries (an earlier file at that base is then
+    /// truncated) or when the segment closes.
     pub fn create(dir: &Path, base_offset: i64) -> Result<Segment, LogError> {
-        let [log_path, index_path, time_path] = Segment::paths(dir, base_offset);
+        let log_path = dir.join(file_name(base_offset, "log"));
         let file = open_log_file(&log_path, true, true)?;
         Ok(Segment {
             base_offset,
@@ -273,9 +283,11 @@ impl Segment {
             offset_of_max_timestamp: -1,
             roll_base_ms: None,
             bytes_since_index: 0,
-            offset_index: Index::create_active(&index_path).map_err(io_err(&index_path))?,
-            time_index: Index::create_active(&time_path).map_err(io_err(&time_path))?,
-            dirty: true,
+            offset_index: Index::new_active(),
+            time_index: Index::new_active(),
+            // Nothing written yet; the new file's directory entry is the log's concern.
+            dirty: false,
+            time_entry_skipped: false,
             log_path,
         })
     }
@@ -296,13 +308,17 @@ impl Segment {
     ) -> Result<Option<Segment>, LogError> {
         let [log_path, index_path, time_path] = Segment::paths(dir, base_offset);
         let size = fs::metadata(&log_path).map_err(io_err(&log_path))?.len();
-        let index_len = match fs::metadata(&index_path) {
-            Ok(m) => m.len(),
-            Err(_) => return Ok(None),
+        // The active segment creates its index files lazily: for the last segment a
+        // missing one is empty. A closed segment always has both.
+        let index_file_len = |path: &Path| match fs::metadata(path) {
+            Ok(m) => Some(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && next_base.is_none() => Some(0),
+            Err(_) => None,
         };
-        let time_len = match fs::metadata(&time_path) {
-            Ok(m) => m.len(),
-            Err(_) => return Ok(None),
+        let (Some(index_len), Some(time_len)) =
+            (index_file_len(&index_path), index_file_len(&time_path))
+        else {
+            return Ok(None);
         };
         if index_len % 8 != 0 || time_len % 12 != 0 || size > u64::from(u32::MAX) {
             return Ok(None);
@@ -341,6 +357,7 @@ impl Segment {
             offset_index,
             time_index,
             dirty: false,
+            time_entry_skipped: false,
         };
         if next_base.is_some() {
             return Ok(Some(segment));
@@ -428,11 +445,19 @@ impl Segment {
         let mut bytes_since_index = 0u64;
         let mut first_ts = None;
         // Index entries go to the files in batches, so recovering a segment with a
-        // full index needs ~10 KiB, not `segment.index.bytes`, of memory.
-        let mut offset_index =
-            Index::<OffsetEntry>::create_active(&index_path).map_err(io_err(&index_path))?;
-        let mut time_index =
-            Index::<TimeEntry>::create_active(&time_path).map_err(io_err(&time_path))?;
+        // full index needs ~10 KiB, not `segment.index.bytes`, of memory. The old
+        // files are emptied first: the rebuilt index may never write (fewer entries
+        // than a write batch), and their stale entries must not outlive it.
+        for path in [&index_path, &time_path] {
+            match OpenOptions::new().write(true).open(path) {
+                Ok(f) => f.set_len(0).map_err(io_err(path))?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(path)(e)),
+            }
+        }
+        let mut offset_index = Index::<OffsetEntry>::new_active();
+        let mut time_index = Index::<TimeEntry>::new_active();
+        let mut time_entry_skipped = false;
         let mut offset_entries = Vec::with_capacity(RECOVERY_INDEX_BATCH);
         let mut time_entries = Vec::with_capacity(RECOVERY_INDEX_BATCH);
         let corrupt = |position: u64, source: BatchError| LogError::CorruptBatch {
@@ -508,25 +533,27 @@ impl Segment {
                         position: pos as u32,
                     });
                 }
-                if max_timestamp > last_time_ts
-                    && limits.time_room(time_index.len() + time_entries.len() as u64)
-                {
-                    time_entries.push(TimeEntry {
-                        timestamp: max_timestamp,
-                        relative_offset: rel(offset_of_max),
-                    });
-                    last_time_ts = max_timestamp;
+                if max_timestamp > last_time_ts {
+                    if limits.time_room(time_index.len() + time_entries.len() as u64) {
+                        time_entries.push(TimeEntry {
+                            timestamp: max_timestamp,
+                            relative_offset: rel(offset_of_max),
+                        });
+                        last_time_ts = max_timestamp;
+                    } else {
+                        time_entry_skipped = true;
+                    }
                 }
                 bytes_since_index = 0;
                 if offset_entries.len() >= RECOVERY_INDEX_BATCH {
                     offset_index
-                        .append(&offset_entries)
+                        .append(|| index_path.clone(), &offset_entries)
                         .map_err(io_err(&index_path))?;
                     offset_entries.clear();
                 }
                 if time_entries.len() >= RECOVERY_INDEX_BATCH {
                     time_index
-                        .append(&time_entries)
+                        .append(|| time_path.clone(), &time_entries)
                         .map_err(io_err(&time_path))?;
                     time_entries.clear();
                 }
@@ -548,10 +575,10 @@ impl Segment {
         }
         drop(window);
         offset_index
-            .append(&offset_entries)
+            .append(|| index_path.clone(), &offset_entries)
             .map_err(io_err(&index_path))?;
         time_index
-            .append(&time_entries)
+            .append(|| time_path.clone(), &time_entries)
             .map_err(io_err(&time_path))?;
         let roll_base_ms = first_ts.map(|ts| if ts < 0 { now_ms } else { ts.min(now_ms) });
         Ok(Recovered {
@@ -566,7 +593,9 @@ impl Segment {
                 bytes_since_index,
                 offset_index,
                 time_index,
-                dirty: true,
+                // An empty file left as found has nothing to make durable.
+                dirty: pos > 0 || truncated_bytes > 0,
+                time_entry_skipped,
                 log_path,
             },
             truncated_bytes,
@@ -668,13 +697,20 @@ impl Segment {
     }
 
     /// Turns the active segment into a closed one: appends the final time index entry
-    /// (so the last entry is the segment's max timestamp on reopen), drops the cached
-    /// index entries and the descriptors. Returns the `.log` descriptor, which the
-    /// caller may keep in its [`FileCache`].
+    /// (so the last entry is the segment's max timestamp on reopen), writes the
+    /// pending index entries (creating both index files if needed), drops the cached
+    /// entries and the descriptor. Returns the `.log` descriptor. The segment stays
+    /// dirty (unsynced) until the next flush.
     pub fn close_active(&mut self) -> Result<Option<Arc<File>>, LogError> {
+        if self.file.is_none() {
+            return Ok(None); // already closed (a trusted segment at open)
+        }
         self.append_final_time_entry()?;
-        self.offset_index.close();
-        self.time_index.close();
+        let path = self.index_path();
+        self.offset_index.close(&path).map_err(io_err(&path))?;
+        let path = self.time_index_path();
+        self.time_index.close(&path).map_err(io_err(&path))?;
+        self.dirty = true;
         Ok(self.file.take())
     }
 
@@ -700,29 +736,57 @@ impl Segment {
                 timestamp: self.max_timestamp,
                 relative_offset: rel,
             };
-            self.time_index.append(&[entry]).map_err(io_err(&path))?;
-            self.dirty = true;
+            let for_write = path.clone();
+            self.time_index
+                .append(|| for_write, &[entry])
+                .map_err(io_err(&path))?;
         }
+        self.time_entry_skipped = false;
         Ok(())
     }
 
-    /// fsyncs the three files if written since the last sync. A closed segment (dirty
-    /// after its roll, until the next flush) reopens its `.log` for that: fsync
-    /// flushes the file, whichever descriptor asks.
-    pub fn sync(&mut self) -> Result<(), LogError> {
+    /// Data or index entries not yet durable: pending index entries, or files
+    /// written since their last fsync.
+    pub fn needs_sync(&self) -> bool {
+        self.dirty || self.offset_index.needs_sync() || self.time_index.needs_sync()
+    }
+
+    /// Writes the pending index entries, then fsyncs each file written since its last
+    /// sync (`.log` when dirty; an active index file when it was written; every file
+    /// of a dirty closed segment). A closed segment reopens its files for that: fsync
+    /// flushes the file, whichever descriptor asks. Returns whether an index write
+    /// (re)created a file, whose directory entry the caller must then make durable.
+    pub fn sync(&mut self) -> Result<bool, LogError> {
+        if !self.needs_sync() {
+            return Ok(false);
+        }
+        let index_path = self.index_path();
+        let time_path = self.time_index_path();
+        self.offset_index
+            .write_pending(&index_path)
+            .map_err(io_err(&index_path))?;
+        self.time_index
+            .write_pending(&time_path)
+            .map_err(io_err(&time_path))?;
+        let closed = self.file.is_none();
         if self.dirty {
             match &self.file {
                 Some(file) => file.sync_data(),
                 None => File::open(&self.log_path).and_then(|f| f.sync_data()),
             }
             .map_err(io_err(&self.log_path))?;
-            let path = self.index_path();
-            self.offset_index.sync(&path).map_err(io_err(&path))?;
-            let path = self.time_index_path();
-            self.time_index.sync(&path).map_err(io_err(&path))?;
-            self.dirty = false;
         }
-        Ok(())
+        if self.dirty || !closed {
+            self.offset_index
+                .sync(&index_path)
+                .map_err(io_err(&index_path))?;
+            self.time_index
+                .sync(&time_path)
+                .map_err(io_err(&time_path))?;
+        }
+        self.dirty = false;
+        let created = self.offset_index.take_created() | self.time_index.take_created();
+        Ok(created)
     }
 
     /// Unlinks the three files. Open `ReadSlice`s keep the `.log` data readable; the
