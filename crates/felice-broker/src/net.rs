@@ -15,7 +15,7 @@
 
 use crate::broker::Broker;
 use crate::dispatch;
-use crate::limits::{CONNECTION_READ_BUFFER_BYTES, MIN_REQUEST_FRAME_BYTES};
+use crate::limits::{CONNECTION_READ_BUFFER_BYTES, FRAME_PREALLOC_BYTES, MIN_REQUEST_FRAME_BYTES};
 use bytes::BytesMut;
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,12 +121,14 @@ async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
         return Err(ConnError::FrameSize(len, max));
     }
     let len = len as usize;
-    // Grow with the bytes that actually arrive: a peer announcing 100 MB and
-    // sending nothing costs one small buffer, not 100 MB.
-    let mut buf = BytesMut::with_capacity(len.min(64 * 1024));
+    // Up to FRAME_PREALLOC_BYTES is allocated at once (no reallocation for
+    // the common frame); beyond it, the rest is reserved only once that much
+    // has actually arrived, so a peer announcing 100 MB and sending nothing
+    // costs one modest buffer, and a real large frame reallocates once.
+    let mut buf = BytesMut::with_capacity(len.min(FRAME_PREALLOC_BYTES));
     while buf.len() < len {
         if buf.capacity() == buf.len() {
-            buf.reserve((len - buf.len()).min(buf.len().max(64 * 1024)));
+            buf.reserve(len - buf.len());
         }
         let want = len - buf.len();
         let n = (&mut *rd).take(want as u64).read_buf(&mut buf).await?;
