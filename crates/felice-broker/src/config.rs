@@ -72,6 +72,9 @@ const KEYS: &[(&str, Kind, Option<&str>)] = &[
     ("num.io.threads", Kind::Int, Some("8")),
     ("num.recovery.threads.per.data.dir", Kind::Int, Some("2")),
     ("queued.max.requests", Kind::Int, Some("500")),
+    // Kafka's default is -1 (unbounded); Felice bounds request memory by
+    // default (128 MiB, above the 100 MiB socket.request.max.bytes).
+    ("queued.max.request.bytes", Kind::Long, Some("134217728")),
     ("fetch.max.bytes", Kind::Int, Some("57671680")),
     ("log.segment.bytes", Kind::Int, Some("1073741824")),
     ("log.roll.ms", Kind::Long, None),
@@ -129,6 +132,9 @@ pub struct BrokerConfig {
     pub delete_topic_enable: bool,
     pub message_max_bytes: i32,
     pub socket_request_max_bytes: i32,
+    /// Bytes of request frames held at once across all connections; `None`
+    /// = unbounded (`queued.max.request.bytes` = -1, Kafka's default).
+    pub queued_max_request_bytes: Option<u64>,
     pub max_connections: usize,
     pub connections_max_idle_ms: u64,
     pub fetch_max_bytes: i32,
@@ -293,6 +299,16 @@ impl BrokerConfig {
             delete_topic_enable: get("delete.topic.enable") == Some("true"),
             message_max_bytes: positive("message.max.bytes")? as i32,
             socket_request_max_bytes: positive("socket.request.max.bytes")? as i32,
+            queued_max_request_bytes: match int("queued.max.request.bytes") {
+                v if v <= 0 => None,
+                v if v < int("socket.request.max.bytes") => {
+                    return Err(invalid(
+                        "queued.max.request.bytes",
+                        "must be -1 or at least socket.request.max.bytes (one request must fit)",
+                    ))
+                }
+                v => Some(v as u64),
+            },
             max_connections: positive("max.connections")? as usize,
             connections_max_idle_ms: positive("connections.max.idle.ms")? as u64,
             fetch_max_bytes: positive("fetch.max.bytes")? as i32,
@@ -436,6 +452,18 @@ mod tests {
         assert!(e.to_string().contains("num.partitions"));
         let e = BrokerConfig::load(None, &["num.partitions=0".into()]).expect_err("zero");
         assert!(e.to_string().contains("num.partitions"));
+    }
+
+    #[test]
+    fn queued_max_request_bytes_must_fit_one_request() {
+        let c = BrokerConfig::load(None, &[]).expect("defaults");
+        assert_eq!(c.queued_max_request_bytes, Some(128 * 1024 * 1024));
+        let c =
+            BrokerConfig::load(None, &["queued.max.request.bytes=-1".into()]).expect("unbounded");
+        assert_eq!(c.queued_max_request_bytes, None);
+        let e = BrokerConfig::load(None, &["queued.max.request.bytes=1000".into()])
+            .expect_err("too small");
+        assert!(e.to_string().contains("queued.max.request.bytes"));
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! allocated; frame bodies are read incrementally, so memory follows the
 //! bytes actually received; `max.connections` caps open connections (excess
 //! ones are closed at once); a connection idle for `connections.max.idle.ms`
-//! is closed. A malformed frame closes only its own connection.
+//! is closed; `queued.max.request.bytes` bounds the request bytes held by all
+//! connections together (a frame waits for room before its body is read).
+//! A malformed frame closes only its own connection.
 
 use crate::broker::Broker;
 use crate::dispatch;
@@ -21,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 /// Accepts connections until `shutdown` flips to true.
 pub async fn serve(
@@ -30,6 +32,11 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(broker.config.max_connections));
+    // queued.max.request.bytes: request bytes held at once, all connections.
+    let memory = broker
+        .config
+        .queued_max_request_bytes
+        .map(|bytes| Arc::new(Semaphore::new((bytes as usize).min(Semaphore::MAX_PERMITS))));
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -51,8 +58,9 @@ pub async fn serve(
         };
         let broker = broker.clone();
         let shutdown = shutdown.clone();
+        let memory = memory.clone();
         tokio::spawn(async move {
-            if let Err(reason) = connection(broker, stream, shutdown).await {
+            if let Err(reason) = connection(broker, stream, shutdown, memory).await {
                 tracing::debug!(%peer, %reason, "connection closed");
             }
             drop(permit);
@@ -81,6 +89,7 @@ async fn connection(
     broker: Arc<Broker>,
     stream: TcpStream,
     mut shutdown: watch::Receiver<bool>,
+    memory: Option<Arc<Semaphore>>,
 ) -> Result<(), ConnError> {
     stream.set_nodelay(true)?;
     let peer = stream.peer_addr().ok();
@@ -90,12 +99,14 @@ async fn connection(
     let max = broker.config.socket_request_max_bytes;
     loop {
         let frame = tokio::select! {
-            r = tokio::time::timeout(idle, read_frame(&mut rd, max)) => match r {
+            r = tokio::time::timeout(idle, read_frame(&mut rd, max, memory.as_ref())) => match r {
                 Err(_) => return Err(ConnError::Idle),
                 Ok(frame) => frame?,
             },
             _ = shutdown.changed() => return Err(ConnError::Shutdown),
         };
+        // The memory permit is held until the response is written.
+        let (frame, _permit) = frame;
         match dispatch::handle_frame(&broker, frame.freeze()).await {
             Ok(Some(response)) => wr.write_all(&response).await?,
             Ok(None) => {}
@@ -107,11 +118,15 @@ async fn connection(
     }
 }
 
-/// Reads one length-prefixed frame, refusing bad lengths before allocating.
+/// Reads one length-prefixed frame, refusing bad lengths before allocating
+/// and waiting for `memory` (queued.max.request.bytes) to cover the frame
+/// before reading its body: the socket is not read meanwhile, which pushes
+/// back on the client through TCP.
 async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
     rd: &mut R,
     max: i32,
-) -> Result<BytesMut, ConnError> {
+    memory: Option<&Arc<Semaphore>>,
+) -> Result<(BytesMut, Option<OwnedSemaphorePermit>), ConnError> {
     let len = match rd.read_i32().await {
         Ok(n) => n,
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(ConnError::Eof),
@@ -121,6 +136,15 @@ async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
         return Err(ConnError::FrameSize(len, max));
     }
     let len = len as usize;
+    let permit = match memory {
+        Some(pool) => Some(
+            pool.clone()
+                .acquire_many_owned(len as u32)
+                .await
+                .map_err(|_| ConnError::Shutdown)?,
+        ),
+        None => None,
+    };
     // Up to FRAME_PREALLOC_BYTES is allocated at once (no reallocation for
     // the common frame); beyond it, the rest is reserved only once that much
     // has actually arrived, so a peer announcing 100 MB and sending nothing
@@ -136,5 +160,5 @@ async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
             return Err(ConnError::Eof);
         }
     }
-    Ok(buf)
+    Ok((buf, permit))
 }

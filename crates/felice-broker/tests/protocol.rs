@@ -501,3 +501,49 @@ async fn topic_compression_type_recompresses_batches() {
     );
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_small_request_memory_pool_still_serves_everyone() {
+    // queued.max.request.bytes = socket.request.max.bytes = 2 MiB: requests
+    // queue for room instead of failing, and all complete.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let overrides = vec![
+        "listeners=PLAINTEXT://127.0.0.1:0".to_string(),
+        format!("log.dirs={}", dir.path().display()),
+        "socket.request.max.bytes=2097152".to_string(),
+        "queued.max.request.bytes=2097152".to_string(),
+    ];
+    let b = server::start(BrokerConfig::load(None, &overrides).expect("config"))
+        .await
+        .expect("start");
+    let mut admin = Conn::connect(&b).await;
+    let create = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(name("m"))
+        .with_num_partitions(4)
+        .with_replication_factor(1)]);
+    assert_eq!(admin.call(&create, 7).await.topics[0].error_code, 0);
+    let value = vec![1u8; 900_000];
+    let mut tasks = Vec::new();
+    for p in 0..4 {
+        let mut c = Conn::connect(&b).await;
+        let records = batch(&[value.as_slice()]);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..5 {
+                let req = ProduceRequest::default()
+                    .with_acks(1)
+                    .with_timeout_ms(5000)
+                    .with_topic_data(vec![TopicProduceData::default()
+                        .with_name(name("m"))
+                        .with_partition_data(vec![PartitionProduceData::default()
+                            .with_index(p)
+                            .with_records(Some(records.clone()))])]);
+                let r = c.call(&req, 9).await;
+                assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("producer task");
+    }
+    b.stop().await;
+}
