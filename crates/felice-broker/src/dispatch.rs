@@ -9,6 +9,7 @@
 use crate::broker::Broker;
 use crate::handlers::{self, api_versions};
 use crate::net::ConnError;
+use crate::response::{ChunkedBuf, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, Message};
@@ -18,7 +19,7 @@ use std::sync::Arc;
 pub async fn handle_frame(
     broker: &Arc<Broker>,
     mut frame: Bytes,
-) -> Result<Option<BytesMut>, ConnError> {
+) -> Result<Option<Response>, ConnError> {
     let field = |at: usize| -> Result<[u8; 4], ConnError> {
         frame
             .get(at..at + 4)
@@ -35,8 +36,8 @@ pub async fn handle_frame(
         )));
     };
     if api == ApiKey::ApiVersions && !contains(ApiVersionsRequest::VERSIONS, version) {
-        return Ok(Some(api_versions::unsupported_version_response(
-            correlation_id,
+        return Ok(Some(Response::from(
+            api_versions::unsupported_version_response(correlation_id),
         )));
     }
     match handlers::supported_versions(api) {
@@ -55,7 +56,7 @@ pub async fn handle_frame(
             let req = <$req>::decode(&mut frame, version)
                 .map_err(|e| ConnError::InvalidRequest(format!("{api:?} v{version} body: {e}")))?;
             let resp = $handler(broker, &header, req).await;
-            Some(encode(api, version, correlation_id, &resp)?)
+            Some(Response::from(encode(api, version, correlation_id, &resp)?))
         }};
     }
     let response = match api {
@@ -63,11 +64,23 @@ pub async fn handle_frame(
             let req = ProduceRequest::decode(&mut frame, version)
                 .map_err(|e| ConnError::InvalidRequest(format!("{api:?} v{version} body: {e}")))?;
             match handlers::produce::handle(broker, &header, req).await {
-                Some(resp) => Some(encode(api, version, correlation_id, &resp)?),
+                Some(resp) => Some(Response::from(encode(api, version, correlation_id, &resp)?)),
                 None => None,
             }
         }
-        ApiKey::Fetch => route!(FetchRequest, handlers::fetch::handle),
+        ApiKey::Fetch => {
+            let req = FetchRequest::decode(&mut frame, version)
+                .map_err(|e| ConnError::InvalidRequest(format!("{api:?} v{version} body: {e}")))?;
+            let resp = handlers::fetch::handle(broker, &header, req).await;
+            // Records read from segments go out as their own chunks.
+            let sources = resp
+                .responses
+                .iter()
+                .flat_map(|t| t.partitions.iter().filter_map(|p| p.records.clone()))
+                .filter(|r| r.len() >= crate::response::ZERO_COPY_MIN_BYTES)
+                .collect();
+            Some(encode_chunks(api, version, correlation_id, &resp, sources)?)
+        }
         ApiKey::ListOffsets => route!(ListOffsetsRequest, handlers::list_offsets::handle),
         ApiKey::Metadata => route!(MetadataRequest, handlers::metadata::handle),
         ApiKey::ApiVersions => route!(ApiVersionsRequest, handlers::api_versions::handle),
@@ -89,6 +102,33 @@ pub async fn handle_frame(
 
 fn contains(range: kafka_protocol::protocol::VersionRange, version: i16) -> bool {
     range.min <= version && version <= range.max
+}
+
+/// Encodes `[length][response header][body]` as chunks; record bytes that
+/// lie in `sources` are referenced, not copied (see [`crate::response`]).
+pub fn encode_chunks<R: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &R,
+    sources: Vec<Bytes>,
+) -> Result<Response, ConnError> {
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = api.response_header_version(version);
+    let error =
+        |e: String| ConnError::InvalidRequest(format!("encoding {api:?} v{version} response: {e}"));
+    let size = header
+        .compute_size(header_version)
+        .and_then(|h| body.compute_size(version).map(|b| h + b))
+        .map_err(|e| error(e.to_string()))?;
+    let copied = size.saturating_sub(sources.iter().map(Bytes::len).sum());
+    let mut buf = ChunkedBuf::new(4 + copied, sources);
+    buf.put_i32(size as i32);
+    header
+        .encode(&mut buf, header_version)
+        .and_then(|()| body.encode(&mut buf, version))
+        .map_err(|e| error(e.to_string()))?;
+    Ok(buf.finish())
 }
 
 /// Encodes `[length][response header][body]`.

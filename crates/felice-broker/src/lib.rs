@@ -10,6 +10,7 @@ pub mod handlers;
 pub mod limits;
 pub mod net;
 pub mod replica;
+pub mod response;
 pub mod server;
 pub mod topic_config;
 

@@ -18,7 +18,7 @@
 use crate::broker::Broker;
 use crate::dispatch;
 use crate::limits::{CONNECTION_READ_BUFFER_BYTES, FRAME_PREALLOC_BYTES, MIN_REQUEST_FRAME_BYTES};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -108,7 +108,7 @@ async fn connection(
         // The memory permit is held until the response is written.
         let (frame, _permit) = frame;
         match dispatch::handle_frame(&broker, frame.freeze()).await {
-            Ok(Some(response)) => wr.write_all(&response).await?,
+            Ok(Some(response)) => write_chunks(&mut wr, response.chunks).await?,
             Ok(None) => {}
             Err(e) => {
                 tracing::info!(peer = ?peer, error = %e, "closing connection after an invalid request");
@@ -117,6 +117,44 @@ async fn connection(
         }
     }
 }
+
+/// Writes a response's chunks with vectored writes, resuming after partial
+/// writes.
+async fn write_chunks<W: tokio::io::AsyncWrite + Unpin>(
+    wr: &mut W,
+    chunks: Vec<Bytes>,
+) -> std::io::Result<()> {
+    let mut chunks: std::collections::VecDeque<Bytes> =
+        chunks.into_iter().filter(|c| !c.is_empty()).collect();
+    while !chunks.is_empty() {
+        let slices: Vec<std::io::IoSlice<'_>> = chunks
+            .iter()
+            .take(MAX_IOVECS)
+            .map(|c| std::io::IoSlice::new(c))
+            .collect();
+        let mut written = wr.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let Some(front) = chunks.front_mut() else {
+                break;
+            };
+            if written >= front.len() {
+                written -= front.len();
+                chunks.pop_front();
+            } else {
+                bytes::Buf::advance(front, written);
+                written = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// iovecs per write (Linux's IOV_MAX is 1024; a fetch response has about
+/// two chunks per partition with data).
+const MAX_IOVECS: usize = 64;
 
 /// Reads one length-prefixed frame, refusing bad lengths before allocating
 /// and waiting for `memory` (queued.max.request.bytes) to cover the frame
