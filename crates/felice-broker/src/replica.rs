@@ -107,7 +107,7 @@ impl Partition {
     }
 
     /// Appends validated batches (blocking I/O: call from a blocking thread).
-    pub fn append(&self, batches: &mut [u8]) -> Result<felice_log::AppendInfo, ReplicaError> {
+    pub fn append(&self, batches: &[u8]) -> Result<felice_log::AppendInfo, ReplicaError> {
         let settings = self.settings();
         let ts_type = if settings.log_append_time {
             TimestampType::LogAppendTime

@@ -61,7 +61,7 @@ fn bench_append(c: &mut Criterion) {
         let mut log = Log::open(dir.path(), LogConfig::default(), NOW_MS).expect("open log");
         // Append rewrites baseOffset/epoch (and the time) in place; reusing the buffer
         // is what a produce does with its request bytes.
-        let mut buf = template.clone();
+        let buf = template.clone();
         let mut now_ms = NOW_MS;
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter_custom(|iters| {
@@ -70,7 +70,7 @@ fn bench_append(c: &mut Criterion) {
                 for _ in 0..iters {
                     now_ms += 1;
                     let info = log
-                        .append(black_box(&mut buf), LEADER_EPOCH, ts_type, now_ms)
+                        .append(black_box(&buf), LEADER_EPOCH, ts_type, now_ms)
                         .expect("append");
                     black_box(info);
                     if log.size_bytes() >= CUT_AT_BYTES {
@@ -122,8 +122,8 @@ fn build_read_log(dir: &std::path::Path) -> Log {
     let mut log = Log::open(dir, config, NOW_MS).expect("open log");
     let append = |log: &mut Log| {
         let first_ts = NOW_MS + log.log_end_offset();
-        let mut buf = batch(PER_BATCH, 100, first_ts);
-        log.append(&mut buf, LEADER_EPOCH, TimestampType::CreateTime, NOW_MS)
+        let buf = batch(PER_BATCH, 100, first_ts);
+        log.append(&buf, LEADER_EPOCH, TimestampType::CreateTime, NOW_MS)
             .expect("append");
     };
     while log.log_end_offset() < RECORDS {

@@ -33,8 +33,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use felice_wire::{
-    crc32c, set_base_offset, set_log_append_time, set_partition_leader_epoch, BatchError,
-    BatchHeader, Batches,
+    crc32c, set_base_offset, set_log_append_time_split, set_partition_leader_epoch, BatchError,
+    BatchHeader, Batches, BATCH_HEADER_LEN,
 };
 
 use crate::index::{OffsetEntry, TimeEntry};
@@ -395,7 +395,7 @@ impl Log {
     /// segment files are cut back to their previous ends.
     pub fn append(
         &mut self,
-        batches: &mut [u8],
+        batches: &[u8],
         leader_epoch: i32,
         ts_type: TimestampType,
         now_ms: i64,
@@ -455,6 +455,12 @@ impl Log {
         let mut next = first_offset;
         let mut append_max_ts = -1i64;
         let mut at = 0usize;
+        /// One batch as written: its patched header, then its body range in `batches`.
+        struct Part {
+            header: [u8; BATCH_HEADER_LEN],
+            body: std::ops::Range<usize>,
+        }
+        let mut parts: Vec<Part> = Vec::with_capacity(1);
         while at < batches.len() {
             let corrupt = |source| LogError::CorruptBatch {
                 path: self.dir.clone(),
@@ -462,25 +468,38 @@ impl Log {
                 source,
             };
             let remaining = batches.len() - at;
-            let rest = batches.get_mut(at..).unwrap_or(&mut []);
+            let rest = batches.get(at..).unwrap_or(&[]);
             let header = BatchHeader::parse(rest).map_err(corrupt)?;
             let len = header.total_len();
-            let batch = rest.get_mut(..len).ok_or_else(|| {
+            let batch = rest.get(..len).ok_or_else(|| {
                 corrupt(BatchError::Truncated {
                     position: 0,
                     needed: len,
                     available: remaining,
                 })
             })?;
-            set_base_offset(batch, next).map_err(corrupt)?;
-            set_partition_leader_epoch(batch, leader_epoch).map_err(corrupt)?;
+            // Offsets, epoch and append time live in the 61-byte header: patch
+            // a copy of it and write the body from the caller's bytes as is.
+            let mut patched = [0u8; BATCH_HEADER_LEN];
+            patched.copy_from_slice(
+                batch
+                    .get(..BATCH_HEADER_LEN)
+                    .unwrap_or(&[0u8; BATCH_HEADER_LEN]),
+            );
+            let body = batch.get(BATCH_HEADER_LEN..).unwrap_or(&[]);
+            set_base_offset(&mut patched, next).map_err(corrupt)?;
+            set_partition_leader_epoch(&mut patched, leader_epoch).map_err(corrupt)?;
             let batch_max_ts = match ts_type {
                 TimestampType::LogAppendTime => {
-                    set_log_append_time(batch, now_ms).map_err(corrupt)?;
+                    set_log_append_time_split(&mut patched, body, now_ms).map_err(corrupt)?;
                     now_ms
                 }
                 TimestampType::CreateTime => header.max_timestamp,
             };
+            parts.push(Part {
+                header: patched,
+                body: at + BATCH_HEADER_LEN..at + len,
+            });
             let last = next + i64::from(header.last_offset_delta);
             append_max_ts = append_max_ts.max(batch_max_ts);
             if batch_max_ts > max_timestamp {
@@ -521,8 +540,11 @@ impl Log {
         // `WRITE_BATCH` of them); undo all on failure.
         let segment = self.active_mut();
         let file = segment.active_file()?.clone();
-        let written = file
-            .write_all_at(batches, start_size)
+        let slices: Vec<&[u8]> = parts
+            .iter()
+            .flat_map(|p| [&p.header[..], batches.get(p.body.clone()).unwrap_or(&[])])
+            .collect();
+        let written = write_all_vectored_at(&file, &slices, start_size)
             .map_err(io_err(&segment.log_path))
             .and_then(|()| {
                 let path = || segment.log_path.with_extension("index");
@@ -970,3 +992,48 @@ impl Log {
 
 #[cfg(test)]
 mod tests;
+
+/// `pwritev` of `parts` at `offset`, resuming after partial writes. At most
+/// `MAX_IOVECS` slices per call (Linux's IOV_MAX is 1024).
+fn write_all_vectored_at(file: &File, parts: &[&[u8]], mut offset: u64) -> io::Result<()> {
+    const MAX_IOVECS: usize = 512;
+    let mut index = 0usize;
+    let mut skip = 0usize;
+    loop {
+        while index < parts.len() && parts.get(index).map_or(0, |p| p.len()) == skip {
+            index += 1;
+            skip = 0;
+        }
+        if index >= parts.len() {
+            return Ok(());
+        }
+        let slices: Vec<io::IoSlice<'_>> = parts[index..]
+            .iter()
+            .take(MAX_IOVECS)
+            .enumerate()
+            .map(|(i, p)| {
+                io::IoSlice::new(if i == 0 {
+                    p.get(skip..).unwrap_or(&[])
+                } else {
+                    p
+                })
+            })
+            .collect();
+        let mut n = rustix::io::pwritev(file, &slices, offset).map_err(io::Error::from)?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        offset += n as u64;
+        while n > 0 && index < parts.len() {
+            let left = parts[index].len() - skip;
+            if n >= left {
+                n -= left;
+                index += 1;
+                skip = 0;
+            } else {
+                skip += n;
+                n = 0;
+            }
+        }
+    }
+}

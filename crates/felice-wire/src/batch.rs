@@ -505,6 +505,53 @@ pub fn set_log_append_time(buf: &mut [u8], ts_ms: i64) -> Result<(), BatchError>
     put_at(buf, CRC_AT, &crc.to_be_bytes())
 }
 
+/// [`set_log_append_time`] for a batch held in two pieces: a mutable copy of
+/// its 61-byte `header` and its immutable `body` (bytes 61..end), as the log
+/// writes them (patched header + the request's bytes, no copy of the body).
+/// The CRC is computed over `header[21..61] ++ body`.
+pub fn set_log_append_time_split(
+    header: &mut [u8],
+    body: &[u8],
+    ts_ms: i64,
+) -> Result<(), BatchError> {
+    let parsed = BatchHeader::parse(header)?;
+    if parsed.timestamp_type() == TimestampType::LogAppendTime && parsed.max_timestamp == ts_ms {
+        return Ok(());
+    }
+    put_at(
+        header,
+        ATTRIBUTES_AT,
+        &(parsed.attributes | TIMESTAMP_TYPE_BIT).to_be_bytes(),
+    )?;
+    put_at(header, MAX_TIMESTAMP_AT, &ts_ms.to_be_bytes())?;
+    let head = header
+        .get(CRC_START..BATCH_HEADER_LEN)
+        .ok_or(BatchError::Truncated {
+            position: 0,
+            needed: BATCH_HEADER_LEN,
+            available: header.len(),
+        })?;
+    let crc = crc32c_append(crc32c(head), body);
+    put_at(header, CRC_AT, &crc.to_be_bytes())
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+    use crate::build_batch;
+
+    #[test]
+    fn split_append_time_equals_in_place() {
+        let mut whole = build_batch(&[(None, Some(b"a"), 5), (Some(b"k"), Some(b"bb"), 9)]);
+        let mut header = [0u8; BATCH_HEADER_LEN];
+        header.copy_from_slice(&whole[..BATCH_HEADER_LEN]);
+        set_log_append_time_split(&mut header, &whole[BATCH_HEADER_LEN..], 1234).expect("split");
+        set_log_append_time(&mut whole, 1234).expect("in place");
+        assert_eq!(&header[..], &whole[..BATCH_HEADER_LEN]);
+        assert!(validate_batch(&whole).is_ok());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

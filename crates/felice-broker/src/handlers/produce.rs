@@ -61,7 +61,7 @@ fn replica_error_code(e: &ReplicaError) -> ResponseError {
 /// Re-encodes one validated batch in `target` (a topic `compression.type`
 /// other than `producer`, as Kafka does). The only place the produce path
 /// decodes records, and only when the topic's setting asks for it.
-fn recompress(batch: &[u8], target: Compression) -> Result<Vec<u8>, Rejected> {
+fn recompress(batch: &[u8], target: Compression) -> Result<bytes::Bytes, Rejected> {
     fn corrupt(e: impl std::fmt::Display) -> Rejected {
         Rejected::Kafka(
             ResponseError::CorruptMessage,
@@ -79,12 +79,15 @@ fn recompress(batch: &[u8], target: Compression) -> Result<Vec<u8>, Rejected> {
     // One batch in, one batch out: the records share producer and flags.
     felice_wire::validate_batch(&out)
         .map_err(|e| Rejected::Kafka(ResponseError::CorruptMessage, e.to_string()))?;
-    Ok(out.to_vec())
+    Ok(out.freeze())
 }
 
-/// Checks one partition's records; returns them as an owned, mutable buffer
-/// ready for offset assignment (re-encoded when the topic fixes a codec).
-fn check(records: Option<&bytes::Bytes>, settings: &TopicSettings) -> Result<Vec<u8>, Rejected> {
+/// Checks one partition's records; returns them ready to append (a shared
+/// slice of the request, or re-encoded when the topic fixes a codec).
+fn check(
+    records: Option<&bytes::Bytes>,
+    settings: &TopicSettings,
+) -> Result<bytes::Bytes, Rejected> {
     let max_message_bytes = settings.max_message_bytes;
     let Some(records) = records else {
         return Err(Rejected::Kafka(
@@ -123,7 +126,8 @@ fn check(records: Option<&bytes::Bytes>, settings: &TopicSettings) -> Result<Vec
     }
     match settings.compression {
         Some(target) if codec != Some(target as u8) => recompress(records, target),
-        _ => Ok(records.to_vec()),
+        // Shared, not copied: the log patches a copy of the header only.
+        _ => Ok(records.clone()),
     }
 }
 
@@ -141,7 +145,7 @@ pub async fn handle(
         topic: usize,
         slot: usize,
         partition: Arc<Partition>,
-        data: Vec<u8>,
+        data: bytes::Bytes,
     }
     let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(req.topic_data.len());
     let mut work: Vec<Work> = Vec::new();
@@ -205,8 +209,8 @@ pub async fn handle(
     if !work.is_empty() {
         let done = tokio::task::spawn_blocking(move || {
             work.into_iter()
-                .map(|mut w| {
-                    let r = w.partition.append(&mut w.data);
+                .map(|w| {
+                    let r = w.partition.append(&w.data);
                     (w.topic, w.slot, r)
                 })
                 .collect::<Vec<_>>()

@@ -32,8 +32,8 @@ fn open(dir: &Path, config: LogConfig) -> Log {
 }
 
 fn append(log: &mut Log, records: usize, ts: i64, value_len: usize) -> AppendInfo {
-    let mut b = batch(records, ts, value_len);
-    log.append(&mut b, 3, TimestampType::CreateTime, NOW)
+    let b = batch(records, ts, value_len);
+    log.append(&b, 3, TimestampType::CreateTime, NOW)
         .expect("append")
 }
 
@@ -70,7 +70,7 @@ fn append_assigns_contiguous_offsets_and_rewrites_batches() {
     let mut two = batch(2, 2000, 5);
     two.extend(batch(1, 1500, 5));
     let b = log
-        .append(&mut two, 4, TimestampType::LogAppendTime, NOW)
+        .append(&two, 4, TimestampType::LogAppendTime, NOW)
         .expect("append");
     assert_eq!((b.first_offset, b.last_offset), (3, 5));
     assert_eq!((b.max_timestamp, b.log_append_time_ms), (NOW, NOW));
@@ -82,13 +82,13 @@ fn append_assigns_contiguous_offsets_and_rewrites_batches() {
     assert_eq!(headers[1].partition_leader_epoch, 4);
     assert_eq!(headers[2].max_timestamp, NOW);
     assert!(matches!(
-        log.append(&mut [], 0, TimestampType::CreateTime, NOW),
+        log.append(&[], 0, TimestampType::CreateTime, NOW),
         Err(LogError::EmptyAppend)
     ));
     let mut torn = batch(1, 1, 1);
     torn.pop();
     assert!(matches!(
-        log.append(&mut torn, 0, TimestampType::CreateTime, NOW),
+        log.append(&torn, 0, TimestampType::CreateTime, NOW),
         Err(LogError::CorruptBatch { .. })
     ));
     assert_eq!(log.log_end_offset(), 6, "failed appends change nothing");
@@ -195,15 +195,15 @@ fn roll_by_time() {
         ..small_config()
     };
     let mut log = open(dir.path(), config);
-    let mut b = batch(1, NOW, 10);
-    log.append(&mut b, 0, TimestampType::CreateTime, NOW)
+    let b = batch(1, NOW, 10);
+    log.append(&b, 0, TimestampType::CreateTime, NOW)
         .expect("append");
-    let mut b = batch(1, NOW, 10);
-    log.append(&mut b, 0, TimestampType::CreateTime, NOW + 1000)
+    let b = batch(1, NOW, 10);
+    log.append(&b, 0, TimestampType::CreateTime, NOW + 1000)
         .expect("append");
     assert_eq!(log.segment_count(), 1, "not older than segment.ms yet");
-    let mut b = batch(1, NOW, 10);
-    log.append(&mut b, 0, TimestampType::CreateTime, NOW + 1001)
+    let b = batch(1, NOW, 10);
+    log.append(&b, 0, TimestampType::CreateTime, NOW + 1001)
         .expect("append");
     assert_eq!(log.segment_count(), 2);
     assert_eq!(log.segment_base_offsets(), vec![0, 2]);
@@ -648,10 +648,10 @@ fn many_entries_log(dir: &Path, n: usize) -> (Log, LogConfig, Expected) {
         let records = 1 + (seed % 4) as usize;
         // Drifting up with jitter: many time index entries, not one per batch.
         let ts = 1_000 + 20 * i as i64 + ((seed >> 8) % 200) as i64;
-        let mut b = batch(records, ts, 8);
+        let b = batch(records, ts, 8);
         let len = b.len() as u64;
         let info = log
-            .append(&mut b, 1, TimestampType::CreateTime, NOW)
+            .append(&b, 1, TimestampType::CreateTime, NOW)
             .expect("append");
         expected.push((
             info.first_offset,
@@ -749,8 +749,8 @@ fn many_entries_answer_the_same_after_reopen() {
         ..config
     })
     .expect("config");
-    let mut b = batch(1, 1, 8);
-    log.append(&mut b, 1, TimestampType::CreateTime, NOW + 10)
+    let b = batch(1, 1, 8);
+    log.append(&b, 1, TimestampType::CreateTime, NOW + 10)
         .expect("append");
     assert_eq!(log.segment_count(), 2);
     check_against_linear_scan(&log, &expected);
@@ -920,8 +920,8 @@ fn a_new_log_creates_one_file_and_syncs_nothing_until_data() {
         ..small_config()
     })
     .expect("config");
-    let mut b = batch(1, NOW, 10);
-    log.append(&mut b, 0, TimestampType::CreateTime, NOW + 10)
+    let b = batch(1, NOW, 10);
+    log.append(&b, 0, TimestampType::CreateTime, NOW + 10)
         .expect("append");
     assert_eq!(log.segment_count(), 2);
     log.close().expect("close");
@@ -1017,10 +1017,10 @@ fn crash_with_pending_index_entries_then_reopen() {
             log.flush().expect("flush");
             let mut position = log.active().size;
             for i in 0..100 {
-                let mut b = batch(2, 50_000 + i, 8);
+                let b = batch(2, 50_000 + i, 8);
                 let len = b.len() as u64;
                 let info = log
-                    .append(&mut b, 1, TimestampType::CreateTime, NOW)
+                    .append(&b, 1, TimestampType::CreateTime, NOW)
                     .expect("append");
                 expected.push((
                     info.first_offset,
@@ -1093,7 +1093,7 @@ fn max_timestamp_survives_a_full_time_index() {
     for ts in [10, 20, 50, 30] {
         all.extend(batch(1, ts, 10));
     }
-    log.append(&mut all, 0, TimestampType::CreateTime, NOW)
+    log.append(&all, 0, TimestampType::CreateTime, NOW)
         .expect("append");
     assert_eq!(log.segment_count(), 1);
     assert!(log.active().time_entry_skipped);
