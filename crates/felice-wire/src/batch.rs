@@ -483,11 +483,7 @@ pub fn set_partition_leader_epoch(buf: &mut [u8], epoch: i32) -> Result<(), Batc
 /// readers use maxTimestamp for every record) and recomputes the CRC. Skips the work
 /// when nothing changes. `buf` must hold the whole batch (it may hold more).
 pub fn set_log_append_time(buf: &mut [u8], ts_ms: i64) -> Result<(), BatchError> {
-    let header = BatchHeader::parse(buf)?;
-    if header.timestamp_type() == TimestampType::LogAppendTime && header.max_timestamp == ts_ms {
-        return Ok(());
-    }
-    let total = header.total_len();
+    let total = BatchHeader::parse(buf)?.total_len();
     if buf.len() < total {
         return Err(BatchError::Truncated {
             position: 0,
@@ -495,14 +491,11 @@ pub fn set_log_append_time(buf: &mut [u8], ts_ms: i64) -> Result<(), BatchError>
             available: buf.len(),
         });
     }
-    put_at(
-        buf,
-        ATTRIBUTES_AT,
-        &(header.attributes | TIMESTAMP_TYPE_BIT).to_be_bytes(),
-    )?;
-    put_at(buf, MAX_TIMESTAMP_AT, &ts_ms.to_be_bytes())?;
-    let crc = crc32c(buf.get(CRC_START..total).unwrap_or(&[]));
-    put_at(buf, CRC_AT, &crc.to_be_bytes())
+    let (header, rest) = buf.split_at_mut(BATCH_HEADER_LEN.min(total));
+    let body = rest
+        .get(..total.saturating_sub(BATCH_HEADER_LEN))
+        .unwrap_or(&[]);
+    set_log_append_time_split(header, body, ts_ms)
 }
 
 /// [`set_log_append_time`] for a batch held in two pieces: a mutable copy of
