@@ -37,8 +37,7 @@ use felice_wire::{
     BatchHeader, Batches, BATCH_HEADER_LEN,
 };
 
-use crate::index::{OffsetEntry, TimeEntry};
-use crate::segment::{io_err, parse_log_file_name, FileCache, IndexLimits, Segment};
+use crate::segment::{io_err, parse_log_file_name, FileCache, IndexCursor, IndexLimits, Segment};
 use crate::{AppendInfo, LogConfig, LogError, ReadSlice, TimestampType};
 
 const LOG_START_OFFSET_FILE: &str = "log-start-offset";
@@ -443,15 +442,17 @@ impl Log {
         let base = segment.base_offset;
         let start_size = segment.size;
         let mut position = segment.size;
-        let mut bytes_since_index = segment.bytes_since_index;
-        let mut max_timestamp = segment.max_timestamp;
-        let mut offset_of_max = segment.offset_of_max_timestamp;
-        let mut last_time_ts = segment.last_time_entry()?.map_or(i64::MIN, |t| t.timestamp);
+        let mut cursor = IndexCursor {
+            bytes_since_index: segment.bytes_since_index,
+            max_timestamp: segment.max_timestamp,
+            offset_of_max: segment.offset_of_max_timestamp,
+            last_time_ts: segment.last_time_entry()?.map_or(i64::MIN, |t| t.timestamp),
+            time_entry_skipped: segment.time_entry_skipped,
+        };
         let offset_index_len = segment.offset_index.len();
         let time_index_len = segment.time_index.len();
         let mut offset_entries = Vec::new();
         let mut time_entries = Vec::new();
-        let mut time_entry_skipped = segment.time_entry_skipped;
         let mut next = first_offset;
         let mut append_max_ts = -1i64;
         let mut at = 0usize;
@@ -502,35 +503,17 @@ impl Log {
             });
             let last = next + i64::from(header.last_offset_delta);
             append_max_ts = append_max_ts.max(batch_max_ts);
-            if batch_max_ts > max_timestamp {
-                max_timestamp = batch_max_ts;
-                offset_of_max = last;
-            }
-            // Kafka's rule: an entry for a batch once more than an interval of bytes
-            // went by without one (so never for a segment's first batch).
-            if bytes_since_index > limits.interval_bytes {
-                let rel = |o: i64| u32::try_from(o - base).unwrap_or(u32::MAX);
-                if limits.offset_room(offset_index_len + offset_entries.len() as u64) {
-                    offset_entries.push(OffsetEntry {
-                        relative_offset: rel(last),
-                        position: position as u32,
-                    });
-                }
-                if max_timestamp > last_time_ts {
-                    if limits.time_room(time_index_len + time_entries.len() as u64) {
-                        time_entries.push(TimeEntry {
-                            timestamp: max_timestamp,
-                            relative_offset: rel(offset_of_max),
-                        });
-                        last_time_ts = max_timestamp;
-                    } else {
-                        time_entry_skipped = true;
-                    }
-                }
-                bytes_since_index = 0;
-            }
+            cursor.on_batch(
+                &limits,
+                base,
+                position,
+                len as u64,
+                last,
+                batch_max_ts,
+                (offset_index_len, &mut offset_entries),
+                (time_index_len, &mut time_entries),
+            );
             position += len as u64;
-            bytes_since_index += len as u64;
             next = last + 1;
             at += len;
         }
@@ -576,11 +559,11 @@ impl Log {
         );
         segment.size = position;
         segment.next_offset = next;
-        segment.max_timestamp = max_timestamp;
-        segment.offset_of_max_timestamp = offset_of_max;
-        segment.bytes_since_index = bytes_since_index;
+        segment.max_timestamp = cursor.max_timestamp;
+        segment.offset_of_max_timestamp = cursor.offset_of_max;
+        segment.bytes_since_index = cursor.bytes_since_index;
         segment.roll_base_ms.get_or_insert(now_ms);
-        segment.time_entry_skipped = time_entry_skipped;
+        segment.time_entry_skipped = cursor.time_entry_skipped;
         segment.dirty = true;
         self.unflushed_messages = self.unflushed_messages.saturating_add(records);
         if self.unflushed_messages >= self.config.flush_interval_messages {

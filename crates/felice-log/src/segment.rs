@@ -148,6 +148,69 @@ impl IndexLimits {
     }
 }
 
+/// Where a segment stands in Kafka's sparse-index rule. Append and recovery
+/// both feed every batch through [`IndexCursor::on_batch`], so a recovered
+/// segment gets exactly the entries its appends wrote.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IndexCursor {
+    pub bytes_since_index: u64,
+    pub max_timestamp: i64,
+    pub offset_of_max: i64,
+    pub last_time_ts: i64,
+    pub time_entry_skipped: bool,
+}
+
+impl IndexCursor {
+    /// Accounts one batch of `len` bytes at `position` whose last offset is
+    /// `last` and whose max timestamp is `batch_max_ts`. Kafka's rule: a batch
+    /// gets index entries once more than `interval_bytes` went by without one
+    /// (so never a segment's first batch); the time entry only when the max
+    /// timestamp grew. `offsets_before`/`times_before` count the entries
+    /// already in the index files (for the room checks). Returns whether the
+    /// batch reached an index point.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_batch(
+        &mut self,
+        limits: &IndexLimits,
+        base_offset: i64,
+        position: u64,
+        len: u64,
+        last: i64,
+        batch_max_ts: i64,
+        (offsets_before, offsets): (u64, &mut Vec<OffsetEntry>),
+        (times_before, times): (u64, &mut Vec<TimeEntry>),
+    ) -> bool {
+        if batch_max_ts > self.max_timestamp {
+            self.max_timestamp = batch_max_ts;
+            self.offset_of_max = last;
+        }
+        let reached = self.bytes_since_index > limits.interval_bytes;
+        if reached {
+            let rel = |o: i64| u32::try_from(o - base_offset).unwrap_or(u32::MAX);
+            if limits.offset_room(offsets_before + offsets.len() as u64) {
+                offsets.push(OffsetEntry {
+                    relative_offset: rel(last),
+                    position: position as u32,
+                });
+            }
+            if self.max_timestamp > self.last_time_ts {
+                if limits.time_room(times_before + times.len() as u64) {
+                    times.push(TimeEntry {
+                        timestamp: self.max_timestamp,
+                        relative_offset: rel(self.offset_of_max),
+                    });
+                    self.last_time_ts = self.max_timestamp;
+                } else {
+                    self.time_entry_skipped = true;
+                }
+            }
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += len;
+        reached
+    }
+}
+
 /// A window of file bytes for sequential scans: one positioned read per chunk.
 struct FileWindow<'f> {
     file: &'f File,
@@ -439,10 +502,13 @@ impl Segment {
         let mut window = FileWindow::new(&file, file_len, RECOVERY_CHUNK);
         let mut pos = 0u64;
         let mut next = base_offset;
-        let mut max_timestamp = -1i64;
-        let mut offset_of_max = -1i64;
-        let mut last_time_ts = i64::MIN;
-        let mut bytes_since_index = 0u64;
+        let mut cursor = IndexCursor {
+            bytes_since_index: 0,
+            max_timestamp: -1,
+            offset_of_max: -1,
+            last_time_ts: i64::MIN,
+            time_entry_skipped: false,
+        };
         let mut first_ts = None;
         // Index entries go to the files in batches, so recovering a segment with a
         // full index needs ~10 KiB, not `segment.index.bytes`, of memory. The old
@@ -457,7 +523,6 @@ impl Segment {
         }
         let mut offset_index = Index::<OffsetEntry>::new_active();
         let mut time_index = Index::<TimeEntry>::new_active();
-        let mut time_entry_skipped = false;
         let mut offset_entries = Vec::with_capacity(RECOVERY_INDEX_BATCH);
         let mut time_entries = Vec::with_capacity(RECOVERY_INDEX_BATCH);
         let corrupt = |position: u64, source: BatchError| LogError::CorruptBatch {
@@ -518,33 +583,20 @@ impl Segment {
                     },
                 ));
             }
-            let rel = |o: i64| relative(base_offset, o).unwrap_or(u32::MAX);
             if first_ts.is_none() {
                 first_ts = Some(header.max_timestamp);
             }
-            if header.max_timestamp > max_timestamp {
-                max_timestamp = header.max_timestamp;
-                offset_of_max = last;
-            }
-            if bytes_since_index > limits.interval_bytes {
-                if limits.offset_room(offset_index.len() + offset_entries.len() as u64) {
-                    offset_entries.push(OffsetEntry {
-                        relative_offset: rel(last),
-                        position: pos as u32,
-                    });
-                }
-                if max_timestamp > last_time_ts {
-                    if limits.time_room(time_index.len() + time_entries.len() as u64) {
-                        time_entries.push(TimeEntry {
-                            timestamp: max_timestamp,
-                            relative_offset: rel(offset_of_max),
-                        });
-                        last_time_ts = max_timestamp;
-                    } else {
-                        time_entry_skipped = true;
-                    }
-                }
-                bytes_since_index = 0;
+            let reached = cursor.on_batch(
+                &limits,
+                base_offset,
+                pos,
+                total as u64,
+                last,
+                header.max_timestamp,
+                (offset_index.len(), &mut offset_entries),
+                (time_index.len(), &mut time_entries),
+            );
+            if reached {
                 if offset_entries.len() >= RECOVERY_INDEX_BATCH {
                     offset_index
                         .append(|| index_path.clone(), &offset_entries)
@@ -559,7 +611,6 @@ impl Segment {
                 }
             }
             pos += total as u64;
-            bytes_since_index += total as u64;
             next = header.next_offset();
         };
         let truncated_bytes = file_len - pos;
@@ -587,15 +638,15 @@ impl Segment {
                 file: Some(Arc::new(file)),
                 size: pos,
                 next_offset: next,
-                max_timestamp,
-                offset_of_max_timestamp: offset_of_max,
+                max_timestamp: cursor.max_timestamp,
+                offset_of_max_timestamp: cursor.offset_of_max,
                 roll_base_ms,
-                bytes_since_index,
+                bytes_since_index: cursor.bytes_since_index,
                 offset_index,
                 time_index,
                 // An empty file left as found has nothing to make durable.
                 dirty: pos > 0 || truncated_bytes > 0,
-                time_entry_skipped,
+                time_entry_skipped: cursor.time_entry_skipped,
                 log_path,
             },
             truncated_bytes,
