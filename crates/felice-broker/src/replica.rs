@@ -199,6 +199,8 @@ pub struct ReplicaManager {
 const PARTITION_METADATA: &str = "partition.metadata";
 /// Threads closing logs at shutdown (each close is mostly an fsync wait).
 const SHUTDOWN_THREADS: usize = 8;
+/// Threads opening logs (creation, start-up recovery): file-system latency.
+const OPEN_THREADS: usize = 8;
 const DELETE_SUFFIX: &str = "-delete";
 
 impl ReplicaManager {
@@ -255,6 +257,7 @@ impl ReplicaManager {
                 self.remove(&p);
             }
         }
+        let mut to_open = Vec::new();
         for topic in image.topics() {
             let settings = TopicSettings::new(broker, &topic.configs);
             for part in &topic.partitions {
@@ -270,24 +273,39 @@ impl ReplicaManager {
                 let dir = self
                     .log_dir
                     .join(format!("{}-{}", topic.name, part.partition));
-                let p = open_partition(
-                    &dir,
-                    &topic.name,
-                    topic.topic_id,
-                    part.partition,
-                    part.leader_epoch,
-                    settings.clone(),
-                )?;
-                match self.partitions.write() {
-                    Ok(mut g) => g.insert((topic.topic_id, part.partition), Arc::new(p)),
-                    Err(poisoned) => poisoned
-                        .into_inner()
-                        .insert((topic.topic_id, part.partition), Arc::new(p)),
-                };
+                to_open.push(ToOpen {
+                    dir,
+                    topic: topic.name.clone(),
+                    topic_id: topic.topic_id,
+                    index: part.partition,
+                    leader_epoch: part.leader_epoch,
+                    settings: settings.clone(),
+                });
+            }
+        }
+        // Opening is file-system latency (mkdir, create, or recovery reads):
+        // spread it over a few threads. One failure does not stop the rest.
+        let mut first_error = None;
+        for opened in open_all(to_open) {
+            match opened {
+                Ok(p) => {
+                    let key = (p.topic_id, p.index);
+                    match self.partitions.write() {
+                        Ok(mut g) => g.insert(key, Arc::new(p)),
+                        Err(poisoned) => poisoned.into_inner().insert(key, Arc::new(p)),
+                    };
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not open a partition log");
+                    first_error.get_or_insert(e);
+                }
             }
         }
         self.remove_stray_dirs();
-        Ok(())
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     fn remove(&self, p: &Arc<Partition>) {
@@ -377,6 +395,51 @@ impl ReplicaManager {
             }
         });
     }
+}
+
+/// A partition log to open during reconcile.
+struct ToOpen {
+    dir: PathBuf,
+    topic: String,
+    topic_id: TopicId,
+    index: i32,
+    leader_epoch: i32,
+    settings: TopicSettings,
+}
+
+/// Opens logs on up to `OPEN_THREADS` threads, results in input order.
+fn open_all(list: Vec<ToOpen>) -> Vec<Result<Partition, ReplicaError>> {
+    let open = |t: &ToOpen| {
+        open_partition(
+            &t.dir,
+            &t.topic,
+            t.topic_id,
+            t.index,
+            t.leader_epoch,
+            t.settings.clone(),
+        )
+    };
+    if list.len() <= 1 {
+        return list.iter().map(open).collect();
+    }
+    let chunk = list.len().div_ceil(OPEN_THREADS);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = list
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(open).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(results) => results,
+                // A panic in our own open code: report it per partition
+                // rather than poisoning the broker.
+                Err(_) => vec![Err(ReplicaError::Closed(
+                    "partition open thread panicked".into(),
+                ))],
+            })
+            .collect()
+    })
 }
 
 fn open_partition(

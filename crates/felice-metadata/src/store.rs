@@ -22,7 +22,7 @@ impl MetadataStore {
         let (log, records) = MetadataLog::open(path)?;
         let mut image = MetadataImage::default();
         for record in &records {
-            image = image.apply(record);
+            image.apply_mut(record);
         }
         Ok(MetadataStore {
             log: Mutex::new(log),
@@ -58,7 +58,7 @@ impl MetadataStore {
         log.append(&records).map_err(CommitError::Log)?;
         let mut next = (*current).clone();
         for record in &records {
-            next = next.apply(record);
+            next.apply_mut(record);
         }
         let next = Arc::new(next);
         match self.image.write() {

@@ -90,7 +90,7 @@ pub async fn handle(
                 match controller::create_topic_records(&scratch, &b.config, t) {
                     Ok((id, recs)) => {
                         for rec in &recs {
-                            scratch = scratch.apply(rec);
+                            scratch.apply_mut(rec);
                         }
                         let created = scratch.topic_by_id(&id);
                         let np = created.map(|c| c.partitions.len() as i32).unwrap_or(-1);

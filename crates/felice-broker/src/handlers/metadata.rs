@@ -180,7 +180,7 @@ async fn auto_create(broker: &Arc<Broker>, names: Vec<String>) -> Option<Arc<Met
                 match controller::create_topic_records(&scratch, &b.config, &t) {
                     Ok((_, recs)) => {
                         for r in &recs {
-                            scratch = scratch.apply(r);
+                            scratch.apply_mut(r);
                         }
                         records.extend(recs);
                     }
