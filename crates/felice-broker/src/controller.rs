@@ -14,9 +14,7 @@ use kafka_protocol::ResponseError;
 
 /// Kafka's limit on topic name length.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
-/// Upper bound on partitions per topic (and per CreateTopics request): each
-/// partition costs a directory, open files and a few KiB of memory.
-pub const MAX_PARTITIONS_PER_TOPIC: i32 = 100_000;
+use crate::limits::{MAX_PARTITIONS_PER_CREATE_REQUEST, MAX_PARTITIONS_PER_TOPIC};
 
 /// A rejected topic operation: the Kafka error and a message for the client.
 #[derive(Debug, Clone)]
@@ -72,11 +70,23 @@ pub struct NewTopic {
     pub configs: Vec<(String, Option<String>)>,
 }
 
-/// Validates a new topic against the image and returns its records.
+/// What one request may still create: starts at
+/// `MAX_PARTITIONS_PER_CREATE_REQUEST` and is charged by each created topic.
+pub struct PartitionBudget(i64);
+
+impl PartitionBudget {
+    pub fn per_request() -> PartitionBudget {
+        PartitionBudget(MAX_PARTITIONS_PER_CREATE_REQUEST)
+    }
+}
+
+/// Validates a new topic against the image and the request's budget and
+/// returns its records (charging the budget only when it succeeds).
 pub fn create_topic_records(
     image: &MetadataImage,
     broker: &BrokerConfig,
     t: &NewTopic,
+    budget: &mut PartitionBudget,
 ) -> Result<(TopicId, Vec<MetadataRecord>), TopicError> {
     validate_topic_name(&t.name)?;
     if image.topic(&t.name).is_some() {
@@ -126,6 +136,12 @@ pub fn create_topic_records(
             format!("Number of partitions {num_partitions} exceeds the limit of {MAX_PARTITIONS_PER_TOPIC}."),
         ));
     }
+    if i64::from(num_partitions) > budget.0 {
+        return Err(TopicError::new(
+            ResponseError::InvalidPartitions,
+            format!("Creating {num_partitions} more partitions exceeds the limit of {MAX_PARTITIONS_PER_CREATE_REQUEST} per request."),
+        ));
+    }
     if replication_factor as usize > brokers.len() {
         return Err(TopicError::new(
             ResponseError::InvalidReplicationFactor,
@@ -156,6 +172,7 @@ pub fn create_topic_records(
             break id;
         }
     };
+    budget.0 -= i64::from(num_partitions);
     let mut records = vec![MetadataRecord::Topic {
         name: t.name.clone(),
         topic_id,
@@ -200,5 +217,37 @@ mod tests {
         }
         assert!(validate_topic_name(&"x".repeat(249)).is_ok());
         assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+
+    #[test]
+    fn one_request_cannot_exceed_its_partition_budget() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = BrokerConfig::for_test(dir.path());
+        let image = MetadataImage::default().apply(&MetadataRecord::RegisterBroker {
+            node_id: 1,
+            host: "h".into(),
+            port: 1,
+            rack: None,
+        });
+        let topic = |name: &str, n: i32| NewTopic {
+            name: name.into(),
+            num_partitions: n,
+            replication_factor: 1,
+            assignments: vec![],
+            configs: vec![],
+        };
+        let mut budget = PartitionBudget::per_request();
+        let big = MAX_PARTITIONS_PER_TOPIC;
+        assert!(create_topic_records(&image, &broker, &topic("a", big), &mut budget).is_ok());
+        let e = create_topic_records(&image, &broker, &topic("b", 1), &mut budget)
+            .expect_err("over budget");
+        assert_eq!(e.code, ResponseError::InvalidPartitions);
+        assert!(create_topic_records(
+            &image,
+            &broker,
+            &topic("c", 1),
+            &mut PartitionBudget::per_request()
+        )
+        .is_ok());
     }
 }

@@ -23,8 +23,14 @@ pub const FRAME_PREALLOC_BYTES: usize = 1024 * 1024;
 /// (Kafka clients use 500 ms by default; librdkafka up to `fetch.wait.max.ms`).
 pub const MAX_FETCH_WAIT_MS: u64 = 30_000;
 
-/// Most partitions one CreateTopics/Metadata auto-creation may create in one
-/// request, so one request cannot stall the metadata log for long.
+/// Most partitions one topic may have: each costs a directory, an open file
+/// and ~3 KiB of memory on every replica.
+pub const MAX_PARTITIONS_PER_TOPIC: i32 = 100_000;
+
+/// Most partitions one CreateTopics or Metadata auto-creation may create in
+/// one request, so one request cannot stall the metadata log for long.
 pub const MAX_PARTITIONS_PER_CREATE_REQUEST: i64 = 100_000;
+
+const _: () = assert!(MAX_PARTITIONS_PER_TOPIC as i64 <= MAX_PARTITIONS_PER_CREATE_REQUEST);
 
 const _: () = assert!(MIN_REQUEST_FRAME_BYTES < CONNECTION_READ_BUFFER_BYTES);

@@ -78,6 +78,7 @@ pub async fn handle(
         let mut outcomes: Vec<Result<Created, TopicError>> = Vec::new();
         let commit = b.commit_and_apply(|image| {
             let mut scratch = image.clone();
+            let mut budget = controller::PartitionBudget::per_request();
             let mut records = Vec::new();
             for r in &results {
                 let t = match r {
@@ -87,7 +88,7 @@ pub async fn handle(
                         continue;
                     }
                 };
-                match controller::create_topic_records(&scratch, &b.config, t) {
+                match controller::create_topic_records(&scratch, &b.config, t, &mut budget) {
                     Ok((id, recs)) => {
                         for rec in &recs {
                             scratch.apply_mut(rec);

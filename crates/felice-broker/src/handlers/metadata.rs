@@ -169,6 +169,7 @@ async fn auto_create(broker: &Arc<Broker>, names: Vec<String>) -> Option<Arc<Met
         b.commit_and_apply(|image| {
             let mut records = Vec::new();
             let mut scratch = image.clone();
+            let mut budget = controller::PartitionBudget::per_request();
             for name in &names {
                 let t = NewTopic {
                     name: name.clone(),
@@ -177,7 +178,7 @@ async fn auto_create(broker: &Arc<Broker>, names: Vec<String>) -> Option<Arc<Met
                     assignments: vec![],
                     configs: vec![],
                 };
-                match controller::create_topic_records(&scratch, &b.config, &t) {
+                match controller::create_topic_records(&scratch, &b.config, &t, &mut budget) {
                     Ok((_, recs)) => {
                         for r in &recs {
                             scratch.apply_mut(r);
