@@ -2,6 +2,7 @@
 //! recovery), the background housekeeping, and the state every handler reads.
 
 use crate::config::BrokerConfig;
+use crate::coordinator::GroupCoordinator;
 use crate::replica::ReplicaManager;
 use felice_metadata::{CommitError, MetadataImage, MetadataRecord, MetadataStore};
 use std::path::Path;
@@ -33,6 +34,7 @@ pub struct Broker {
     pub cluster_id: String,
     pub metadata: MetadataStore,
     pub replicas: ReplicaManager,
+    pub groups: GroupCoordinator,
     reconcile_lock: std::sync::Mutex<()>,
 }
 
@@ -48,17 +50,21 @@ impl Broker {
         let cluster_id = read_or_create_meta_properties(&dir, config.node_id)?;
         let metadata = MetadataStore::open(&dir.join("__cluster_metadata-0").join("records.log"))?;
         let replicas = ReplicaManager::new(&dir, config.node_id);
+        let groups = GroupCoordinator::new(&config);
         let broker = Broker {
             config,
             cluster_id,
             metadata,
             replicas,
+            groups,
             reconcile_lock: std::sync::Mutex::new(()),
         };
         broker.register(advertised_port)?;
         broker
             .replicas
             .reconcile(&broker.metadata.image(), &broker.config)?;
+        // Groups and offsets come back from __consumer_offsets before serving.
+        broker.groups.load(&broker);
         Ok(broker)
     }
 

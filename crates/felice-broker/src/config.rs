@@ -107,7 +107,28 @@ const KEYS: &[(&str, Kind, Option<&str>)] = &[
     ("compression.type", Kind::Str, Some("producer")),
     ("min.insync.replicas", Kind::Int, Some("1")),
     ("offsets.topic.num.partitions", Kind::Int, Some("50")),
-    ("offsets.topic.replication.factor", Kind::Int, Some("1")),
+    // Kafka's default is 3 and fails on fewer brokers; Felice uses
+    // min(this, live brokers) so a single node works out of the box.
+    ("offsets.topic.replication.factor", Kind::Int, Some("3")),
+    ("offsets.topic.segment.bytes", Kind::Int, Some("104857600")),
+    ("offsets.topic.compression.codec", Kind::Ignored, None),
+    ("offsets.retention.minutes", Kind::Int, Some("10080")),
+    (
+        "offsets.retention.check.interval.ms",
+        Kind::Long,
+        Some("600000"),
+    ),
+    ("offset.metadata.max.bytes", Kind::Int, Some("4096")),
+    ("offsets.commit.timeout.ms", Kind::Ignored, None),
+    ("offsets.load.buffer.size", Kind::Ignored, None),
+    ("group.min.session.timeout.ms", Kind::Int, Some("6000")),
+    ("group.max.session.timeout.ms", Kind::Int, Some("1800000")),
+    // Kafka's default is Integer.MAX_VALUE; every member costs memory and
+    // a slot in each rebalance, so Felice bounds a group by default.
+    ("group.max.size", Kind::Int, Some("1000")),
+    // Felice-only: how many groups one broker keeps (each costs memory).
+    ("group.max.count", Kind::Int, Some("100000")),
+    ("group.coordinator.rebalance.protocols", Kind::Ignored, None),
     (
         "transaction.state.log.replication.factor",
         Kind::Ignored,
@@ -153,6 +174,17 @@ pub struct BrokerConfig {
     pub log_cleanup_policy: String,
     pub compression_type: String,
     pub min_insync_replicas: i32,
+    pub offsets_topic_num_partitions: i32,
+    pub offsets_topic_replication_factor: i16,
+    pub offsets_topic_segment_bytes: i32,
+    pub offsets_retention_ms: i64,
+    pub offsets_retention_check_interval_ms: u64,
+    pub offset_metadata_max_bytes: usize,
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    pub group_initial_rebalance_delay_ms: i32,
+    pub group_max_size: usize,
+    pub group_max_count: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,6 +359,21 @@ impl BrokerConfig {
             log_cleanup_policy: cleanup.to_string(),
             compression_type: compression.to_string(),
             min_insync_replicas: positive("min.insync.replicas")? as i32,
+            offsets_topic_num_partitions: positive("offsets.topic.num.partitions")?
+                .min(crate::limits::MAX_PARTITIONS_PER_TOPIC as i64)
+                as i32,
+            offsets_topic_replication_factor: positive("offsets.topic.replication.factor")?
+                .min(i64::from(i16::MAX)) as i16,
+            offsets_topic_segment_bytes: positive("offsets.topic.segment.bytes")? as i32,
+            offsets_retention_ms: positive("offsets.retention.minutes")?.saturating_mul(60_000),
+            offsets_retention_check_interval_ms: positive("offsets.retention.check.interval.ms")?
+                as u64,
+            offset_metadata_max_bytes: int("offset.metadata.max.bytes").max(0) as usize,
+            group_min_session_timeout_ms: positive("group.min.session.timeout.ms")? as i32,
+            group_max_session_timeout_ms: positive("group.max.session.timeout.ms")? as i32,
+            group_initial_rebalance_delay_ms: int("group.initial.rebalance.delay.ms").max(0) as i32,
+            group_max_size: positive("group.max.size")? as usize,
+            group_max_count: positive("group.max.count")? as usize,
             listener,
             values,
         })

@@ -16,9 +16,11 @@ use kafka_protocol::protocol::{Decodable, Encodable, Message};
 use std::sync::Arc;
 
 /// Handles one request frame; `None` means no response is due (acks=0).
+/// `peer` is the client's address (JoinGroup records it as the member's host).
 pub async fn handle_frame(
     broker: &Arc<Broker>,
     mut frame: Bytes,
+    peer: Option<std::net::SocketAddr>,
 ) -> Result<Option<Response>, ConnError> {
     let field = |at: usize| -> Result<[u8; 4], ConnError> {
         frame
@@ -89,6 +91,26 @@ pub async fn handle_frame(
         ApiKey::DescribeCluster => {
             route!(DescribeClusterRequest, handlers::describe_cluster::handle)
         }
+        ApiKey::FindCoordinator => {
+            route!(FindCoordinatorRequest, handlers::find_coordinator::handle)
+        }
+        ApiKey::JoinGroup => {
+            let req = JoinGroupRequest::decode(&mut frame, version)
+                .map_err(|e| ConnError::InvalidRequest(format!("{api:?} v{version} body: {e}")))?;
+            // Kafka shows the member's host as Java's InetAddress.toString().
+            let host = peer.map(|p| format!("/{}", p.ip())).unwrap_or_default();
+            let resp = handlers::join_group::handle(broker, &header, req, &host).await;
+            Some(Response::from(encode(api, version, correlation_id, &resp)?))
+        }
+        ApiKey::SyncGroup => route!(SyncGroupRequest, handlers::sync_group::handle),
+        ApiKey::Heartbeat => route!(HeartbeatRequest, handlers::heartbeat::handle),
+        ApiKey::LeaveGroup => route!(LeaveGroupRequest, handlers::leave_group::handle),
+        ApiKey::OffsetCommit => route!(OffsetCommitRequest, handlers::offset_commit::handle),
+        ApiKey::OffsetFetch => route!(OffsetFetchRequest, handlers::offset_fetch::handle),
+        ApiKey::DescribeGroups => route!(DescribeGroupsRequest, handlers::describe_groups::handle),
+        ApiKey::ListGroups => route!(ListGroupsRequest, handlers::list_groups::handle),
+        ApiKey::DeleteGroups => route!(DeleteGroupsRequest, handlers::delete_groups::handle),
+        ApiKey::OffsetDelete => route!(OffsetDeleteRequest, handlers::offset_delete::handle),
         other => {
             // supported_versions() and this match are built from the same
             // list; reaching here means they disagree.

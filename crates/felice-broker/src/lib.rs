@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod config;
 pub mod controller;
+pub mod coordinator;
 pub mod dispatch;
 pub mod handlers;
 pub mod limits;

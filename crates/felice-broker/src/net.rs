@@ -107,7 +107,7 @@ async fn connection(
         };
         // The memory permit is held until the response is written.
         let (frame, _permit) = frame;
-        match dispatch::handle_frame(&broker, frame.freeze()).await {
+        match dispatch::handle_frame(&broker, frame.freeze(), peer).await {
             Ok(Some(response)) => write_chunks(&mut wr, response.chunks).await?,
             Ok(None) => {}
             Err(e) => {

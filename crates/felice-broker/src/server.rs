@@ -55,7 +55,8 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     let broker = Arc::new(broker);
     let (shutdown, rx) = watch::channel(false);
     let serve = tokio::spawn(net::serve(broker.clone(), listener, rx.clone()));
-    let housekeeping = tokio::spawn(housekeeping(broker.clone(), rx));
+    let housekeeping = tokio::spawn(housekeeping(broker.clone(), rx.clone()));
+    let group_timers = tokio::spawn(group_timers(broker.clone(), rx));
     tracing::info!(
         "felice listening on {local_addr} (PLAINTEXT), data in {}, cluster id {}, node id {}, {} partitions, started in {} ms",
         broker.config.log_dir.display(),
@@ -68,7 +69,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         local_addr,
         broker,
         shutdown,
-        tasks: vec![serve, housekeeping],
+        tasks: vec![serve, housekeeping, group_timers],
     })
 }
 
@@ -93,6 +94,31 @@ async fn housekeeping(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) 
         }
         let b = broker.clone();
         let _ = tokio::task::spawn_blocking(move || b.replicas.housekeeping(retention)).await;
+    }
+}
+
+/// The group coordinator's clock: session, join and sync deadlines every
+/// `coordinator::TICK`, offset expiry every `offsets.retention.check.interval.ms`.
+async fn group_timers(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let expire_every = Duration::from_millis(broker.config.offsets_retention_check_interval_ms);
+    let mut last_expiry = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(crate::coordinator::TICK) => {}
+            _ = shutdown.changed() => return,
+        }
+        let expire = last_expiry.elapsed() >= expire_every;
+        if expire {
+            last_expiry = Instant::now();
+        }
+        let b = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            b.groups.tick(&b);
+            if expire {
+                b.groups.expire_offsets(&b);
+            }
+        })
+        .await;
     }
 }
 

@@ -59,7 +59,7 @@ async fn random_bodies_never_panic_the_broker() {
                 if case % 4 == 0 && body.len() >= 4 {
                     body[..4].copy_from_slice(&0x7fff_fff0i32.to_be_bytes());
                 }
-                match dispatch::handle_frame(&b.broker, frame(*api, version, &body)).await {
+                match dispatch::handle_frame(&b.broker, frame(*api, version, &body), None).await {
                     Ok(_) => answered += 1,
                     Err(_) => refused += 1,
                 }

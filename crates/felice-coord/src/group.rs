@@ -132,6 +132,9 @@ pub struct JoinRequest {
     pub require_known_member_id: bool,
     /// A fresh member id the caller generated, used if this join needs one.
     pub new_member_id: String,
+    /// JoinGroup v9+ (KIP-814): a static leader that rejoins without a
+    /// rebalance is told to skip the assignment instead of acting as follower.
+    pub supports_skip_assignment: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -700,6 +703,7 @@ impl Group {
             return;
         };
         let new_id = req.new_member_id.clone();
+        let req_skip = req.supports_skip_assignment;
         if let Some(r) = member.awaiting_join.take() {
             fx.push(Effect::Join(
                 r,
@@ -740,9 +744,17 @@ impl Group {
                     if let Some(m) = self.members.get_mut(&new_id) {
                         m.awaiting_join = None;
                     }
+                    let is_leader = self.leader_id.as_deref() == Some(new_id.as_str());
                     let mut response = self.current_join_response(&new_id);
-                    if self.leader_id.as_deref() == Some(new_id.as_str()) {
+                    if is_leader && req_skip {
                         response.skip_assignment = true;
+                    } else {
+                        // Before v9 the rejoining member is told the leader id
+                        // as it was, so a replaced leader acts as a follower.
+                        response.members.clear();
+                        if is_leader {
+                            response.leader = old_id.to_string();
+                        }
                     }
                     self.pending_store = Some(StoreReason::StaticReplacement {
                         request,
@@ -842,16 +854,24 @@ impl Group {
     /// Ends the join phase: members that did not rejoin are removed, a new
     /// generation starts with a protocol every member supports.
     fn complete_join(&mut self, now_ms: i64, fx: &mut Vec<Effect>) {
+        // Dynamic members that did not rejoin are gone; static ones stay
+        // (they leave by session expiry or the sync deadline), as in Kafka.
         let gone: Vec<String> = self
             .members
             .values()
-            .filter(|m| m.awaiting_join.is_none())
+            .filter(|m| m.awaiting_join.is_none() && m.group_instance_id.is_none())
             .map(|m| m.member_id.clone())
             .collect();
         for id in gone {
             self.remove_member(&id, fx);
         }
         self.pending_members.clear();
+        if !self.members.is_empty() && self.members.values().all(|m| m.awaiting_join.is_none()) {
+            // Only absent static members remain: wait for them (or their expiry).
+            self.initial_delay = None;
+            self.join_deadline_ms = now_ms.saturating_add(self.rebalance_timeout_ms());
+            return;
+        }
         self.initial_delay = None;
         self.generation_id = self.generation_id.wrapping_add(1);
         self.state_timestamp_ms = now_ms;
@@ -1016,6 +1036,7 @@ impl Group {
                 }
             }
             GroupState::Stable => {
+                self.pending_sync.remove(&req.member_id);
                 if let Some(m) = self.members.get_mut(&req.member_id) {
                     m.heartbeat_deadline_ms =
                         now_ms.saturating_add(i64::from(m.session_timeout_ms));
@@ -1060,7 +1081,6 @@ impl Group {
                     Ok(()) => {
                         self.state = GroupState::Stable;
                         self.state_timestamp_ms = now_ms;
-                        self.pending_sync.clear();
                         for m in self.members.values_mut() {
                             if let Some(r) = m.awaiting_sync.take() {
                                 fx.push(Effect::Sync(
@@ -1204,6 +1224,7 @@ impl Group {
         match self.state {
             GroupState::PreparingRebalance => consider(self.join_deadline_ms),
             GroupState::CompletingRebalance => consider(self.sync_deadline_ms),
+            GroupState::Stable if !self.pending_sync.is_empty() => consider(self.sync_deadline_ms),
             _ => {}
         }
         for m in self.members.values() {
@@ -1263,7 +1284,9 @@ impl Group {
                     _ => self.complete_join(now_ms, &mut fx),
                 }
             }
-            GroupState::CompletingRebalance if self.sync_deadline_ms <= now_ms => {
+            GroupState::CompletingRebalance | GroupState::Stable
+                if self.sync_deadline_ms <= now_ms && !self.pending_sync.is_empty() =>
+            {
                 // Members that never sent SyncGroup are gone; the rest rebalance.
                 let missing: Vec<String> = self.pending_sync.iter().cloned().collect();
                 for id in missing {
@@ -1327,32 +1350,24 @@ impl Group {
         if self.state == GroupState::Dead {
             return Err(GroupError::CoordinatorNotAvailable);
         }
-        if let Some(instance) = instance {
-            if self
-                .static_members
-                .get(instance)
-                .is_some_and(|known| known != member_id)
-            {
-                return Err(GroupError::FencedInstanceId);
-            }
-        }
         if generation_id < 0 && self.state == GroupState::Empty {
             return Ok(());
+        }
+        if generation_id >= 0 || !member_id.is_empty() || instance.is_some() {
+            self.check_member(member_id, instance)?;
+            if generation_id != self.generation_id {
+                return Err(GroupError::IllegalGeneration);
+            }
+        } else {
+            // An admin commit while members are active.
+            return Err(GroupError::UnknownMemberId);
         }
         if self.state == GroupState::CompletingRebalance {
             return Err(GroupError::RebalanceInProgress);
         }
-        if generation_id < 0 && member_id.is_empty() && instance.is_none() {
-            // An admin commit while members are active.
-            return Err(GroupError::UnknownMemberId);
+        if let Some(m) = self.members.get_mut(member_id) {
+            m.heartbeat_deadline_ms = now_ms.saturating_add(i64::from(m.session_timeout_ms));
         }
-        let Some(m) = self.members.get_mut(member_id) else {
-            return Err(GroupError::UnknownMemberId);
-        };
-        if generation_id != self.generation_id {
-            return Err(GroupError::IllegalGeneration);
-        }
-        m.heartbeat_deadline_ms = now_ms.saturating_add(i64::from(m.session_timeout_ms));
         Ok(())
     }
 

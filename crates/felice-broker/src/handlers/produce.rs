@@ -182,6 +182,18 @@ pub async fn handle(
                 partition_responses.push(error(unknown, None));
                 continue;
             };
+            // Kafka: clients may not append to internal topics; the group
+            // coordinator writes __consumer_offsets itself.
+            if crate::handlers::metadata::is_internal(&partition.topic) {
+                partition_responses.push(error(
+                    ResponseError::InvalidTopicException,
+                    Some(format!(
+                        "Cannot append to internal topic {}",
+                        partition.topic
+                    )),
+                ));
+                continue;
+            }
             match check(pd.records.as_ref(), &partition.settings()) {
                 Ok(data) => {
                     work.push(Work {

@@ -33,6 +33,7 @@ fn join_req(member_id: &str, new_id: &str, names: &[&str]) -> JoinRequest {
         protocols: protocols(names),
         require_known_member_id: true,
         new_member_id: new_id.into(),
+        supports_skip_assignment: true,
     }
 }
 

@@ -1,0 +1,861 @@
+//! The group coordinator's shell around [`felice_coord::Group`]: keeps the
+//! groups, parks JoinGroup/SyncGroup requests until the state machine answers
+//! them, writes group and offset records to `__consumer_offsets`, replays
+//! that topic at start-up, and runs the timers (session, join and sync
+//! deadlines every [`TICK`], offset expiry every
+//! `offsets.retention.check.interval.ms`).
+//!
+//! Placement: a group lives in partition `partition_for(group, n)` of
+//! `__consumer_offsets` and its coordinator is that partition's leader, as in
+//! Kafka; on one node that is always this broker, and every partition is
+//! replayed at start-up. Records are written before the state they describe
+//! is acknowledged (a SyncGroup answer, an OffsetCommit answer).
+//!
+//! Concurrency: the group map and each group are behind `std::sync::Mutex`es
+//! held for the length of one state-machine call plus, when it asks for one,
+//! one log append (a `pwritev` into the page cache). Methods that may append
+//! are blocking: handlers call them on a blocking thread. Lock order: group
+//! map, then one group, then the parked-request map; never two groups.
+//!
+//! Bounds: groups ≤ `group.max.count`; members per group ≤ `group.max.size`
+//! (pending KIP-394 ids included); parked requests ≤ one per member awaiting
+//! join or sync, and each handler stops waiting after the rebalance timeout
+//! plus [`PARK_SLACK`].
+
+use crate::broker::Broker;
+use crate::config::BrokerConfig;
+use crate::controller::{self, NewTopic};
+use crate::replica::{now_ms, Partition};
+use felice_coord::group::{
+    GroupDescription, JoinRequest, JoinResponse, StoreReason, SyncRequest, SyncResponse,
+};
+use felice_coord::records::{self, OffsetValue, OffsetsKey};
+use felice_coord::{Effect, Group, GroupConfig, GroupError, GroupState, RequestId};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// How often session, join and sync deadlines are checked.
+pub const TICK: Duration = Duration::from_millis(100);
+/// How long past its rebalance timeout a parked request may wait before its
+/// handler gives up (the state machine answers by then; this is a backstop).
+pub const PARK_SLACK: Duration = Duration::from_secs(5);
+/// Bytes read at a time while replaying a `__consumer_offsets` partition.
+const REPLAY_READ_BYTES: usize = 1 << 20;
+
+enum Parked {
+    Join(oneshot::Sender<JoinResponse>),
+    Sync(oneshot::Sender<SyncResponse>),
+}
+
+/// One partition's commit for [`GroupCoordinator::commit`].
+pub struct CommitPartition {
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+}
+
+/// Who commits: a member of the current generation, or an admin/simple
+/// client (generation -1, no member id).
+pub struct Committer<'a> {
+    pub member_id: &'a str,
+    pub group_instance_id: Option<&'a str>,
+    pub generation_id: i32,
+    /// OffsetCommit v2–v4 retention_time_ms; -1 = the broker's.
+    pub retention_time_ms: i64,
+    /// OffsetCommit v9+: a commit for a group that does not exist says
+    /// GROUP_ID_NOT_FOUND instead of ILLEGAL_GENERATION.
+    pub group_id_not_found: bool,
+}
+
+/// Committed offsets by topic: `(topic, [(partition, offset if committed)])`.
+pub type FetchedOffsets = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
+
+/// A group as ListGroups shows it.
+pub struct GroupListing {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub state: GroupState,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+pub struct GroupCoordinator {
+    cfg: GroupConfig,
+    max_groups: usize,
+    offset_metadata_max_bytes: usize,
+    offsets_retention_ms: i64,
+    groups: Mutex<HashMap<String, Arc<Mutex<Group>>>>,
+    parked: Mutex<HashMap<RequestId, Parked>>,
+    next_request: AtomicU64,
+}
+
+impl GroupCoordinator {
+    pub fn new(config: &BrokerConfig) -> GroupCoordinator {
+        GroupCoordinator {
+            cfg: GroupConfig {
+                min_session_timeout_ms: config.group_min_session_timeout_ms,
+                max_session_timeout_ms: config.group_max_session_timeout_ms,
+                initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+                max_size: config.group_max_size,
+            },
+            max_groups: config.group_max_count,
+            offset_metadata_max_bytes: config.offset_metadata_max_bytes,
+            offsets_retention_ms: config.offsets_retention_ms,
+            groups: Mutex::new(HashMap::new()),
+            parked: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(1),
+        }
+    }
+
+    pub fn group_count(&self) -> usize {
+        lock(&self.groups).len()
+    }
+
+    fn group(&self, group_id: &str) -> Option<Arc<Mutex<Group>>> {
+        lock(&self.groups).get(group_id).cloned()
+    }
+
+    fn group_or_create(&self, group_id: &str, now: i64) -> Result<Arc<Mutex<Group>>, GroupError> {
+        let mut groups = lock(&self.groups);
+        if let Some(g) = groups.get(group_id) {
+            return Ok(g.clone());
+        }
+        if groups.len() >= self.max_groups {
+            tracing::warn!(
+                group = group_id,
+                limit = self.max_groups,
+                "group.max.count reached; refusing a new group"
+            );
+            return Err(GroupError::GroupMaxSizeReached);
+        }
+        let g = Arc::new(Mutex::new(Group::new(group_id, &self.cfg, now)));
+        groups.insert(group_id.to_string(), g.clone());
+        Ok(g)
+    }
+
+    fn park(&self, p: Parked) -> RequestId {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        lock(&self.parked).insert(id, p);
+        id
+    }
+
+    fn deliver(&self, effects: Vec<Effect>) {
+        if effects.is_empty() {
+            return;
+        }
+        let mut parked = lock(&self.parked);
+        for e in effects {
+            match e {
+                Effect::Join(id, resp) => {
+                    if let Some(Parked::Join(tx)) = parked.remove(&id) {
+                        let _ = tx.send(resp);
+                    }
+                }
+                Effect::Sync(id, resp) => {
+                    if let Some(Parked::Sync(tx)) = parked.remove(&id) {
+                        let _ = tx.send(resp);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forgets a parked request whose handler stopped waiting.
+    pub fn unpark(&self, id: RequestId) {
+        lock(&self.parked).remove(&id);
+    }
+
+    /// Runs `f` on the group, writes the group record it asks for (answers
+    /// that depend on the record wait for the write), then delivers answers.
+    fn run(
+        &self,
+        broker: &Broker,
+        group: &Mutex<Group>,
+        now: i64,
+        f: impl FnOnce(&mut Group) -> Vec<Effect>,
+    ) {
+        let mut g = lock(group);
+        let mut fx = f(&mut g);
+        while let Some((reason, value)) = g.take_store() {
+            let key = records::encode_group_key(&g.group_id);
+            let value = records::encode_group_value(&value);
+            let result = self.append(broker, &g.group_id, vec![(key, Some(value))], now);
+            if let (Err(e), StoreReason::Snapshot) = (&result, &reason) {
+                tracing::warn!(group = %g.group_id, error = %e, "could not write the group record");
+            }
+            fx.extend(g.stored(reason, result, now));
+        }
+        drop(g);
+        self.deliver(fx);
+    }
+
+    /// Appends records to the group's partition of `__consumer_offsets`
+    /// (creating the topic if it does not exist yet). Blocking.
+    fn append(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        recs: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        now: i64,
+    ) -> Result<(), GroupError> {
+        let partition = offsets_partition(broker, group_id)?;
+        let specs: Vec<felice_wire::RecordSpec<'_>> = recs
+            .iter()
+            .map(|(k, v)| (Some(k.as_slice()), v.as_deref(), now))
+            .collect();
+        let batch = felice_wire::build_batch(&specs);
+        partition.append(&batch).map(|_| ()).map_err(|e| {
+            tracing::warn!(topic = OFFSETS_TOPIC, partition = partition.index, error = %e, "group coordinator append failed");
+            GroupError::StorageError
+        })
+    }
+
+    // ------------------------------------------------------------ requests
+
+    /// JoinGroup. Blocking (may write the group record). The receiver gets
+    /// the answer, at once or when the join phase completes.
+    pub fn join(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        req: JoinRequest,
+    ) -> (RequestId, oneshot::Receiver<JoinResponse>) {
+        let (tx, rx) = oneshot::channel();
+        let id = self.park(Parked::Join(tx));
+        let now = now_ms();
+        if group_id.is_empty() {
+            self.deliver(vec![Effect::Join(
+                id,
+                JoinResponse::error(GroupError::InvalidGroupId, &req.member_id),
+            )]);
+            return (id, rx);
+        }
+        // Kafka checks the session timeout before creating the group.
+        if req.session_timeout_ms < self.cfg.min_session_timeout_ms
+            || req.session_timeout_ms > self.cfg.max_session_timeout_ms
+        {
+            self.deliver(vec![Effect::Join(
+                id,
+                JoinResponse::error(GroupError::InvalidSessionTimeout, &req.member_id),
+            )]);
+            return (id, rx);
+        }
+        let group = if req.member_id.is_empty() {
+            self.group_or_create(group_id, now)
+        } else {
+            self.group(group_id).ok_or(GroupError::UnknownMemberId)
+        };
+        match group {
+            Ok(g) => self.run(broker, &g, now, |g| g.join(&self.cfg, req, id, now)),
+            Err(e) => self.deliver(vec![Effect::Join(
+                id,
+                JoinResponse::error(e, &req.member_id),
+            )]),
+        }
+        (id, rx)
+    }
+
+    /// SyncGroup. Blocking (the leader's assignment is written first).
+    pub fn sync(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        req: SyncRequest,
+    ) -> (RequestId, oneshot::Receiver<SyncResponse>) {
+        let (tx, rx) = oneshot::channel();
+        let id = self.park(Parked::Sync(tx));
+        let now = now_ms();
+        match self.group(group_id) {
+            Some(g) => self.run(broker, &g, now, |g| g.sync(req, id, now)),
+            None => {
+                let e = if group_id.is_empty() {
+                    GroupError::InvalidGroupId
+                } else {
+                    GroupError::UnknownMemberId
+                };
+                self.deliver(vec![Effect::Sync(id, SyncResponse::error(e))]);
+            }
+        }
+        (id, rx)
+    }
+
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance: Option<&str>,
+        generation_id: i32,
+    ) -> Result<(), GroupError> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        let g = self.group(group_id).ok_or(GroupError::UnknownMemberId)?;
+        let r = lock(&g).heartbeat(member_id, instance, generation_id, now_ms());
+        r
+    }
+
+    /// LeaveGroup: per-member results. Blocking (an emptied group's record is written).
+    pub fn leave(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        let Some(g) = self.group(group_id) else {
+            return Ok(members
+                .iter()
+                .map(|_| Err(GroupError::UnknownMemberId))
+                .collect());
+        };
+        let now = now_ms();
+        let mut results = Vec::new();
+        self.run(broker, &g, now, |g| {
+            let (r, fx) = g.leave(members, now);
+            results = r;
+            fx
+        });
+        Ok(results)
+    }
+
+    /// OffsetCommit: per topic, per partition results, in request order.
+    /// Blocking (writes the offsets).
+    pub fn commit(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        who: &Committer<'_>,
+        topics: &[(String, Vec<CommitPartition>)],
+    ) -> Vec<Vec<Result<(), GroupError>>> {
+        let now = now_ms();
+        // Partitions of unknown topics are refused before the group is
+        // looked at (as Kafka's request layer does); metadata too large, too.
+        let image = broker.image();
+        let mut results: Vec<Vec<Result<(), GroupError>>> = topics
+            .iter()
+            .map(|(topic, partitions)| {
+                let known = image.topic(topic);
+                partitions
+                    .iter()
+                    .map(|p| {
+                        let exists = known.is_some_and(|t| {
+                            p.partition >= 0 && (p.partition as usize) < t.partitions.len()
+                        });
+                        let meta_len = p.metadata.as_ref().map_or(0, |m| m.encode_utf16().count());
+                        if !exists {
+                            Err(GroupError::UnknownTopicOrPartition)
+                        } else if meta_len > self.offset_metadata_max_bytes {
+                            Err(GroupError::OffsetMetadataTooLarge)
+                        } else {
+                            Ok(())
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        if !results.iter().flatten().any(|r| r.is_ok()) {
+            return results;
+        }
+        let fail_valid = |results: &mut Vec<Vec<Result<(), GroupError>>>, e: GroupError| {
+            for r in results.iter_mut().flatten().filter(|r| r.is_ok()) {
+                *r = Err(e);
+            }
+        };
+        let group = match self.group(group_id) {
+            Some(g) => g,
+            // No such group: only a commit outside group management (admin,
+            // or a consumer that assigns partitions itself) creates one.
+            None if who.generation_id < 0 => match self.group_or_create(group_id, now) {
+                Ok(g) => g,
+                Err(e) => {
+                    fail_valid(&mut results, e);
+                    return results;
+                }
+            },
+            None => {
+                let e = if who.group_id_not_found {
+                    GroupError::GroupIdNotFound
+                } else {
+                    GroupError::IllegalGeneration
+                };
+                fail_valid(&mut results, e);
+                return results;
+            }
+        };
+        let mut g = lock(&group);
+        if let Err(e) =
+            g.validate_commit(who.member_id, who.group_instance_id, who.generation_id, now)
+        {
+            fail_valid(&mut results, e);
+            return results;
+        }
+        let mut recs = Vec::new();
+        let mut accepted = Vec::new();
+        for ((topic, partitions), row) in topics.iter().zip(&results) {
+            for (p, r) in partitions.iter().zip(row) {
+                if r.is_ok() {
+                    let metadata = p.metadata.clone().unwrap_or_default();
+                    let value = OffsetValue {
+                        offset: p.offset,
+                        leader_epoch: p.leader_epoch,
+                        metadata,
+                        commit_timestamp_ms: now,
+                        expire_timestamp_ms: if who.retention_time_ms >= 0 {
+                            now.saturating_add(who.retention_time_ms)
+                        } else {
+                            -1
+                        },
+                    };
+                    recs.push((
+                        records::encode_offset_key(group_id, topic, p.partition),
+                        Some(records::encode_offset_value(&value)),
+                    ));
+                    accepted.push((topic.clone(), p.partition, value));
+                }
+            }
+        }
+        if let Err(e) = self.append(broker, group_id, recs, now) {
+            fail_valid(&mut results, e);
+            return results;
+        }
+        for (topic, partition, value) in accepted {
+            g.commit_offset(&topic, partition, value);
+        }
+        results
+    }
+
+    /// OffsetFetch: `None` topics = every committed offset of the group.
+    /// A group or partition without a commit answers offset -1.
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        topics: Option<&[(String, Vec<i32>)]>,
+    ) -> Result<FetchedOffsets, GroupError> {
+        let group = self.group(group_id);
+        let g = group.as_ref().map(|g| lock(g));
+        Ok(match topics {
+            Some(topics) => topics
+                .iter()
+                .map(|(t, ps)| {
+                    let row = ps
+                        .iter()
+                        .map(|p| (*p, g.as_ref().and_then(|g| g.offset(t, *p).cloned())))
+                        .collect();
+                    (t.clone(), row)
+                })
+                .collect(),
+            None => {
+                let mut out: FetchedOffsets = Vec::new();
+                if let Some(g) = &g {
+                    for (t, p, v) in g.offsets() {
+                        match out.last_mut() {
+                            Some((last, row)) if last == t => row.push((p, Some(v.clone()))),
+                            _ => out.push((t.to_string(), vec![(p, Some(v.clone()))])),
+                        }
+                    }
+                }
+                out
+            }
+        })
+    }
+
+    /// DescribeGroups of one group; `None` = no such group.
+    pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        let g = self.group(group_id)?;
+        let d = lock(&g).describe();
+        Some(d)
+    }
+
+    pub fn list(&self) -> Vec<GroupListing> {
+        let groups: Vec<Arc<Mutex<Group>>> = lock(&self.groups).values().cloned().collect();
+        let mut out: Vec<GroupListing> = groups
+            .iter()
+            .map(|g| {
+                let g = lock(g);
+                GroupListing {
+                    group_id: g.group_id.clone(),
+                    protocol_type: g.protocol_type().unwrap_or_default().to_string(),
+                    state: g.state(),
+                }
+            })
+            .filter(|l| l.state != GroupState::Dead)
+            .collect();
+        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        out
+    }
+
+    /// DeleteGroups of one group: only an empty group; its offsets and its
+    /// record are tombstoned. Blocking.
+    pub fn delete(&self, broker: &Broker, group_id: &str) -> Result<(), GroupError> {
+        let group = self.group(group_id).ok_or(GroupError::GroupIdNotFound)?;
+        let mut g = lock(&group);
+        match g.state() {
+            GroupState::Dead => return Err(GroupError::GroupIdNotFound),
+            GroupState::Empty => {}
+            _ => return Err(GroupError::NonEmptyGroup),
+        }
+        let mut recs: Vec<(Vec<u8>, Option<Vec<u8>>)> = g
+            .offsets()
+            .map(|(t, p, _)| (records::encode_offset_key(group_id, t, p), None))
+            .collect();
+        recs.push((records::encode_group_key(group_id), None));
+        self.append(broker, group_id, recs, now_ms())?;
+        let fx = g.mark_dead();
+        drop(g);
+        let mut groups = lock(&self.groups);
+        if groups.get(group_id).is_some_and(|x| Arc::ptr_eq(x, &group)) {
+            groups.remove(group_id);
+        }
+        drop(groups);
+        self.deliver(fx);
+        Ok(())
+    }
+
+    /// OffsetDelete: the group's offsets of partitions of topics it does not
+    /// subscribe to. Blocking.
+    pub fn delete_offsets(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        topics: &[(String, Vec<i32>)],
+    ) -> Result<Vec<Vec<Result<(), GroupError>>>, GroupError> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        let group = self.group(group_id).ok_or(GroupError::GroupIdNotFound)?;
+        let mut g = lock(&group);
+        if g.state() == GroupState::Dead {
+            return Err(GroupError::GroupIdNotFound);
+        }
+        let subscribed = if g.state() == GroupState::Empty {
+            Some(Default::default())
+        } else {
+            g.subscribed_topics(subscription_topics)
+        };
+        // A non-empty group whose subscriptions we cannot read (not a
+        // "consumer" group) cannot have offsets deleted.
+        let Some(subscribed) = subscribed else {
+            return Err(GroupError::NonEmptyGroup);
+        };
+        let mut results = Vec::new();
+        let mut recs = Vec::new();
+        let mut doomed = Vec::new();
+        for (topic, partitions) in topics {
+            let row = partitions
+                .iter()
+                .map(|p| {
+                    if subscribed.contains(topic) {
+                        Err(GroupError::GroupSubscribedToTopic)
+                    } else {
+                        if g.offset(topic, *p).is_some() {
+                            recs.push((records::encode_offset_key(group_id, topic, *p), None));
+                            doomed.push((topic.clone(), *p));
+                        }
+                        Ok(())
+                    }
+                })
+                .collect();
+            results.push(row);
+        }
+        if !recs.is_empty() {
+            self.append(broker, group_id, recs, now_ms())?;
+            for (t, p) in doomed {
+                g.remove_offset(&t, p);
+            }
+        }
+        Ok(results)
+    }
+
+    // -------------------------------------------------------------- timers
+
+    /// Session, join and sync deadlines of every group. Blocking.
+    pub fn tick(&self, broker: &Broker) {
+        let now = now_ms();
+        let groups: Vec<Arc<Mutex<Group>>> = lock(&self.groups).values().cloned().collect();
+        for g in groups {
+            let due = lock(&g).next_deadline_ms().is_some_and(|d| d <= now);
+            if due {
+                self.run(broker, &g, now, |g| g.tick(now));
+            }
+        }
+    }
+
+    /// KIP-211 offset expiry; groups left empty with no offsets are removed
+    /// (their record tombstoned). Blocking.
+    pub fn expire_offsets(&self, broker: &Broker) {
+        let now = now_ms();
+        let groups: Vec<(String, Arc<Mutex<Group>>)> = lock(&self.groups)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut removed_offsets = 0usize;
+        for (id, group) in groups {
+            let mut g = lock(&group);
+            let expired = g.expired_offsets(self.offsets_retention_ms, now);
+            let drop_group = g.state() == GroupState::Empty && g.offset_count() == expired.len();
+            if expired.is_empty() && !drop_group {
+                continue;
+            }
+            let mut recs: Vec<(Vec<u8>, Option<Vec<u8>>)> = expired
+                .iter()
+                .map(|(t, p)| (records::encode_offset_key(&id, t, *p), None))
+                .collect();
+            if drop_group {
+                recs.push((records::encode_group_key(&id), None));
+            }
+            if let Err(e) = self.append(broker, &id, recs, now) {
+                tracing::warn!(group = %id, error = %e, "could not expire offsets");
+                continue;
+            }
+            removed_offsets += expired.len();
+            for (t, p) in &expired {
+                g.remove_offset(t, *p);
+            }
+            if drop_group {
+                let fx = g.mark_dead();
+                drop(g);
+                let mut groups = lock(&self.groups);
+                if groups.get(&id).is_some_and(|x| Arc::ptr_eq(x, &group)) {
+                    groups.remove(&id);
+                }
+                drop(groups);
+                self.deliver(fx);
+            }
+        }
+        if removed_offsets > 0 {
+            tracing::info!(removed_offsets, "expired committed offsets");
+        }
+    }
+
+    // -------------------------------------------------------------- replay
+
+    /// Rebuilds every group from `__consumer_offsets` (start-up; blocking).
+    pub fn load(&self, broker: &Broker) {
+        let image = broker.image();
+        let Some(topic) = image.topic(OFFSETS_TOPIC) else {
+            return;
+        };
+        let now = now_ms();
+        let mut groups: HashMap<String, Group> = HashMap::new();
+        let mut loaded = 0usize;
+        for index in 0..topic.partitions.len() as i32 {
+            let Some(p) = broker.replicas.get(&topic.topic_id, index) else {
+                continue;
+            };
+            match replay_partition(&p, |key, value| {
+                loaded += 1;
+                self.apply_record(&mut groups, key, value, now);
+            }) {
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::error!(partition = index, error = %e, "replaying __consumer_offsets stopped early")
+                }
+            }
+        }
+        let mut map = lock(&self.groups);
+        for (id, g) in groups {
+            if !g.is_removable() || g.generation_id() > 0 {
+                map.insert(id, Arc::new(Mutex::new(g)));
+            }
+        }
+        if loaded > 0 {
+            tracing::info!(
+                records = loaded,
+                groups = map.len(),
+                "group coordinator state loaded from __consumer_offsets"
+            );
+        }
+    }
+
+    fn apply_record(
+        &self,
+        groups: &mut HashMap<String, Group>,
+        key: &[u8],
+        value: Option<&[u8]>,
+        now: i64,
+    ) {
+        let key = match records::decode_key(key) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping an unreadable __consumer_offsets key");
+                return;
+            }
+        };
+        match key {
+            OffsetsKey::Offset {
+                group,
+                topic,
+                partition,
+            } => match value {
+                Some(v) => match records::decode_offset_value(v) {
+                    Ok(v) => groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(&group, &self.cfg, now))
+                        .commit_offset(&topic, partition, v),
+                    Err(e) => {
+                        tracing::warn!(group = %group, error = %e, "skipping an unreadable offset record")
+                    }
+                },
+                None => {
+                    if let Some(g) = groups.get_mut(&group) {
+                        g.remove_offset(&topic, partition);
+                    }
+                }
+            },
+            OffsetsKey::Group { group } => match value {
+                Some(v) => match records::decode_group_value(v) {
+                    Ok(v) => groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(&group, &self.cfg, now))
+                        .load(v, now),
+                    Err(e) => {
+                        tracing::warn!(group = %group, error = %e, "skipping an unreadable group record")
+                    }
+                },
+                None => {
+                    groups.remove(&group);
+                }
+            },
+            OffsetsKey::Other(_) => {}
+        }
+    }
+}
+
+/// Reads one partition from its log start to its high watermark, calling
+/// `apply` for each record's key and value. Records without a key and
+/// compressed batches (never written by Felice) are skipped.
+fn replay_partition(
+    p: &Partition,
+    mut apply: impl FnMut(&[u8], Option<&[u8]>),
+) -> Result<(), crate::replica::ReplicaError> {
+    let mut offset = p.log_start_offset();
+    let end = p.high_watermark();
+    while offset < end {
+        let planned = p.plan_read(offset, REPLAY_READ_BYTES, true)?;
+        let Some(slice) = planned.slice else {
+            break;
+        };
+        let bytes = slice
+            .read_bytes()
+            .map_err(|source| felice_log::LogError::Io {
+                path: std::path::PathBuf::from(OFFSETS_TOPIC),
+                source,
+            })?;
+        let before = offset;
+        for batch in felice_wire::Batches::allowing_partial_tail(&bytes) {
+            let Ok((range, header)) = batch else { break };
+            let next = header.next_offset();
+            if next <= offset {
+                continue;
+            }
+            offset = next;
+            let Some(buf) = bytes.get(range) else { break };
+            let Ok(recs) = felice_wire::Records::new(buf) else {
+                tracing::warn!(
+                    partition = p.index,
+                    base_offset = header.base_offset,
+                    "skipping a compressed or unreadable batch in __consumer_offsets"
+                );
+                continue;
+            };
+            for r in recs.flatten() {
+                if let Some(key) = r.key {
+                    apply(key, r.value);
+                }
+            }
+        }
+        if offset == before {
+            break; // no progress: a batch larger than the read; stop rather than spin
+        }
+    }
+    Ok(())
+}
+
+/// The topics of a "consumer" protocol subscription (ConsumerProtocolSubscription:
+/// version int16, then an array of topic strings).
+fn subscription_topics(metadata: &bytes::Bytes) -> Option<Vec<String>> {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::Decodable;
+    let mut buf = metadata.clone();
+    if buf.len() < 2 {
+        return None;
+    }
+    let version = i16::from_be_bytes([buf[0], buf[1]]);
+    bytes::Buf::advance(&mut buf, 2);
+    let version = version.clamp(0, 3);
+    let sub = ConsumerProtocolSubscription::decode(&mut buf, version).ok()?;
+    Some(sub.topics.into_iter().map(|t| t.to_string()).collect())
+}
+
+/// The `__consumer_offsets` partition of a group, created on first use.
+fn offsets_partition(broker: &Broker, group_id: &str) -> Result<Arc<Partition>, GroupError> {
+    let image = ensure_offsets_topic(broker)?;
+    let topic = image
+        .topic(OFFSETS_TOPIC)
+        .ok_or(GroupError::CoordinatorNotAvailable)?;
+    let index = records::partition_for(group_id, topic.partitions.len() as i32);
+    broker
+        .replicas
+        .get(&topic.topic_id, index)
+        .ok_or(GroupError::CoordinatorNotAvailable)
+}
+
+/// Creates `__consumer_offsets` if it does not exist (Kafka creates it on
+/// the first FindCoordinator): `offsets.topic.num.partitions` partitions,
+/// compacted, `offsets.topic.segment.bytes` segments. Blocking.
+pub fn ensure_offsets_topic(
+    broker: &Broker,
+) -> Result<Arc<felice_metadata::MetadataImage>, GroupError> {
+    let image = broker.image();
+    if image.topic(OFFSETS_TOPIC).is_some() {
+        return Ok(image);
+    }
+    let cfg = &broker.config;
+    let brokers = image.brokers.len().max(1) as i16;
+    let t = NewTopic {
+        name: OFFSETS_TOPIC.to_string(),
+        num_partitions: cfg.offsets_topic_num_partitions,
+        replication_factor: cfg.offsets_topic_replication_factor.min(brokers),
+        assignments: vec![],
+        configs: vec![
+            ("cleanup.policy".into(), Some("compact".into())),
+            ("compression.type".into(), Some("producer".into())),
+            (
+                "segment.bytes".into(),
+                Some(cfg.offsets_topic_segment_bytes.to_string()),
+            ),
+        ],
+    };
+    let r = broker.commit_and_apply(|image| {
+        if image.topic(OFFSETS_TOPIC).is_some() {
+            return Ok(vec![]);
+        }
+        let mut budget = controller::PartitionBudget::per_request();
+        controller::create_topic_records(image, cfg, &t, &mut budget).map(|(_, recs)| recs)
+    });
+    match r {
+        Ok(image) => {
+            tracing::info!(
+                partitions = cfg.offsets_topic_num_partitions,
+                "created {OFFSETS_TOPIC}"
+            );
+            Ok(image)
+        }
+        Err(e) => {
+            tracing::error!(error = ?e, "could not create {OFFSETS_TOPIC}");
+            Err(GroupError::CoordinatorNotAvailable)
+        }
+    }
+}
