@@ -18,7 +18,7 @@ import aiokafka
 import kafka
 from aiokafka.structs import TopicPartition as AioTopicPartition
 from confluent_kafka import (OFFSET_BEGINNING, TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, Consumer,
-                             KafkaError, Producer, TopicPartition)
+                             ConsumerGroupTopicPartitions, KafkaError, Producer, TopicPartition)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from harness import wait_until
@@ -105,6 +105,42 @@ def watermarks(bootstrap: str, topic: str, partition: int = 0) -> tuple[int, int
         return tuple(c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False))
     finally:
         c.close()
+
+
+# --------------------------------------------------------------------------
+# consumer groups (confluent-kafka AdminClient)
+# --------------------------------------------------------------------------
+
+def committed_offsets(bootstrap: str, group: str, a: AdminClient | None = None) -> dict[tuple[str, int], tuple[int, str]]:
+    """Every offset the group has committed, from OffsetFetch for all topics:
+    {(topic, partition): (offset, metadata)}. No metadata reads as ""."""
+    a = a or admin(bootstrap)
+    res = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
+                                        request_timeout=15)[group].result(timeout=30)
+    out = {}
+    for tp in res.topic_partitions:
+        assert tp.error is None, f"group {group}, {tp.topic} [{tp.partition}]: {tp.error}"
+        if tp.offset >= 0:
+            out[(tp.topic, tp.partition)] = (tp.offset, tp.metadata or "")
+    return out
+
+
+def list_groups(bootstrap: str, states: set | None = None, a: AdminClient | None = None) -> dict:
+    """{group_id: ConsumerGroupListing} from ListGroups, optionally filtered by
+    a set of confluent_kafka.ConsumerGroupState."""
+    a = a or admin(bootstrap)
+    kwargs = {"request_timeout": 15}
+    if states is not None:
+        kwargs["states"] = set(states)
+    res = a.list_consumer_groups(**kwargs).result(timeout=30)
+    assert not res.errors, f"ListGroups errors: {res.errors}"
+    return {g.group_id: g for g in res.valid}
+
+
+def describe_group(bootstrap: str, group: str, a: AdminClient | None = None):
+    """The confluent_kafka ConsumerGroupDescription of one group (DescribeGroups)."""
+    a = a or admin(bootstrap)
+    return a.describe_consumer_groups([group], request_timeout=15)[group].result(timeout=30)
 
 
 # --------------------------------------------------------------------------
