@@ -539,11 +539,13 @@ impl GroupCoordinator {
         if g.state() == GroupState::Dead {
             return Err(GroupError::GroupIdNotFound);
         }
-        let subscribed = if g.state() == GroupState::Empty {
-            Some(Default::default())
-        } else {
-            g.subscribed_topics(subscription_topics)
-        };
+        // Some(None): subscriptions unreadable, every topic counts as subscribed.
+        let subscribed: Option<Option<std::collections::HashSet<String>>> =
+            if g.state() == GroupState::Empty {
+                Some(Some(Default::default()))
+            } else {
+                g.subscribed_topics(subscription_topics)
+            };
         // A non-empty group whose subscriptions we cannot read (not a
         // "consumer" group) cannot have offsets deleted.
         let Some(subscribed) = subscribed else {
@@ -556,7 +558,7 @@ impl GroupCoordinator {
             let row = partitions
                 .iter()
                 .map(|p| {
-                    if subscribed.contains(topic) {
+                    if subscribed.as_ref().is_none_or(|s| s.contains(topic)) {
                         Err(GroupError::GroupSubscribedToTopic)
                     } else {
                         if g.offset(topic, *p).is_some() {

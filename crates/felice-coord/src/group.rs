@@ -1394,22 +1394,28 @@ impl Group {
             .is_some()
     }
 
-    /// Topics the members subscribe to, when the protocol type is "consumer"
-    /// and the caller can read the subscriptions (`decode` parses one
-    /// member's metadata into topic names). `None` when unknown.
+    /// What the members subscribe to, for OffsetDelete. `None` when the
+    /// protocol type is not "consumer" (subscriptions cannot be read);
+    /// `Some(None)` when they cannot be decoded, which Kafka treats as
+    /// subscribed to every topic. `decode` parses one member's metadata.
     pub fn subscribed_topics(
         &self,
         decode: impl Fn(&Bytes) -> Option<Vec<String>>,
-    ) -> Option<HashSet<String>> {
+    ) -> Option<Option<HashSet<String>>> {
         if self.protocol_type.as_deref() != Some("consumer") {
             return None;
         }
-        let protocol = self.protocol_name.clone()?;
+        let Some(protocol) = self.protocol_name.clone() else {
+            return Some(None);
+        };
         let mut topics = HashSet::new();
         for m in self.members.values() {
-            topics.extend(decode(&m.metadata(&protocol))?);
+            match decode(&m.metadata(&protocol)) {
+                Some(t) => topics.extend(t),
+                None => return Some(None),
+            }
         }
-        Some(topics)
+        Some(Some(topics))
     }
 
     /// Offsets due for expiry under `offsets.retention.ms` (KIP-211): in an

@@ -23,6 +23,11 @@ pub async fn handle(
     req: SyncGroupRequest,
 ) -> SyncGroupResponse {
     let version = header.request_api_version;
+    if version >= 5 && (req.protocol_type.is_none() || req.protocol_name.is_none()) {
+        // Kafka: v5+ must name the protocol type and name.
+        return SyncGroupResponse::default()
+            .with_error_code(groups::code(GroupError::InconsistentGroupProtocol));
+    }
     let sync = SyncRequest {
         member_id: req.member_id.to_string(),
         group_instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
