@@ -30,8 +30,11 @@
 //!
 //! Two other modes share the flags: `--loopback` ([`loopback`]) measures this machine's
 //! one-stream TCP bandwidth, the ceiling to hold broker throughput against;
-//! `--idle-connections N` ([`idle`]) measures the broker's memory per idle client.
+//! `--idle-connections N` ([`idle`]) measures the broker's memory per idle client;
+//! `--group-bench` ([`groups`]) measures rebalance latency, offset commits per
+//! second and memory per consumer group.
 
+mod groups;
 mod idle;
 mod loopback;
 
@@ -57,6 +60,8 @@ usage: felice bench --bootstrap HOST:PORT [options]
        felice bench --bootstrap HOST:PORT --idle-connections N [--idle-hold SECS]
                     [--broker-pid PID]
        felice bench --loopback [--duration SECS] [--buffer-bytes N]
+       felice bench --bootstrap HOST:PORT --group-bench [--members 2,10,100]
+                    [--groups N --broker-pid PID] [--duration SECS]
 
   --bootstrap HOST:PORT   broker to connect to (required)
   --topic NAME            topic, created if missing (default felice-bench)
@@ -90,6 +95,14 @@ usage: felice bench --bootstrap HOST:PORT [options]
                           writing --buffer-bytes buffers, receiver discarding;
                           prints loopback one-stream GB/s=...
   --buffer-bytes N        loopback write/read buffer (default 1048576)
+  --group-bench           instead of producing: the group coordinator's figures:
+                          rebalance latency for each --members size, offset
+                          commits per second for --duration (default 5 s), and
+                          with --groups N the broker's RSS for N groups
+                          (--broker-pid; run the broker with
+                          group.initial.rebalance.delay.ms=0)
+  --members LIST          group sizes for --group-bench (default 2,10,100)
+  --groups N              groups to create for the memory figure (default 0)
   -h, --help              print this help
 
 Latency is end to end: from a batch's send time (its scheduled time with --rate) to
@@ -154,6 +167,9 @@ struct Options {
     buffer_bytes: usize,
     idle_connections: usize,
     idle_hold: Duration,
+    group_bench: bool,
+    members: Vec<usize>,
+    groups: usize,
 }
 
 impl Options {
@@ -182,6 +198,9 @@ impl Options {
             buffer_bytes: 1024 * 1024,
             idle_connections: 0,
             idle_hold: Duration::from_secs(5),
+            group_bench: false,
+            members: vec![2, 10, 100],
+            groups: 0,
         }
     }
 
@@ -263,6 +282,17 @@ fn parse_args(args: &[String]) -> anyhow::Result<Parsed> {
                 let secs: f64 = num(flag, &value()?)?;
                 o.idle_hold = duration_from_secs(flag, secs)?;
             }
+            "--group-bench" => o.group_bench = true,
+            "--members" => {
+                o.members = value()?
+                    .split(',')
+                    .map(|v| num(flag, v.trim()))
+                    .collect::<anyhow::Result<Vec<usize>>>()?;
+                if o.members.iter().any(|m| *m < 2) {
+                    bail!("--members: every size must be at least 2");
+                }
+            }
+            "--groups" => o.groups = num(flag, &value()?)?,
             other => bail!("unknown argument {other:?} (see felice bench --help)"),
         }
     }
@@ -485,6 +515,17 @@ pub fn main(args: Vec<String>) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
+    if opts.group_bench {
+        let duration = opts.amount.duration.unwrap_or(LOOPBACK_DEFAULT_DURATION);
+        return runtime.block_on(groups::run(
+            &opts.bootstrap,
+            &opts.topic,
+            &opts.members,
+            opts.groups,
+            duration,
+            opts.broker_pid,
+        ));
+    }
     if opts.idle_connections > 0 {
         return runtime.block_on(idle::run(
             &opts.bootstrap,
