@@ -111,9 +111,10 @@ def watermarks(bootstrap: str, topic: str, partition: int = 0) -> tuple[int, int
 # consumer groups (confluent-kafka AdminClient)
 # --------------------------------------------------------------------------
 
-def committed_offsets(bootstrap: str, group: str, a: AdminClient | None = None) -> dict[tuple[str, int], tuple[int, str]]:
-    """Every offset the group has committed, from OffsetFetch for all topics:
-    {(topic, partition): (offset, metadata)}. No metadata reads as ""."""
+def committed_offsets(bootstrap: str, group: str, a: AdminClient | None = None) -> dict[tuple[str, int], int]:
+    """Every offset the group has committed, from OffsetFetch for all topics
+    (confluent-kafka AdminClient.list_consumer_group_offsets): {(topic, partition): offset}.
+    Metadata is left out: see committed_metadata()."""
     a = a or admin(bootstrap)
     res = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
                                         request_timeout=15)[group].result(timeout=30)
@@ -121,8 +122,27 @@ def committed_offsets(bootstrap: str, group: str, a: AdminClient | None = None) 
     for tp in res.topic_partitions:
         assert tp.error is None, f"group {group}, {tp.topic} [{tp.partition}]: {tp.error}"
         if tp.offset >= 0:
-            out[(tp.topic, tp.partition)] = (tp.offset, tp.metadata or "")
+            out[(tp.topic, tp.partition)] = tp.offset
     return out
+
+
+def committed_metadata(bootstrap: str, group: str) -> dict[tuple[str, int], tuple[int, str]]:
+    """Every committed offset of the group with its metadata exactly as the
+    broker returns it: {(topic, partition): (offset, metadata)}, through
+    kafka-python's admin client (OffsetFetch v8, the batched form).
+
+    Not through confluent-kafka: confluent-kafka-python commits metadata as its
+    C string *including* the terminating NUL (strlen + 1 bytes) and reads
+    metadata back with strlen, so metadata committed by another client can come
+    back from it with trailing garbage. Commit metadata from kafka-python or
+    aiokafka when a test compares it."""
+    ka = kafka.KafkaAdminClient(bootstrap_servers=bootstrap, client_id="felice-it-admin")
+    try:
+        res = ka.list_group_offsets({group: None})
+    finally:
+        ka.close()
+    return {(tp.topic, tp.partition): (om.offset, om.metadata if om.metadata is not None else "")
+            for tp, om in res.get(group, {}).items() if om.offset >= 0}
 
 
 def list_groups(bootstrap: str, states: set | None = None, a: AdminClient | None = None) -> dict:

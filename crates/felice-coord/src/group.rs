@@ -876,10 +876,12 @@ impl Group {
         self.generation_id = self.generation_id.wrapping_add(1);
         self.state_timestamp_ms = now_ms;
         if self.members.is_empty() {
+            // Kafka keeps the protocol type of a group that emptied (it is
+            // still a "consumer" group, not a simple one); the protocol and
+            // leader go.
             self.state = GroupState::Empty;
             self.protocol_name = None;
             self.leader_id = None;
-            self.protocol_type = None;
             self.pending_store = Some(StoreReason::Snapshot);
             return;
         }

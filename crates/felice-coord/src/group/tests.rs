@@ -199,6 +199,11 @@ fn leaving_empties_the_group_at_once() {
     assert_eq!(results, vec![Ok(()), Err(GroupError::UnknownMemberId)]);
     assert_eq!(g.state(), GroupState::Empty);
     assert_eq!(
+        g.protocol_type(),
+        Some("consumer"),
+        "an emptied group is still a consumer group"
+    );
+    assert_eq!(
         g.validate_commit("", None, -1, 6),
         Ok(()),
         "admin commits to an empty group"
