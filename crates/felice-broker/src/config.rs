@@ -104,6 +104,19 @@ const KEYS: &[(&str, Kind, Option<&str>)] = &[
     ),
     ("log.message.timestamp.type", Kind::Str, Some("CreateTime")),
     ("log.cleanup.policy", Kind::Str, Some("delete")),
+    ("log.cleaner.enable", Kind::Bool, Some("true")),
+    ("log.cleaner.backoff.ms", Kind::Long, Some("15000")),
+    (
+        "log.cleaner.delete.retention.ms",
+        Kind::Long,
+        Some("86400000"),
+    ),
+    ("log.cleaner.min.cleanable.ratio", Kind::Str, Some("0.5")),
+    ("log.cleaner.min.compaction.lag.ms", Kind::Long, Some("0")),
+    ("log.cleaner.threads", Kind::Ignored, None),
+    ("log.cleaner.dedupe.buffer.size", Kind::Ignored, None),
+    ("log.cleaner.io.buffer.size", Kind::Ignored, None),
+    ("log.cleaner.io.max.bytes.per.second", Kind::Ignored, None),
     ("compression.type", Kind::Str, Some("producer")),
     ("min.insync.replicas", Kind::Int, Some("1")),
     ("offsets.topic.num.partitions", Kind::Int, Some("50")),
@@ -185,6 +198,12 @@ pub struct BrokerConfig {
     pub group_initial_rebalance_delay_ms: i32,
     pub group_max_size: usize,
     pub group_max_count: usize,
+    pub log_cleaner_enable: bool,
+    pub log_cleaner_backoff_ms: u64,
+    pub log_cleaner_delete_retention_ms: i64,
+    /// `log.cleaner.min.cleanable.ratio` in thousandths.
+    pub log_cleaner_min_cleanable_ratio_permille: u32,
+    pub log_cleaner_min_compaction_lag_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -374,6 +393,21 @@ impl BrokerConfig {
             group_initial_rebalance_delay_ms: int("group.initial.rebalance.delay.ms").max(0) as i32,
             group_max_size: positive("group.max.size")? as usize,
             group_max_count: positive("group.max.count")? as usize,
+            log_cleaner_enable: get("log.cleaner.enable") == Some("true"),
+            log_cleaner_backoff_ms: positive("log.cleaner.backoff.ms")? as u64,
+            log_cleaner_delete_retention_ms: int("log.cleaner.delete.retention.ms").max(0),
+            log_cleaner_min_cleanable_ratio_permille: match get("log.cleaner.min.cleanable.ratio")
+                .and_then(|v| v.parse::<f64>().ok())
+            {
+                Some(r) if (0.0..=1.0).contains(&r) => (r * 1000.0).round() as u32,
+                _ => {
+                    return Err(invalid(
+                        "log.cleaner.min.cleanable.ratio",
+                        "must be a number in [0, 1]",
+                    ))
+                }
+            },
+            log_cleaner_min_compaction_lag_ms: int("log.cleaner.min.compaction.lag.ms").max(0),
             listener,
             values,
         })

@@ -374,6 +374,36 @@ impl ReplicaManager {
         }
     }
 
+    /// Compacts the logs of compacted topics that are dirty enough (blocking).
+    /// Only planning and installing hold the partition's lock; rewriting the
+    /// segments, the long part, does not, so appends and fetches go on.
+    pub fn clean_logs(&self) {
+        let now = now_ms();
+        for p in self.all() {
+            if !p.settings().log.cleanup_compact {
+                continue;
+            }
+            let plan = match p.with_log(|log| Ok(log.clean_plan(now))) {
+                Ok(Some(plan)) => plan,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "cleaner: no plan");
+                    continue;
+                }
+            };
+            let cleaned = match felice_log::build_cleaned(&plan, now) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "cleaner: rewrite failed");
+                    continue;
+                }
+            };
+            if let Err(e) = p.with_log(|log| log.install_cleaned(cleaned, now)) {
+                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "cleaner: install failed");
+            }
+        }
+    }
+
     /// Closes every log cleanly (flush + recovery checkpoint). Blocking.
     /// Logs close in parallel on a few threads: each close is mostly fsync
     /// latency, and the disk serves several at once.

@@ -56,7 +56,8 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     let (shutdown, rx) = watch::channel(false);
     let serve = tokio::spawn(net::serve(broker.clone(), listener, rx.clone()));
     let housekeeping = tokio::spawn(housekeeping(broker.clone(), rx.clone()));
-    let group_timers = tokio::spawn(group_timers(broker.clone(), rx));
+    let group_timers = tokio::spawn(group_timers(broker.clone(), rx.clone()));
+    let cleaner = tokio::spawn(log_cleaner(broker.clone(), rx));
     tracing::info!(
         "felice listening on {local_addr} (PLAINTEXT), data in {}, cluster id {}, node id {}, {} partitions, started in {} ms",
         broker.config.log_dir.display(),
@@ -69,7 +70,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         local_addr,
         broker,
         shutdown,
-        tasks: vec![serve, housekeeping, group_timers],
+        tasks: vec![serve, housekeeping, group_timers, cleaner],
     })
 }
 
@@ -119,6 +120,23 @@ async fn group_timers(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) 
             }
         })
         .await;
+    }
+}
+
+/// Compaction of `cleanup.policy=compact` logs every `log.cleaner.backoff.ms`
+/// (one partition after another, on a blocking thread).
+async fn log_cleaner(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    if !broker.config.log_cleaner_enable {
+        return;
+    }
+    let every = Duration::from_millis(broker.config.log_cleaner_backoff_ms);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        let b = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || b.replicas.clean_logs()).await;
     }
 }
 

@@ -51,7 +51,7 @@ const TOPIC_CONFIGS: &[(&str, Kind, Default)] = &[
     (
         "delete.retention.ms",
         Kind::Long { min: 0 },
-        Default::Fixed("86400000"),
+        Default::Broker("log.cleaner.delete.retention.ms"),
     ),
     (
         "file.delete.delay.ms",
@@ -121,12 +121,12 @@ const TOPIC_CONFIGS: &[(&str, Kind, Default)] = &[
     (
         "min.cleanable.dirty.ratio",
         Kind::Double,
-        Default::Fixed("0.5"),
+        Default::Broker("log.cleaner.min.cleanable.ratio"),
     ),
     (
         "min.compaction.lag.ms",
         Kind::Long { min: 0 },
-        Default::Fixed("0"),
+        Default::Broker("log.cleaner.min.compaction.lag.ms"),
     ),
     (
         "min.insync.replicas",
@@ -271,6 +271,10 @@ impl TopicSettings {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(default)
         };
+        let policy = overrides
+            .get("cleanup.policy")
+            .map(String::as_str)
+            .unwrap_or(broker.log_cleanup_policy.as_str());
         let log = felice_log::LogConfig {
             segment_bytes: long("segment.bytes", i64::from(broker.log_segment_bytes)).max(14)
                 as u64,
@@ -291,6 +295,23 @@ impl TopicSettings {
                 .max(1) as u64,
             flush_interval_ms: long("flush.ms", broker.log_flush_interval_ms),
             file_delete_delay_ms: long("file.delete.delay.ms", broker.log_segment_delete_delay_ms),
+            cleanup_delete: policy.split(',').any(|p| p.trim() == "delete"),
+            cleanup_compact: broker.log_cleaner_enable
+                && policy.split(',').any(|p| p.trim() == "compact"),
+            delete_retention_ms: long(
+                "delete.retention.ms",
+                broker.log_cleaner_delete_retention_ms,
+            ),
+            min_cleanable_dirty_ratio_permille: overrides
+                .get("min.cleanable.dirty.ratio")
+                .and_then(|v| v.parse::<f64>().ok())
+                .map_or(broker.log_cleaner_min_cleanable_ratio_permille, |r| {
+                    (r.clamp(0.0, 1.0) * 1000.0).round() as u32
+                }),
+            min_compaction_lag_ms: long(
+                "min.compaction.lag.ms",
+                broker.log_cleaner_min_compaction_lag_ms,
+            ),
         };
         let timestamp_type = overrides
             .get("message.timestamp.type")

@@ -592,3 +592,113 @@ async fn groups_and_offsets_come_back_after_a_restart() {
     assert!(!names.contains(&"deleted-group"));
     b.stop().await;
 }
+
+#[tokio::test]
+async fn the_offsets_topic_is_compacted_and_replays_the_latest_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = |dir: &std::path::Path| {
+        let mut config = BrokerConfig::for_test(dir);
+        config.group_initial_rebalance_delay_ms = 0;
+        config.offsets_topic_num_partitions = 1;
+        config.offsets_topic_segment_bytes = 4096;
+        config.log_cleaner_backoff_ms = 50;
+        config
+    };
+    let b = server::start(config(dir.path())).await.expect("start");
+    let mut c = Conn::connect(&b).await;
+    create_topic(&mut c, TOPIC, 1).await;
+    const COMMITS: i64 = 2_000;
+    for i in 1..=COMMITS {
+        let group = format!("g{}", i % 3);
+        assert_eq!(
+            commit_error(&c.call(&commit_req(&group, "", -1, TOPIC, i), 9).await),
+            0
+        );
+    }
+    let partition_dir = dir.path().join("__consumer_offsets-0");
+    let log_bytes = || -> u64 {
+        std::fs::read_dir(&partition_dir)
+            .expect("partition dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| e.metadata().map_or(0, |m| m.len()))
+            .sum()
+    };
+    // ~2,000 commits of ~110 bytes each were written (over 200 KB); the
+    // cleaner, running meanwhile, keeps the closed segments down to about one
+    // record per group.
+    let newest_base = std::fs::read_dir(&partition_dir)
+        .expect("partition dir")
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_suffix(".log")
+                .and_then(|b| b.parse::<i64>().ok())
+        })
+        .max()
+        .expect("segments");
+    assert!(
+        newest_base > COMMITS / 2,
+        "the log rolled many times: newest segment at {newest_base}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while log_bytes() > 3 * 4096 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not compacted: {} bytes",
+            log_bytes()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(c);
+    b.stop().await;
+
+    let b = server::start(config(dir.path())).await.expect("restart");
+    let mut c = Conn::connect(&b).await;
+    for g in 0..3 {
+        let last = (1..=COMMITS).filter(|i| i % 3 == g).max().expect("commits");
+        assert_eq!(fetch_offset(&mut c, &format!("g{g}"), 9).await.0, last);
+    }
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn compacted_topics_refuse_records_without_a_key() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = start(dir.path()).await;
+    let mut c = Conn::connect(&b).await;
+    let req = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(name("compacted"))
+        .with_num_partitions(1)
+        .with_replication_factor(1)
+        .with_configs(vec![CreatableTopicConfig::default()
+            .with_name(s("cleanup.policy"))
+            .with_value(Some(s("compact")))])]);
+    assert_eq!(c.call(&req, 7).await.topics[0].error_code, 0);
+    let produce = |key: Option<&[u8]>| {
+        let batch = felice_wire::build_batch(&[(key, Some(b"v".as_slice()), 1_700_000_000_000)]);
+        ProduceRequest::default()
+            .with_acks(1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(name("compacted"))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(Bytes::from(batch)))])])
+    };
+    let r = c.call(&produce(None), 9).await;
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code,
+        code(ResponseError::InvalidRecord)
+    );
+    let r = c.call(&produce(Some(b"k")), 9).await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    assert_eq!(
+        r.responses[0].partition_responses[0].base_offset, 0,
+        "the refused batch wrote nothing"
+    );
+    b.stop().await;
+}

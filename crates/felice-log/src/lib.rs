@@ -10,7 +10,8 @@
 //! `.log`.
 //!
 //! Owns: offset assignment at append, segment rolling, reads for Fetch, lookups for
-//! ListOffsets, retention, truncation and crash recovery. Batches are validated by the
+//! ListOffsets, retention, compaction (`log/cleaner.rs`: `cleaner-offset-checkpoint`,
+//! and transient `.cleaned` / `.swap` files), truncation and crash recovery. Batches are validated by the
 //! caller ([`felice_wire::validate_batch`]) before [`Log::append`].
 //!
 //! Invariants: `log_start_offset <= log_end_offset`; segment base offsets strictly
@@ -26,7 +27,7 @@
 //!
 //! | what | bytes |
 //! |---|---|
-//! | `Log` struct + directory path | 192 + ~64 |
+//! | `Log` struct + directory path | 216 + ~64 |
 //! | each segment (`Segment` + its `.log` path), active or closed | 136 + ~80 |
 //! | active segment extra: offset tail 64 × 8, time tail 64 × 16, 2 boxes | ~1,600 |
 //! | cache of closed `.log` descriptors (≤ 1 `Arc<File>`) | ~100 |
@@ -61,6 +62,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 pub use felice_wire::{BatchError, TimestampType};
+pub use log::cleaner::{build_cleaned, CleanPlan, CleanStats, Cleaned, MAX_CLEANER_KEYS};
 pub use log::Log;
 
 /// Per-log configuration; field names mirror Kafka's topic/broker keys. Replaceable at
@@ -88,6 +90,18 @@ pub struct LogConfig {
     /// because readers hold the file open (`Arc<File>`), which is what the delay
     /// protects in Kafka.
     pub file_delete_delay_ms: i64,
+    /// `cleanup.policy` contains `delete`: retention by time and size applies.
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` contains `compact`: the cleaner keeps the last record of
+    /// each key (see `log/cleaner.rs`).
+    pub cleanup_compact: bool,
+    /// `delete.retention.ms`: how long a tombstone survives once cleaned.
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio` in thousandths (Kafka's 0.5 = 500): clean when
+    /// this share of the closed segments' bytes was written since the last clean.
+    pub min_cleanable_dirty_ratio_permille: u32,
+    /// `min.compaction.lag.ms`: records younger than this are not compacted.
+    pub min_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -102,6 +116,11 @@ impl Default for LogConfig {
             flush_interval_messages: u64::MAX,
             flush_interval_ms: i64::MAX,
             file_delete_delay_ms: 60_000,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+            min_cleanable_dirty_ratio_permille: 500,
+            min_compaction_lag_ms: 0,
         }
     }
 }

@@ -40,6 +40,8 @@ use felice_wire::{
 use crate::segment::{io_err, parse_log_file_name, FileCache, IndexCursor, IndexLimits, Segment};
 use crate::{AppendInfo, LogConfig, LogError, ReadSlice, TimestampType};
 
+pub(crate) mod cleaner;
+
 const LOG_START_OFFSET_FILE: &str = "log-start-offset";
 const RECOVERY_POINT_FILE: &str = "recovery-point";
 
@@ -198,6 +200,18 @@ impl Log {
         // index files are rewritten): then the next flush fsyncs it. A clean open
         // finds it as the last flush left it, synced.
         let mut dir_dirty = false;
+        // A clean cut short: finish its swap, drop its unfinished output.
+        for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+            let entry = entry.map_err(io_err(dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if cleaner::is_cleaned_leftover(&name) {
+                let path = entry.path();
+                fs::remove_file(&path).map_err(io_err(&path))?;
+                dir_dirty = true;
+            } else if cleaner::complete_swap(dir, &name)? {
+                dir_dirty = true;
+            }
+        }
         let mut bases = Vec::new();
         let mut others = Vec::new();
         for entry in fs::read_dir(dir).map_err(io_err(dir))? {
@@ -742,8 +756,13 @@ impl Log {
     /// timestamp is older than `retention.ms`; removing it keeps the log at least
     /// `retention.bytes` big. Advances the log start offset. Returns segments removed.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
-        let retention_ms = self.config.retention_ms;
-        let retention_bytes = self.config.retention_bytes;
+        // A compacted-only log keeps its segments whatever their age and size
+        // (Kafka: retention applies with cleanup.policy=delete only).
+        let (retention_ms, retention_bytes) = if self.config.cleanup_delete {
+            (self.config.retention_ms, self.config.retention_bytes)
+        } else {
+            (-1, -1)
+        };
         let mut excess = i64::try_from(self.size_bytes())
             .unwrap_or(i64::MAX)
             .saturating_sub(retention_bytes);

@@ -212,7 +212,7 @@ impl IndexCursor {
 }
 
 /// A window of file bytes for sequential scans: one positioned read per chunk.
-struct FileWindow<'f> {
+pub(crate) struct FileWindow<'f> {
     file: &'f File,
     end: u64,
     start: u64,
@@ -221,7 +221,7 @@ struct FileWindow<'f> {
 }
 
 impl<'f> FileWindow<'f> {
-    fn new(file: &'f File, end: u64, chunk: usize) -> FileWindow<'f> {
+    pub(crate) fn new(file: &'f File, end: u64, chunk: usize) -> FileWindow<'f> {
         FileWindow {
             file,
             end,
@@ -232,7 +232,7 @@ impl<'f> FileWindow<'f> {
     }
 
     /// `len` bytes at `pos`, or `None` when they run past `end`.
-    fn slice(&mut self, pos: u64, len: usize) -> io::Result<Option<&[u8]>> {
+    pub(crate) fn slice(&mut self, pos: u64, len: usize) -> io::Result<Option<&[u8]>> {
         let Some(stop) = pos.checked_add(len as u64).filter(|s| *s <= self.end) else {
             return Ok(None);
         };

@@ -82,6 +82,28 @@ fn recompress(batch: &[u8], target: Compression) -> Result<bytes::Bytes, Rejecte
     Ok(out.freeze())
 }
 
+/// Whether a validated batch holds a record with a null key (compacted
+/// topics only: compressed batches are decoded for it).
+fn has_keyless_record(batch: &bytes::Bytes) -> Result<bool, Rejected> {
+    let corrupt = |e: String| Rejected::Kafka(ResponseError::CorruptMessage, e);
+    match felice_wire::Records::new(batch) {
+        Ok(records) => {
+            for r in records {
+                if r.map_err(|e| corrupt(e.to_string()))?.key.is_none() {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        }
+        Err(BatchError::Compressed(_)) => {
+            let mut input = batch.clone();
+            let set = RecordBatchDecoder::decode(&mut input).map_err(|e| corrupt(e.to_string()))?;
+            Ok(set.records.iter().any(|r| r.key.is_none()))
+        }
+        Err(e) => Err(corrupt(e.to_string())),
+    }
+}
+
 /// Checks one partition's records; returns them ready to append (a shared
 /// slice of the request, or re-encoded when the topic fixes a codec).
 fn check(
@@ -122,6 +144,14 @@ fn check(
             format!(
                 "produce requests must carry exactly one record batch per partition, got {batches}"
             ),
+        ));
+    }
+    if settings.log.cleanup_compact && has_keyless_record(records)? {
+        // Kafka: a compacted topic keeps the last record per key; a record
+        // without one could never be compacted.
+        return Err(Rejected::Kafka(
+            ResponseError::InvalidRecord,
+            "Compacted topic cannot accept message without key".into(),
         ));
     }
     match settings.compression {

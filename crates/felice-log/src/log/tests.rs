@@ -801,7 +801,7 @@ fn closed_segments_hold_a_bounded_number_of_descriptors() {
 #[test]
 fn per_partition_memory_stays_small() {
     assert!(
-        std::mem::size_of::<Log>() <= 192,
+        std::mem::size_of::<Log>() <= 216,
         "{}",
         std::mem::size_of::<Log>()
     );

@@ -1,0 +1,290 @@
+//! Tests of the cleaner: last value per key, tombstones, offsets kept,
+//! crash leftovers, and a model check over random keys.
+
+use std::collections::BTreeMap;
+
+use felice_wire::{build_batch, validate_batch, Batches, Records, TimestampType};
+use proptest::prelude::*;
+
+use super::*;
+use crate::LogConfig;
+
+const NOW: i64 = 1_700_000_000_000;
+
+fn compact_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 600,
+        index_interval_bytes: 100,
+        retention_ms: 1, // ignored: compact-only logs keep their segments
+        cleanup_delete: false,
+        cleanup_compact: true,
+        min_cleanable_dirty_ratio_permille: 0,
+        delete_retention_ms: 1_000,
+        ..LogConfig::default()
+    }
+}
+
+fn put(log: &mut Log, key: &str, value: Option<&str>, ts: i64) -> i64 {
+    let b = build_batch(&[(Some(key.as_bytes()), value.map(str::as_bytes), ts)]);
+    log.append(&b, 0, TimestampType::CreateTime, NOW)
+        .expect("append")
+        .first_offset
+}
+
+/// Every record of the log as (offset, key, value), read through `read`.
+fn records(log: &Log) -> Vec<(i64, String, Option<String>)> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while let Some(slice) = log.read(offset, 1 << 20, i64::MAX, true).expect("read") {
+        let bytes = slice.read_bytes().expect("bytes");
+        let mut next = offset;
+        for item in Batches::new(&bytes) {
+            let (range, h) = item.expect("whole batches");
+            validate_batch(&bytes[range.clone()]).expect("valid on disk");
+            for r in Records::new(&bytes[range]).expect("records") {
+                let r = r.expect("record");
+                let o = h.base_offset + i64::from(r.offset_delta);
+                if o >= offset {
+                    out.push((
+                        o,
+                        String::from_utf8_lossy(r.key.unwrap_or_default()).into_owned(),
+                        r.value.map(|v| String::from_utf8_lossy(v).into_owned()),
+                    ));
+                }
+            }
+            next = h.next_offset();
+        }
+        if next <= offset {
+            break;
+        }
+        offset = next;
+    }
+    out
+}
+
+/// The last value of each key (None = deleted).
+fn latest(recs: &[(i64, String, Option<String>)]) -> BTreeMap<String, Option<String>> {
+    recs.iter()
+        .map(|(_, k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[test]
+fn keeps_the_last_value_of_each_key_and_every_offset_in_place() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut log = Log::open(dir.path(), compact_config(), NOW).expect("open");
+    for round in 0..20 {
+        for k in 0..4 {
+            put(&mut log, &format!("k{k}"), Some(&format!("v{round}")), NOW);
+        }
+    }
+    let before = records(&log);
+    let segments_before = log.segment_count();
+    assert!(
+        segments_before > 3,
+        "the test needs several closed segments"
+    );
+    let stats = log.clean(NOW).expect("clean").expect("a clean ran");
+    assert!(stats.records_removed > 0 && stats.bytes_after < stats.bytes_before);
+    let after = records(&log);
+    assert_eq!(
+        latest(&after),
+        latest(&before),
+        "the last value of every key survives"
+    );
+    // Offsets are those of the surviving records, in order, never renumbered.
+    for w in after.windows(2) {
+        assert!(w[0].0 < w[1].0);
+    }
+    for rec in &after {
+        assert!(before.contains(rec), "{rec:?} was not in the log before");
+    }
+    // Closed segments now hold at most one record per key.
+    let closed_end = *log.segment_base_offsets().last().expect("active");
+    let mut seen = std::collections::HashSet::new();
+    for (o, k, _) in after.iter().filter(|(o, _, _)| *o < closed_end) {
+        assert!(
+            seen.insert(k.clone()),
+            "key {k} twice below {closed_end} (offset {o})"
+        );
+    }
+    assert_eq!(log.log_end_offset(), 80);
+    // Grouping goes by the segments' sizes before cleaning (as Kafka's): the
+    // next clean merges the small cleaned segments.
+    for round in 20..40 {
+        for k in 0..4 {
+            put(&mut log, &format!("k{k}"), Some(&format!("v{round}")), NOW);
+        }
+    }
+    let mid = log.segment_count();
+    log.clean(NOW).expect("clean").expect("a second clean ran");
+    assert!(
+        log.segment_count() < mid / 2,
+        "small cleaned segments are merged, empty ones go"
+    );
+    assert!(
+        log.segment_count() <= 4,
+        "{:?}",
+        log.segments
+            .iter()
+            .map(|s| (s.base_offset, s.size))
+            .collect::<Vec<_>>()
+    );
+    let after = records(&log);
+    assert_eq!(
+        after.iter().filter(|(o, _, _)| *o < 80).count(),
+        0,
+        "the first 80 offsets are all superseded"
+    );
+    // The cleaned log reopens as it was.
+    drop(log);
+    let log = Log::open(dir.path(), compact_config(), NOW).expect("reopen");
+    assert_eq!(records(&log), after);
+    assert!(log.first_dirty_offset() > 0);
+}
+
+#[test]
+fn nothing_to_do_when_not_compacted_or_not_dirty_enough() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut log = Log::open(
+        dir.path(),
+        LogConfig {
+            cleanup_compact: false,
+            ..compact_config()
+        },
+        NOW,
+    )
+    .expect("open");
+    for i in 0..40 {
+        put(&mut log, "k", Some(&i.to_string()), NOW);
+    }
+    assert!(log.clean_plan(NOW).is_none());
+    log.set_config(compact_config()).expect("config");
+    assert!(log.clean(NOW).expect("clean").is_some());
+    // Everything closed is clean now: no new clean until new closed data.
+    assert!(log.clean_plan(NOW).is_none());
+}
+
+#[test]
+fn tombstones_are_kept_for_delete_retention_then_removed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut log = Log::open(dir.path(), compact_config(), NOW).expect("open");
+    put(&mut log, "gone", Some("x"), NOW);
+    put(&mut log, "gone", None, NOW);
+    for i in 0..30 {
+        put(&mut log, &format!("filler{}", i % 3), Some("y"), NOW);
+    }
+    log.clean(NOW).expect("clean").expect("ran");
+    let recs = records(&log);
+    assert!(
+        recs.iter().any(|(_, k, v)| k == "gone" && v.is_none()),
+        "the tombstone stays a while"
+    );
+    assert!(!recs.iter().any(|(_, k, v)| k == "gone" && v.is_some()));
+    // More data, then a clean after delete.retention.ms: the tombstone goes.
+    for i in 0..30 {
+        put(&mut log, &format!("filler{}", i % 3), Some("z"), NOW);
+    }
+    log.clean(NOW + 10_000).expect("clean").expect("ran");
+    assert!(!records(&log).iter().any(|(_, k, _)| k == "gone"));
+}
+
+#[test]
+fn compressed_batches_are_kept_whole() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut log = Log::open(dir.path(), compact_config(), NOW).expect("open");
+    // A batch flagged gzip cannot be looked into without decompressing: the
+    // cleaner copies it as it is (here: a hand-made batch with the flag set).
+    let mut b = build_batch(&[(Some(b"c".as_slice()), Some(b"1".as_slice()), NOW)]);
+    b[22] |= 1; // attributes low byte: gzip
+    let crc = crc32c(&b[CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    log.append(&b, 0, TimestampType::CreateTime, NOW)
+        .expect("append");
+    let stored = log
+        .read(0, b.len(), i64::MAX, true)
+        .expect("read")
+        .expect("data");
+    let stored = stored.read_bytes().expect("bytes");
+    for i in 0..40 {
+        put(&mut log, "c", Some(&i.to_string()), NOW);
+    }
+    log.clean(NOW).expect("clean").expect("ran");
+    let first = log
+        .read(0, 1 << 20, i64::MAX, true)
+        .expect("read")
+        .expect("data");
+    let bytes = first.read_bytes().expect("bytes");
+    assert_eq!(
+        &bytes[..b.len()],
+        &stored[..],
+        "the compressed batch is untouched at offset 0"
+    );
+}
+
+#[test]
+fn an_interrupted_clean_is_finished_or_dropped_on_open() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut log = Log::open(dir.path(), compact_config(), NOW).expect("open");
+    for round in 0..20 {
+        for k in 0..3 {
+            put(&mut log, &format!("k{k}"), Some(&format!("v{round}")), NOW);
+        }
+    }
+    let before = records(&log);
+    let plan = log.clean_plan(NOW).expect("plan");
+    let cleaned = build_cleaned(&plan, NOW).expect("build");
+    assert!(!cleaned.groups.is_empty());
+    // Crash 1: only `.cleaned` files exist: open removes them, the log is unchanged.
+    let paths: Vec<PathBuf> = cleaned.groups.iter().map(|g| g.path.clone()).collect();
+    drop(log);
+    let log = Log::open(dir.path(), compact_config(), NOW).expect("reopen");
+    assert!(paths.iter().all(|p| !p.exists()));
+    assert_eq!(records(&log), before);
+    // Crash 2: the first group's file became `.swap`, nothing else happened.
+    let plan = log.clean_plan(NOW).expect("plan");
+    let cleaned = build_cleaned(&plan, NOW).expect("build");
+    let g = &cleaned.groups[0];
+    let swap = dir.path().join(file_name(g.base, g.end, SWAP_SUFFIX));
+    fs::rename(&g.path, &swap).expect("rename");
+    for other in &cleaned.groups[1..] {
+        fs::remove_file(&other.path).expect("remove");
+    }
+    drop(log);
+    let log = Log::open(dir.path(), compact_config(), NOW).expect("reopen");
+    assert!(!swap.exists());
+    let after = records(&log);
+    assert_eq!(latest(&after), latest(&before));
+    assert!(
+        after.len() < before.len(),
+        "the swapped group is the cleaned one"
+    );
+    assert_eq!(log.log_end_offset(), 60);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn cleaning_never_changes_what_a_key_reads(
+        ops in proptest::collection::vec((0u8..6, proptest::option::of(0u16..1000)), 1..120),
+        cleans in proptest::collection::vec(0usize..120, 1..4),
+    ) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let config = LogConfig { delete_retention_ms: i64::MAX / 4, ..compact_config() };
+        let mut log = Log::open(dir.path(), config, NOW).expect("open");
+        let mut model: BTreeMap<String, Option<String>> = BTreeMap::new();
+        for (i, (k, v)) in ops.iter().enumerate() {
+            let key = format!("key-{k}");
+            let value = v.map(|v| v.to_string());
+            put(&mut log, &key, value.as_deref(), NOW);
+            model.insert(key, value);
+            if cleans.contains(&i) {
+                log.clean(NOW).expect("clean");
+            }
+        }
+        log.clean(NOW).expect("clean");
+        let recs = records(&log);
+        prop_assert_eq!(latest(&recs), model);
+        prop_assert_eq!(log.log_end_offset(), ops.len() as i64);
+    }
+}
