@@ -91,6 +91,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 pub struct GroupCoordinator {
     cfg: GroupConfig,
+    /// `message.max.bytes`: the largest batch the coordinator writes.
+    max_record_bytes: usize,
     max_groups: usize,
     offset_metadata_max_bytes: usize,
     offsets_retention_ms: i64,
@@ -107,7 +109,9 @@ impl GroupCoordinator {
                 max_session_timeout_ms: config.group_max_session_timeout_ms,
                 initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
                 max_size: config.group_max_size,
+                max_metadata_bytes: config.message_max_bytes.max(0) as usize,
             },
+            max_record_bytes: config.message_max_bytes.max(0) as usize,
             max_groups: config.group_max_count,
             offset_metadata_max_bytes: config.offset_metadata_max_bytes,
             offsets_retention_ms: config.offsets_retention_ms,
@@ -214,6 +218,15 @@ impl GroupCoordinator {
             .map(|(k, v)| (Some(k.as_slice()), v.as_deref(), now))
             .collect();
         let batch = felice_wire::build_batch(&specs);
+        if batch.len() > self.max_record_bytes {
+            tracing::warn!(
+                group = group_id,
+                bytes = batch.len(),
+                limit = self.max_record_bytes,
+                "group coordinator record larger than message.max.bytes"
+            );
+            return Err(GroupError::RecordTooLarge);
+        }
         partition.append(&batch).map(|_| ()).map_err(|e| {
             tracing::warn!(topic = OFFSETS_TOPIC, partition = partition.index, error = %e, "group coordinator append failed");
             GroupError::StorageError

@@ -62,6 +62,9 @@ pub enum GroupError {
     UnknownTopicOrPartition,
     #[error("KAFKA_STORAGE_ERROR")]
     StorageError,
+    /// A record larger than `message.max.bytes` of `__consumer_offsets`.
+    #[error("record too large")]
+    RecordTooLarge,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +100,9 @@ pub struct GroupConfig {
     pub initial_rebalance_delay_ms: i32,
     /// `group.max.size`
     pub max_size: usize,
+    /// Protocol metadata all members of a group may hold together: the group
+    /// record must fit in one `message.max.bytes` batch, as in Kafka.
+    pub max_metadata_bytes: usize,
 }
 
 impl Default for GroupConfig {
@@ -106,6 +112,7 @@ impl Default for GroupConfig {
             max_session_timeout_ms: 1_800_000,
             initial_rebalance_delay_ms: 3_000,
             max_size: 1_000,
+            max_metadata_bytes: 1_048_588,
         }
     }
 }
@@ -475,6 +482,18 @@ impl Group {
         }
         if !self.supports_protocols(&req.member_id, &req.protocol_type, &req.protocols) {
             fail(GroupError::InconsistentGroupProtocol, &mut fx);
+            return fx;
+        }
+        let others: usize = self
+            .members
+            .values()
+            .filter(|m| m.member_id != req.member_id)
+            .map(|m| m.protocols.iter().map(|p| p.metadata.len()).sum::<usize>())
+            .sum();
+        let mine: usize = req.protocols.iter().map(|p| p.metadata.len()).sum();
+        if others + mine > cfg.max_metadata_bytes {
+            // The group's record could not be written: no room for this member.
+            fail(GroupError::GroupMaxSizeReached, &mut fx);
             return fx;
         }
         if req.member_id.is_empty() {

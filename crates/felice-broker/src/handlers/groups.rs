@@ -27,6 +27,9 @@ pub fn code(e: GroupError) -> i16 {
         GroupError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
         GroupError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
         GroupError::StorageError => ResponseError::KafkaStorageError,
+        // Kafka answers a group record that does not fit with
+        // UNKNOWN_SERVER_ERROR (OffsetCommit says INVALID_COMMIT_OFFSET_SIZE).
+        GroupError::RecordTooLarge => ResponseError::UnknownServerError,
     };
     r.code()
 }

@@ -98,7 +98,13 @@ pub async fn handle(
                             .map(|(p, r)| {
                                 OffsetCommitResponsePartition::default()
                                     .with_partition_index(p)
-                                    .with_error_code(groups::opt_code(&r))
+                                    .with_error_code(match r {
+                                        Err(GroupError::RecordTooLarge) => {
+                                            kafka_protocol::ResponseError::InvalidCommitOffsetSize
+                                                .code()
+                                        }
+                                        r => groups::opt_code(&r),
+                                    })
                             })
                             .collect(),
                     )

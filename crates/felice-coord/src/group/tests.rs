@@ -474,3 +474,28 @@ fn the_record_round_trips_through_load() {
     loaded.tick(1_001 + i64::from(S));
     assert_eq!(loaded.state(), GroupState::Empty);
 }
+
+#[test]
+fn members_cannot_hold_more_metadata_than_one_group_record() {
+    let c = GroupConfig {
+        max_metadata_bytes: 40,
+        ..cfg(0)
+    };
+    let mut g = Group::new("g", &c, 0);
+    let big = |id: &str, n: usize| JoinRequest {
+        protocols: vec![Protocol {
+            name: "range".into(),
+            metadata: Bytes::from(vec![0u8; n]),
+        }],
+        require_known_member_id: false,
+        ..join_req("", id, &["range"])
+    };
+    let fx = g.join(&c, big("a", 30), 1, 0);
+    assert_eq!(join_of(&fx, 1).and_then(|r| r.error), None);
+    let fx = g.join(&c, big("b", 30), 2, 0);
+    assert_eq!(
+        join_of(&fx, 2).and_then(|r| r.error),
+        Some(GroupError::GroupMaxSizeReached)
+    );
+    assert_eq!(g.member_count(), 1);
+}
