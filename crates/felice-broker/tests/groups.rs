@@ -702,3 +702,35 @@ async fn compacted_topics_refuse_records_without_a_key() {
     );
     b.stop().await;
 }
+
+#[tokio::test]
+async fn committed_leader_epochs_are_kept_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = start(dir.path()).await;
+    let mut c = Conn::connect(&b).await;
+    create_topic(&mut c, TOPIC, 1).await;
+    let mut req = commit_req("epochs", "", -1, TOPIC, 12);
+    req.topics[0].partitions[0].committed_leader_epoch = 7;
+    assert_eq!(commit_error(&c.call(&req, 9).await), 0);
+    drop(c);
+    b.stop().await;
+    let b = start(dir.path()).await;
+    let mut c = Conn::connect(&b).await;
+    for v in [5i16, 7, 8, 9] {
+        let epoch = if v >= 8 {
+            let req =
+                OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+                    .with_group_id(gid("epochs"))
+                    .with_topics(None)]);
+            let resp = c.call(&req, v).await;
+            resp.groups[0].topics[0].partitions[0].committed_leader_epoch
+        } else {
+            let req = OffsetFetchRequest::default()
+                .with_group_id(gid("epochs"))
+                .with_topics(None);
+            c.call(&req, v).await.topics[0].partitions[0].committed_leader_epoch
+        };
+        assert_eq!(epoch, 7, "OffsetFetch v{v}");
+    }
+    b.stop().await;
+}
