@@ -9,7 +9,7 @@
 use crate::broker::Broker;
 use crate::handlers::{self, api_versions};
 use crate::net::ConnError;
-use crate::response::{ChunkedBuf, Response};
+use crate::response::{ChunkedBuf, Response, Source};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, Message};
@@ -73,14 +73,9 @@ pub async fn handle_frame(
         ApiKey::Fetch => {
             let req = FetchRequest::decode(&mut frame, version)
                 .map_err(|e| ConnError::InvalidRequest(format!("{api:?} v{version} body: {e}")))?;
-            let resp = handlers::fetch::handle(broker, &header, req).await;
-            // Records read from segments go out as their own chunks.
-            let sources = resp
-                .responses
-                .iter()
-                .flat_map(|t| t.partitions.iter().filter_map(|p| p.records.clone()))
-                .filter(|r| r.len() >= crate::response::ZERO_COPY_MIN_BYTES)
-                .collect();
+            // Records read from segments go out as their own chunks
+            // (`sendfile` from the segment file for the large ones).
+            let (resp, sources) = handlers::fetch::handle(broker, &header, req).await;
             Some(encode_chunks(api, version, correlation_id, &resp, sources)?)
         }
         ApiKey::ListOffsets => route!(ListOffsetsRequest, handlers::list_offsets::handle),
@@ -133,7 +128,7 @@ pub fn encode_chunks<R: Encodable>(
     version: i16,
     correlation_id: i32,
     body: &R,
-    sources: Vec<Bytes>,
+    sources: Vec<Source>,
 ) -> Result<Response, ConnError> {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let header_version = api.response_header_version(version);
@@ -143,7 +138,7 @@ pub fn encode_chunks<R: Encodable>(
         .compute_size(header_version)
         .and_then(|h| body.compute_size(version).map(|b| h + b))
         .map_err(|e| error(e.to_string()))?;
-    let copied = size.saturating_sub(sources.iter().map(Bytes::len).sum());
+    let copied = size.saturating_sub(sources.iter().map(|s| s.bytes.len()).sum());
     let mut buf = ChunkedBuf::new(4 + copied, sources);
     buf.put_i32(size as i32);
     header

@@ -18,10 +18,12 @@
 use crate::broker::Broker;
 use crate::dispatch;
 use crate::limits::{CONNECTION_READ_BUFFER_BYTES, FRAME_PREALLOC_BYTES, MIN_REQUEST_FRAME_BYTES};
-use bytes::{Bytes, BytesMut};
+use crate::response::{Chunk, FileRange};
+use bytes::BytesMut;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
@@ -118,26 +120,32 @@ async fn connection(
     }
 }
 
-/// Writes a response's chunks with vectored writes, resuming after partial
-/// writes.
-async fn write_chunks<W: tokio::io::AsyncWrite + Unpin>(
-    wr: &mut W,
-    chunks: Vec<Bytes>,
-) -> std::io::Result<()> {
-    let mut chunks: std::collections::VecDeque<Bytes> =
+/// Writes a response's chunks in order: runs of in-memory chunks with
+/// vectored writes (resuming after partial writes), file ranges with
+/// `sendfile` (page cache to socket, no copy through this process).
+async fn write_chunks(wr: &mut OwnedWriteHalf, chunks: Vec<Chunk>) -> std::io::Result<()> {
+    let mut chunks: std::collections::VecDeque<Chunk> =
         chunks.into_iter().filter(|c| !c.is_empty()).collect();
-    while !chunks.is_empty() {
+    while let Some(front) = chunks.front() {
+        if let Chunk::File(range) = front {
+            send_file(wr.as_ref(), range).await?;
+            chunks.pop_front();
+            continue;
+        }
         let slices: Vec<std::io::IoSlice<'_>> = chunks
             .iter()
             .take(MAX_IOVECS)
-            .map(|c| std::io::IoSlice::new(c))
+            .map_while(|c| match c {
+                Chunk::Mem(b) => Some(std::io::IoSlice::new(b)),
+                Chunk::File(_) => None,
+            })
             .collect();
         let mut written = wr.write_vectored(&slices).await?;
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
         while written > 0 {
-            let Some(front) = chunks.front_mut() else {
+            let Some(Chunk::Mem(front)) = chunks.front_mut() else {
                 break;
             };
             if written >= front.len() {
@@ -147,6 +155,38 @@ async fn write_chunks<W: tokio::io::AsyncWrite + Unpin>(
                 bytes::Buf::advance(front, written);
                 written = 0;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Bytes per `sendfile` call (Linux caps one call at ~2 GiB anyway).
+const SENDFILE_CHUNK: usize = 8 << 20;
+
+/// Sends a file range to the socket with `sendfile`, waiting for the socket
+/// to be writable between partial sends. A file that ends before the range
+/// does is an error: the response already promised those bytes, so the
+/// connection must close.
+async fn send_file(stream: &TcpStream, range: &FileRange) -> std::io::Result<()> {
+    let mut offset = range.offset;
+    let end = range.offset + range.len as u64;
+    while offset < end {
+        stream.writable().await?;
+        let want = ((end - offset) as usize).min(SENDFILE_CHUNK);
+        let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+            rustix::fs::sendfile(stream, &*range.file, Some(&mut offset), want)
+                .map_err(std::io::Error::from)
+        });
+        match sent {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "segment file ended inside a fetched range",
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(())

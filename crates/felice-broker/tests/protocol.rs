@@ -479,3 +479,97 @@ async fn a_small_request_memory_pool_still_serves_everyone() {
     }
     b.stop().await;
 }
+
+/// Fetches large enough to go out with `sendfile` (several partitions in one
+/// response, mixing file ranges and in-memory chunks, from the start and
+/// from the middle of a batch) return exactly the stored batches, in every
+/// Fetch version.
+#[tokio::test]
+async fn large_fetches_are_sent_from_the_segment_files_intact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = broker(dir.path()).await;
+    let mut c = Conn::connect(&b).await;
+    let create = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(name("big"))
+        .with_num_partitions(3)
+        .with_replication_factor(1)]);
+    assert_eq!(c.call(&create, 7).await.topics[0].error_code, 0);
+    // Partitions 0 and 1: 8 batches of 10 records of ~3 KB (~240 KB each);
+    // partition 2: one small batch (copied, not sent from the file).
+    let value = |p: i32, i: usize| format!("p{p}-r{i}-").repeat(300).into_bytes();
+    let mut sent: Vec<Vec<Vec<u8>>> = vec![vec![]; 3];
+    for p in 0..3 {
+        let batches = if p == 2 { 1 } else { 8 };
+        for bi in 0..batches {
+            let values: Vec<Vec<u8>> = (0..10).map(|i| value(p, bi * 10 + i)).collect();
+            let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
+            let req = ProduceRequest::default()
+                .with_acks(1)
+                .with_timeout_ms(5000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(name("big"))
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(p)
+                        .with_records(Some(batch(&refs)))])]);
+            let resp = c.call(&req, 9).await;
+            assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+            sent[p as usize].extend(values);
+        }
+    }
+    for v in versions::<FetchRequest>().filter(|v| *v < 13) {
+        for from in [0i64, 35] {
+            let parts = (0..3)
+                .map(|p| {
+                    FetchPartition::default()
+                        .with_partition(p)
+                        .with_fetch_offset(if p == 2 { 0 } else { from })
+                        .with_partition_max_bytes(1 << 20)
+                })
+                .collect();
+            let req = FetchRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_max_wait_ms(0)
+                .with_min_bytes(1)
+                .with_max_bytes(8 << 20)
+                .with_topics(vec![FetchTopic::default()
+                    .with_topic(name("big"))
+                    .with_partitions(parts)]);
+            let resp = c.call(&req, v).await;
+            for p in &resp.responses[0].partitions {
+                assert_eq!(
+                    p.error_code, 0,
+                    "Fetch v{v} partition {}",
+                    p.partition_index
+                );
+                let mut records = p.records.clone().expect("records");
+                let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut records)
+                    .expect("CRC-valid batches");
+                let got: Vec<(i64, Vec<u8>)> = sets
+                    .iter()
+                    .flat_map(|s| s.records.iter())
+                    .map(|r| (r.offset, r.value.clone().expect("value").to_vec()))
+                    .filter(|(o, _)| p.partition_index == 2 || *o >= from)
+                    .collect();
+                let start = if p.partition_index == 2 { 0 } else { from };
+                let want: Vec<(i64, Vec<u8>)> = sent[p.partition_index as usize]
+                    .iter()
+                    .enumerate()
+                    .skip(start as usize)
+                    .map(|(i, v)| (i as i64, v.clone()))
+                    .collect();
+                assert_eq!(
+                    got.len(),
+                    want.len(),
+                    "Fetch v{v} partition {}",
+                    p.partition_index
+                );
+                assert!(
+                    got == want,
+                    "Fetch v{v} partition {}: content differs",
+                    p.partition_index
+                );
+            }
+        }
+    }
+    b.stop().await;
+}

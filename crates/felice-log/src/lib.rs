@@ -51,6 +51,7 @@
 
 mod index;
 mod log;
+mod mapped;
 mod segment;
 
 use std::fs::File;
@@ -226,6 +227,15 @@ pub struct ReadSlice {
 }
 
 impl ReadSlice {
+    /// The range as a shared read-only memory map: no copy, no read (see
+    /// `mapped.rs`). An empty range gives empty `Bytes`.
+    pub fn mapped(&self) -> io::Result<Bytes> {
+        if self.len == 0 {
+            return Ok(Bytes::new());
+        }
+        mapped::map(&self.file, self.position, self.len)
+    }
+
     /// Reads the range with one positioned read.
     pub fn read_bytes(&self) -> io::Result<Bytes> {
         // Read into the vector's spare capacity: no zero-fill of a buffer the

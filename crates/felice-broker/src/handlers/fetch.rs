@@ -8,6 +8,12 @@
 //! sessions are handed out (session id 0 in every response, which KIP-227
 //! defines as "no session"): clients then send full fetch requests.
 //!
+//! Records: a partition's read of at least `ZERO_COPY_MIN_BYTES` is not
+//! read at all: the response carries a memory map of the range as a stand-in
+//! and the connection sends the bytes with `sendfile` from the segment file
+//! (see [`crate::response`]). Smaller reads are read into memory and copied.
+//! So the memory a fetch holds does not grow with the data it returns.
+//!
 //! Limits: the response holds at most `min(max_bytes, fetch.max.bytes)`
 //! bytes of records, each partition at most its `partition_max_bytes`,
 //! except that the first partition with data returns at least one whole
@@ -16,6 +22,7 @@
 use crate::broker::Broker;
 use crate::limits::MAX_FETCH_WAIT_MS;
 use crate::replica::{Partition, ReplicaError};
+use crate::response::{FileRange, Source, ZERO_COPY_MIN_BYTES};
 use bytes::Bytes;
 use felice_log::LogError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
@@ -54,16 +61,18 @@ struct Slot {
     max_bytes: usize,
 }
 
+/// The response, and the sources its large record sets stand for.
 pub async fn handle(
     broker: &Arc<Broker>,
     header: &RequestHeader,
     req: FetchRequest,
-) -> FetchResponse {
+) -> (FetchResponse, Vec<Source>) {
     let version = header.request_api_version;
     if req.session_id != 0 {
-        return FetchResponse::default()
+        let resp = FetchResponse::default()
             .with_error_code(ResponseError::FetchSessionIdNotFound.code())
             .with_session_id(0);
+        return (resp, Vec::new());
     }
     let image = broker.image();
     let mut topics: Vec<FetchableTopicResponse> = Vec::with_capacity(req.topics.len());
@@ -115,7 +124,7 @@ pub async fn handle(
     let wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(MAX_FETCH_WAIT_MS));
     let deadline = Instant::now() + wait;
     let slots = Arc::new(slots);
-    let partitions = loop {
+    let (partitions, sources) = loop {
         // Register before reading, so an append between the read and the
         // wait is not missed (Notify keeps one permit).
         let waiter = Arc::new(Notify::new());
@@ -129,12 +138,13 @@ pub async fn handle(
         }
         let s = slots.clone();
         let read = tokio::task::spawn_blocking(move || read_all(&s, response_max_bytes)).await;
-        let (partitions, bytes, any_error) = match read {
+        let (partitions, sources, bytes, any_error) = match read {
             Ok(x) => x,
             Err(e) => {
                 tracing::error!(error = %e, "fetch task failed");
-                return FetchResponse::default()
+                let resp = FetchResponse::default()
                     .with_error_code(ResponseError::UnknownServerError.code());
+                return (resp, Vec::new());
             }
         };
         let done = !may_wait || bytes >= min_bytes || any_error || Instant::now() >= deadline;
@@ -142,7 +152,7 @@ pub async fn handle(
             if may_wait {
                 remove_waiter(&slots, &waiter);
             }
-            break partitions;
+            break (partitions, sources);
         }
         let woken = tokio::time::timeout_at(deadline.into(), waiter.notified()).await;
         if woken.is_err() {
@@ -154,10 +164,11 @@ pub async fn handle(
             t.partitions.push(data);
         }
     }
-    FetchResponse::default()
+    let resp = FetchResponse::default()
         .with_error_code(0)
         .with_session_id(0)
-        .with_responses(topics)
+        .with_responses(topics);
+    (resp, sources)
 }
 
 fn remove_waiter(slots: &[Slot], waiter: &Arc<Notify>) {
@@ -168,10 +179,15 @@ fn remove_waiter(slots: &[Slot], waiter: &Arc<Notify>) {
     }
 }
 
-/// Reads every slot (blocking). Returns the partition answers, the bytes of
-/// records gathered, and whether any partition had an error.
-fn read_all(slots: &[Slot], response_max_bytes: usize) -> (Vec<PartitionData>, usize, bool) {
+/// Reads every slot (blocking). Returns the partition answers, the file
+/// ranges behind the large record sets, the bytes of records gathered, and
+/// whether any partition had an error.
+fn read_all(
+    slots: &[Slot],
+    response_max_bytes: usize,
+) -> (Vec<PartitionData>, Vec<Source>, usize, bool) {
     let mut out = Vec::with_capacity(slots.len());
+    let mut sources = Vec::new();
     let mut total = 0usize;
     let mut any_error = false;
     for s in slots {
@@ -199,16 +215,29 @@ fn read_all(slots: &[Slot], response_max_bytes: usize) -> (Vec<PartitionData>, u
         } else {
             part.plan_read(s.fetch_offset, budget, first_with_data)
                 .and_then(|planned| {
+                    let io = |source| {
+                        ReplicaError::Log(LogError::Io {
+                            path: std::path::PathBuf::from(format!(
+                                "{}-{}",
+                                part.topic, part.index
+                            )),
+                            source,
+                        })
+                    };
                     let bytes = match planned.slice {
-                        Some(slice) => slice.read_bytes().map_err(|source| {
-                            ReplicaError::Log(LogError::Io {
-                                path: std::path::PathBuf::from(format!(
-                                    "{}-{}",
-                                    part.topic, part.index
-                                )),
-                                source,
-                            })
-                        })?,
+                        Some(slice) if slice.len >= ZERO_COPY_MIN_BYTES => {
+                            let stand_in = slice.mapped().map_err(io)?;
+                            sources.push(Source {
+                                bytes: stand_in.clone(),
+                                file: Some(FileRange {
+                                    file: slice.file().clone(),
+                                    offset: slice.position,
+                                    len: slice.len,
+                                }),
+                            });
+                            stand_in
+                        }
+                        Some(slice) => slice.read_bytes().map_err(io)?,
                         None => Bytes::new(),
                     };
                     Ok((bytes, planned.high_watermark, planned.log_start_offset))
@@ -237,5 +266,5 @@ fn read_all(slots: &[Slot], response_max_bytes: usize) -> (Vec<PartitionData>, u
             }
         }
     }
-    (out, total, any_error)
+    (out, sources, total, any_error)
 }
