@@ -593,6 +593,44 @@ impl GroupCoordinator {
         Ok(results)
     }
 
+    /// Kafka drops the committed offsets of deleted topics: tombstones them
+    /// in every group that has some (blocking).
+    pub fn remove_offsets_of_topics(&self, broker: &Broker, topics: &[String]) {
+        if topics.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        let groups: Vec<(String, Arc<Mutex<Group>>)> = lock(&self.groups)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (id, group) in groups {
+            let mut g = lock(&group);
+            let doomed: Vec<(String, i32)> = g
+                .offsets()
+                .filter(|(t, _, _)| topics.iter().any(|d| d == t))
+                .map(|(t, p, _)| (t.to_string(), p))
+                .collect();
+            if doomed.is_empty() {
+                continue;
+            }
+            let recs = doomed
+                .iter()
+                .map(|(t, p)| (records::encode_offset_key(&id, t, *p), None))
+                .collect();
+            match self.append(broker, &id, recs, now) {
+                Ok(()) => {
+                    for (t, p) in &doomed {
+                        g.remove_offset(t, *p);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(group = %id, error = %e, "could not remove offsets of deleted topics")
+                }
+            }
+        }
+    }
+
     // -------------------------------------------------------------- timers
 
     /// Session, join and sync deadlines of every group. Blocking.

@@ -734,3 +734,49 @@ async fn committed_leader_epochs_are_kept_across_a_restart() {
     }
     b.stop().await;
 }
+
+#[tokio::test]
+async fn deleting_a_topic_deletes_its_committed_offsets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = start(dir.path()).await;
+    let mut c = Conn::connect(&b).await;
+    create_topic(&mut c, TOPIC, 1).await;
+    create_topic(&mut c, "kept", 1).await;
+    assert_eq!(
+        commit_error(&c.call(&commit_req("g", "", -1, TOPIC, 9), 9).await),
+        0
+    );
+    assert_eq!(
+        commit_error(&c.call(&commit_req("g", "", -1, "kept", 4), 9).await),
+        0
+    );
+    let del = DeleteTopicsRequest::default()
+        .with_topic_names(vec![name(TOPIC)])
+        .with_timeout_ms(10_000);
+    assert_eq!(c.call(&del, 5).await.responses[0].error_code, 0);
+    assert_eq!(
+        fetch_offset(&mut c, "g", 9).await.0,
+        -1,
+        "offsets of the deleted topic are gone"
+    );
+    drop(c);
+    b.stop().await;
+    let b = start(dir.path()).await;
+    let mut c = Conn::connect(&b).await;
+    assert_eq!(
+        fetch_offset(&mut c, "g", 9).await.0,
+        -1,
+        "and stay gone after a restart"
+    );
+    let req = OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+        .with_group_id(gid("g"))
+        .with_topics(None)]);
+    let resp = c.call(&req, 9).await;
+    let topics: Vec<&str> = resp.groups[0]
+        .topics
+        .iter()
+        .map(|t| t.name.0.as_str())
+        .collect();
+    assert_eq!(topics, vec!["kept"]);
+    b.stop().await;
+}

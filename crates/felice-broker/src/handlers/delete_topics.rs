@@ -80,6 +80,15 @@ pub async fn handle(
             }
             Ok::<_, std::convert::Infallible>(records)
         });
+        if commit.is_ok() {
+            // As Kafka: committed offsets of deleted topics go with them.
+            let deleted: Vec<String> = results
+                .iter()
+                .filter(|r| r.error_code == 0)
+                .filter_map(|r| r.name.as_ref().map(|n| n.0.to_string()))
+                .collect();
+            b.groups.remove_offsets_of_topics(&b, &deleted);
+        }
         (commit, results)
     })
     .await;
