@@ -275,36 +275,14 @@ impl Log {
                 // Nothing left: drop the segments (their records are all
                 // superseded, so deleting them is safe in any order). The
                 // first segment stays, even empty: it anchors the log start.
-                let first = self.segments.partition_point(|s| s.base_offset < g.base);
-                let count = self
-                    .segments
-                    .iter()
-                    .skip(first)
-                    .take_while(|s| g.replaced.contains(&s.base_offset))
-                    .count();
-                let old: Vec<Segment> = self.segments.drain(first..first + count).collect();
-                for s in &old {
-                    self.files.forget(s.base_offset);
-                    s.delete_files()?;
-                }
+                self.remove_replaced(g)?;
                 let _ = fs::remove_file(&g.path);
                 continue;
             }
             let swap = self.dir.join(file_name(g.base, g.end, SWAP_SUFFIX));
             fs::rename(&g.path, &swap).map_err(io_err(&swap))?;
             sync_dir(&self.dir)?;
-            let first = self.segments.partition_point(|s| s.base_offset < g.base);
-            let count = self
-                .segments
-                .iter()
-                .skip(first)
-                .take_while(|s| g.replaced.contains(&s.base_offset))
-                .count();
-            let old: Vec<Segment> = self.segments.drain(first..first + count).collect();
-            for s in &old {
-                self.files.forget(s.base_offset);
-                s.delete_files()?;
-            }
+            let first = self.remove_replaced(g)?;
             let [log_path, _, _] = Segment::paths(&self.dir, g.base);
             fs::rename(&swap, &log_path).map_err(io_err(&log_path))?;
             let mut recovered = Segment::recover(&self.dir, g.base, limits, now_ms)?;
@@ -330,6 +308,26 @@ impl Log {
             "log cleaned"
         );
         Ok(Some(stats))
+    }
+}
+
+impl Log {
+    /// Takes the segments a group replaces out of the list and unlinks their
+    /// files; returns where they were.
+    fn remove_replaced(&mut self, g: &Group) -> Result<usize, LogError> {
+        let first = self.segments.partition_point(|s| s.base_offset < g.base);
+        let count = self
+            .segments
+            .iter()
+            .skip(first)
+            .take_while(|s| g.replaced.contains(&s.base_offset))
+            .count();
+        let old: Vec<Segment> = self.segments.drain(first..first + count).collect();
+        for s in &old {
+            self.files.forget(s.base_offset);
+            s.delete_files()?;
+        }
+        Ok(first)
     }
 }
 
