@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use felice_wire::{
-    crc32c_append, validate_batch, BatchError, BatchHeader, BATCH_HEADER_LEN, CRC_START,
+    crc32c_append, validate_stored_batch, BatchError, BatchHeader, BATCH_HEADER_LEN, CRC_START,
 };
 
 use crate::index::{Index, OffsetEntry, TimeEntry};
@@ -554,7 +554,7 @@ impl Segment {
             let total = header.total_len();
             let checked = if total <= MAX_IN_MEMORY_BATCH {
                 match window.slice(pos, total).map_err(io_err(&log_path))? {
-                    Some(bytes) => validate_batch(bytes).map(|_| ()),
+                    Some(bytes) => validate_stored_batch(bytes).map(|_| ()),
                     None => Err(BatchError::Truncated {
                         position: 0,
                         needed: total,
@@ -892,7 +892,11 @@ fn check_large_batch(
             computed: crc,
         }));
     }
-    if header.record_count < 1 || header.last_offset_delta != header.record_count - 1 {
+    // As `validate_stored_batch`: compaction may have removed records.
+    if header.record_count < 0
+        || header.last_offset_delta < 0
+        || i64::from(header.record_count) > i64::from(header.last_offset_delta) + 1
+    {
         return Ok(Err(BatchError::RecordCount {
             record_count: header.record_count,
             last_offset_delta: header.last_offset_delta,

@@ -102,6 +102,8 @@ pub enum BatchError {
     },
     #[error("batch is compressed with {0:?}: its records cannot be walked")]
     Compressed(Compression),
+    #[error("{codec:?} data does not decode: {reason}")]
+    Codec { codec: Compression, reason: String },
 }
 
 /// Compression codec, attributes bits 0-2.
@@ -334,6 +336,18 @@ pub fn crc32c_append(crc: u32, data: &[u8]) -> u32 {
 ///
 /// baseOffset and partitionLeaderEpoch are outside the CRC and cannot be checked.
 pub fn validate_batch(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    validate(buf, false)
+}
+
+/// [`validate_batch`] for batches already in a log: a compacted log holds
+/// batches with records removed, which keep their `lastOffsetDelta`, so
+/// `recordCount` may be anywhere in `0..=lastOffsetDelta + 1` (Kafka keeps
+/// empty batches for producer state). Recovery uses this one.
+pub fn validate_stored_batch(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    validate(buf, true)
+}
+
+fn validate(buf: &[u8], compacted: bool) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(buf)?;
     let expected = header.total_len();
     if expected != buf.len() {
@@ -355,7 +369,14 @@ pub fn validate_batch(buf: &[u8]) -> Result<BatchHeader, BatchError> {
             computed,
         });
     }
-    if header.record_count < 1 || header.last_offset_delta != header.record_count - 1 {
+    let count_ok = if compacted {
+        header.record_count >= 0
+            && header.last_offset_delta >= 0
+            && i64::from(header.record_count) <= i64::from(header.last_offset_delta) + 1
+    } else {
+        header.record_count >= 1 && header.last_offset_delta == header.record_count - 1
+    };
+    if !count_ok {
         return Err(BatchError::RecordCount {
             record_count: header.record_count,
             last_offset_delta: header.last_offset_delta,

@@ -15,13 +15,16 @@ use felice_wire::BatchError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader};
 use kafka_protocol::protocol::{Message, VersionRange};
-use kafka_protocol::records::{
-    Compression, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-};
+use kafka_protocol::records::Compression;
 use kafka_protocol::ResponseError;
 use std::sync::Arc;
 
 pub const VERSIONS: VersionRange = ProduceRequest::VERSIONS;
+
+/// Decompressed records of one batch may be at most this many times
+/// `max.message.bytes` (bounds the memory of recompression and of the
+/// keyless-record check).
+const DECOMPRESSION_RATIO_LIMIT: usize = 64;
 
 /// Produce v13 names topics by id.
 const FIRST_TOPIC_ID_VERSION: i16 = 13;
@@ -43,6 +46,7 @@ fn batch_error_code(e: &BatchError) -> ResponseError {
         BatchError::UnknownCompression { .. } => ResponseError::UnsupportedCompressionType,
         BatchError::RecordFraming { .. } => ResponseError::CorruptMessage,
         BatchError::Compressed(_) => ResponseError::CorruptMessage,
+        BatchError::Codec { .. } => ResponseError::CorruptMessage,
     }
 }
 
@@ -59,32 +63,28 @@ fn replica_error_code(e: &ReplicaError) -> ResponseError {
 }
 
 /// Re-encodes one validated batch in `target` (a topic `compression.type`
-/// other than `producer`, as Kafka does). The only place the produce path
-/// decodes records, and only when the topic's setting asks for it.
-fn recompress(batch: &[u8], target: Compression) -> Result<bytes::Bytes, Rejected> {
-    fn corrupt(e: impl std::fmt::Display) -> Rejected {
-        Rejected::Kafka(
-            ResponseError::CorruptMessage,
-            format!("cannot re-encode batch: {e}"),
-        )
-    }
-    let mut input = bytes::Bytes::copy_from_slice(batch);
-    let set = RecordBatchDecoder::decode(&mut input).map_err(corrupt)?;
-    let mut out = bytes::BytesMut::with_capacity(batch.len());
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: target,
+/// other than `producer`, as Kafka does): the records section is
+/// decompressed and recompressed byte for byte (headers with repeated or
+/// non-UTF-8 keys survive), only when the topic's setting asks for it.
+fn recompress(batch: &[u8], target: Compression, limit: usize) -> Result<bytes::Bytes, Rejected> {
+    let codec = match target {
+        Compression::None => felice_wire::Compression::None,
+        Compression::Gzip => felice_wire::Compression::Gzip,
+        Compression::Snappy => felice_wire::Compression::Snappy,
+        Compression::Lz4 => felice_wire::Compression::Lz4,
+        Compression::Zstd => felice_wire::Compression::Zstd,
     };
-    RecordBatchEncoder::encode(&mut out, set.records.iter(), &options).map_err(corrupt)?;
-    // One batch in, one batch out: the records share producer and flags.
+    let out = felice_wire::codec::recompress(batch, codec, limit).map_err(|e| {
+        Rejected::Kafka(batch_error_code(&e), format!("cannot re-encode batch: {e}"))
+    })?;
     felice_wire::validate_batch(&out)
         .map_err(|e| Rejected::Kafka(ResponseError::CorruptMessage, e.to_string()))?;
-    Ok(out.freeze())
+    Ok(bytes::Bytes::from(out))
 }
 
 /// Whether a validated batch holds a record with a null key (compacted
 /// topics only: compressed batches are decoded for it).
-fn has_keyless_record(batch: &bytes::Bytes) -> Result<bool, Rejected> {
+fn has_keyless_record(batch: &bytes::Bytes, limit: usize) -> Result<bool, Rejected> {
     let corrupt = |e: String| Rejected::Kafka(ResponseError::CorruptMessage, e);
     match felice_wire::Records::new(batch) {
         Ok(records) => {
@@ -96,9 +96,17 @@ fn has_keyless_record(batch: &bytes::Bytes) -> Result<bool, Rejected> {
             Ok(false)
         }
         Err(BatchError::Compressed(_)) => {
-            let mut input = batch.clone();
-            let set = RecordBatchDecoder::decode(&mut input).map_err(|e| corrupt(e.to_string()))?;
-            Ok(set.records.iter().any(|r| r.key.is_none()))
+            let (header, raw) = felice_wire::codec::records_section(batch, limit)
+                .map_err(|e| corrupt(e.to_string()))?;
+            let plain = felice_wire::codec::as_uncompressed(&header, &raw)
+                .map_err(|e| corrupt(e.to_string()))?;
+            let records = felice_wire::Records::new(&plain).map_err(|e| corrupt(e.to_string()))?;
+            for r in records {
+                if r.map_err(|e| corrupt(e.to_string()))?.key.is_none() {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
         }
         Err(e) => Err(corrupt(e.to_string())),
     }
@@ -146,7 +154,10 @@ fn check(
             ),
         ));
     }
-    if settings.log.cleanup_compact && has_keyless_record(records)? {
+    // Decompressed records may not exceed what Kafka would accept of a
+    // batch's records: a generous multiple of the batch size limit.
+    let limit = (max_message_bytes.max(0) as usize).saturating_mul(DECOMPRESSION_RATIO_LIMIT);
+    if settings.log.cleanup_compact && has_keyless_record(records, limit)? {
         // Kafka: a compacted topic keeps the last record per key; a record
         // without one could never be compacted.
         return Err(Rejected::Kafka(
@@ -155,7 +166,7 @@ fn check(
         ));
     }
     match settings.compression {
-        Some(target) if codec != Some(target as u8) => recompress(records, target),
+        Some(target) if codec != Some(target as u8) => recompress(records, target, limit),
         // Shared, not copied: the log patches a copy of the header only.
         _ => Ok(records.clone()),
     }

@@ -35,10 +35,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use felice_wire::{
-    crc32c, BatchHeader, Compression, Records, TimestampType, BATCH_HEADER_LEN, BATCH_OVERHEAD,
-    CRC_START,
-};
+use std::borrow::Cow;
+
+use felice_wire::{codec, BatchHeader, Compression, Records, TimestampType, BATCH_HEADER_LEN};
 
 use super::{read_checkpoint, sync_dir, write_checkpoint, Log};
 use crate::segment::{io_err, FileWindow, IndexLimits, Segment};
@@ -169,9 +168,27 @@ fn for_each_batch(
 
 /// Whether the cleaner may look inside a batch (uncompressed data batch).
 fn inspectable(header: &BatchHeader) -> bool {
-    !header.is_control()
-        && !header.is_transactional()
-        && header.compression().ok() == Some(Compression::None)
+    !header.is_control() && !header.is_transactional()
+}
+
+/// Largest decompressed records section the cleaner works on; a batch that
+/// expands further is kept whole.
+const MAX_DECOMPRESSED_BATCH: usize = 128 << 20;
+
+/// The batch as an uncompressed one (itself when it is), or `None` when it
+/// cannot be looked into (control, transactional, or a compressed batch that
+/// does not decompress within [`MAX_DECOMPRESSED_BATCH`]).
+fn plain_batch<'b>(header: &BatchHeader, batch: &'b [u8]) -> Option<Cow<'b, [u8]>> {
+    if !inspectable(header) {
+        return None;
+    }
+    match header.compression().ok()? {
+        Compression::None => Some(Cow::Borrowed(batch)),
+        _ => {
+            let (h, raw) = codec::records_section(batch, MAX_DECOMPRESSED_BATCH).ok()?;
+            codec::as_uncompressed(&h, &raw).ok().map(Cow::Owned)
+        }
+    }
 }
 
 impl Log {
@@ -366,8 +383,8 @@ fn build(
                 full = true;
                 return Ok(false);
             }
-            if inspectable(header) {
-                let records = Records::new(batch).map_err(|source| LogError::CorruptBatch {
+            if let Some(plain) = plain_batch(header, batch) {
+                let records = Records::new(&plain).map_err(|source| LogError::CorruptBatch {
                     path: path.clone(),
                     position: 0,
                     source,
@@ -459,19 +476,18 @@ fn write_group(
         .map_err(io_err(path))?;
     let mut written = 0u64;
     let mut removed = 0u64;
-    let mut batch_out: Vec<u8> = Vec::new();
+    let mut kept_raw: Vec<u8> = Vec::new();
     for s in members {
         let src = path.with_file_name(crate::segment::file_name(s.base, "log"));
         let old_tombstones_expire = s.max_timestamp < tombstone_horizon_ms;
         for_each_batch(&s.file, s.size, &src, |header, batch| {
-            if !inspectable(header) {
+            let Some(plain) = plain_batch(header, batch) else {
                 out.write_all(batch).map_err(io_err(path))?;
                 written += batch.len() as u64;
                 return Ok(true);
-            }
-            batch_out.clear();
-            batch_out.extend_from_slice(batch.get(..BATCH_HEADER_LEN).unwrap_or_default());
-            let mut records = Records::new(batch).map_err(|source| LogError::CorruptBatch {
+            };
+            kept_raw.clear();
+            let mut records = Records::new(&plain).map_err(|source| LogError::CorruptBatch {
                 path: src.clone(),
                 position: 0,
                 source,
@@ -498,7 +514,7 @@ fn write_group(
                 if superseded || expired_tombstone {
                     removed += 1;
                 } else {
-                    batch_out.extend_from_slice(batch.get(at..end).unwrap_or_default());
+                    kept_raw.extend_from_slice(plain.get(at..end).unwrap_or_default());
                     kept += 1;
                     max_ts = max_ts.max(header.base_timestamp.saturating_add(r.timestamp_delta));
                 }
@@ -512,19 +528,27 @@ fn write_group(
                 written += batch.len() as u64;
                 return Ok(true);
             }
-            let mut h = *header;
-            h.record_count = kept;
-            h.batch_length = (batch_out.len() - BATCH_OVERHEAD) as i32;
-            if h.timestamp_type() == TimestampType::CreateTime {
-                h.max_timestamp = max_ts;
-            }
-            if let Some(dst) = batch_out.get_mut(..BATCH_HEADER_LEN) {
-                dst.copy_from_slice(&h.encode());
-            }
-            let crc = crc32c(batch_out.get(CRC_START..).unwrap_or_default());
-            if let Some(dst) = batch_out.get_mut(17..21) {
-                dst.copy_from_slice(&crc.to_be_bytes());
-            }
+            // Same base offset, base timestamp, last offset delta, producer
+            // fields and codec; only the kept records, recompressed.
+            let max_timestamp = if header.timestamp_type() == TimestampType::CreateTime {
+                max_ts
+            } else {
+                header.max_timestamp
+            };
+            let codec = header.compression().unwrap_or(Compression::None);
+            let batch_out = codec::rebuild_batch(
+                header,
+                codec,
+                &kept_raw,
+                kept,
+                header.last_offset_delta,
+                max_timestamp,
+            )
+            .map_err(|source| LogError::CorruptBatch {
+                path: src.clone(),
+                position: 0,
+                source,
+            })?;
             out.write_all(&batch_out).map_err(io_err(path))?;
             written += batch_out.len() as u64;
             Ok(true)

@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use felice_wire::{build_batch, validate_batch, Batches, Records, TimestampType};
+use felice_wire::{
+    build_batch, crc32c, validate_stored_batch, Batches, Compression, Records, TimestampType,
+    CRC_START,
+};
 use proptest::prelude::*;
 
 use super::*;
@@ -40,8 +43,11 @@ fn records(log: &Log) -> Vec<(i64, String, Option<String>)> {
         let mut next = offset;
         for item in Batches::new(&bytes) {
             let (range, h) = item.expect("whole batches");
-            validate_batch(&bytes[range.clone()]).expect("valid on disk");
-            for r in Records::new(&bytes[range]).expect("records") {
+            validate_stored_batch(&bytes[range.clone()]).expect("valid on disk");
+            let (header, raw) = felice_wire::codec::records_section(&bytes[range], 1 << 24)
+                .expect("records section");
+            let plain = felice_wire::codec::as_uncompressed(&header, &raw).expect("plain");
+            for r in Records::new(&plain).expect("records") {
                 let r = r.expect("record");
                 let o = h.base_offset + i64::from(r.offset_delta);
                 if o >= offset {
@@ -190,7 +196,62 @@ fn tombstones_are_kept_for_delete_retention_then_removed() {
 }
 
 #[test]
-fn compressed_batches_are_kept_whole() {
+fn compressed_batches_are_compacted_in_their_codec() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut log = Log::open(dir.path(), compact_config(), NOW).expect("open");
+    let plain = build_batch(&[
+        (Some(b"a".as_slice()), Some(b"a0".as_slice()), NOW),
+        (Some(b"b".as_slice()), Some(b"b0".as_slice()), NOW),
+        (Some(b"c".as_slice()), Some(b"c0".as_slice()), NOW),
+    ]);
+    let lz4 = felice_wire::codec::recompress(&plain, Compression::Lz4, 1 << 20).expect("lz4");
+    log.append(&lz4, 0, TimestampType::CreateTime, NOW)
+        .expect("append");
+    // a and c are overwritten later; b is not.
+    for i in 0..20 {
+        put(
+            &mut log,
+            if i % 2 == 0 { "a" } else { "c" },
+            Some(&format!("v{i}")),
+            NOW,
+        );
+    }
+    log.clean(NOW).expect("clean").expect("ran");
+    let first = log
+        .read(0, 1 << 20, i64::MAX, true)
+        .expect("read")
+        .expect("data");
+    let bytes = first.read_bytes().expect("bytes");
+    let len = felice_wire::BatchHeader::parse(&bytes)
+        .expect("header")
+        .total_len();
+    let header = validate_stored_batch(&bytes[..len]).expect("a valid first batch");
+    assert!(
+        felice_wire::validate_batch(&bytes[..len]).is_err(),
+        "records were removed from it"
+    );
+    assert_eq!(header.compression(), Ok(Compression::Lz4), "still lz4");
+    assert_eq!(
+        (
+            header.base_offset,
+            header.record_count,
+            header.last_offset_delta
+        ),
+        (0, 1, 2)
+    );
+    let recs = records(&log);
+    assert_eq!(
+        recs[0],
+        (1, "b".to_string(), Some("b0".to_string())),
+        "b survives at its offset"
+    );
+    let latest = latest(&recs);
+    assert_eq!(latest.get("a"), Some(&Some("v18".to_string())));
+    assert_eq!(latest.get("c"), Some(&Some("v19".to_string())));
+}
+
+#[test]
+fn batches_that_do_not_decompress_are_kept_whole() {
     let dir = tempfile::tempdir().expect("tmp");
     let mut log = Log::open(dir.path(), compact_config(), NOW).expect("open");
     // A batch flagged gzip cannot be looked into without decompressing: the
@@ -266,18 +327,36 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
     #[test]
     fn cleaning_never_changes_what_a_key_reads(
-        ops in proptest::collection::vec((0u8..6, proptest::option::of(0u16..1000)), 1..120),
-        cleans in proptest::collection::vec(0usize..120, 1..4),
+        batches in proptest::collection::vec(
+            (proptest::collection::vec((0u8..6, proptest::option::of(0u16..1000)), 1..4), 0u8..3),
+            1..60,
+        ),
+        cleans in proptest::collection::vec(0usize..60, 1..4),
     ) {
         let dir = tempfile::tempdir().expect("tmp");
         let config = LogConfig { delete_retention_ms: i64::MAX / 4, ..compact_config() };
         let mut log = Log::open(dir.path(), config, NOW).expect("open");
         let mut model: BTreeMap<String, Option<String>> = BTreeMap::new();
-        for (i, (k, v)) in ops.iter().enumerate() {
-            let key = format!("key-{k}");
-            let value = v.map(|v| v.to_string());
-            put(&mut log, &key, value.as_deref(), NOW);
-            model.insert(key, value);
+        let mut appended = 0i64;
+        for (i, (records, codec)) in batches.iter().enumerate() {
+            let owned: Vec<(String, Option<String>)> = records
+                .iter()
+                .map(|(k, v)| (format!("key-{k}"), v.map(|v| v.to_string())))
+                .collect();
+            let specs: Vec<felice_wire::RecordSpec<'_>> = owned
+                .iter()
+                .map(|(k, v)| (Some(k.as_bytes()), v.as_deref().map(str::as_bytes), NOW))
+                .collect();
+            let mut batch = build_batch(&specs);
+            let codec = [Compression::None, Compression::Lz4, Compression::Gzip][*codec as usize];
+            if codec != Compression::None {
+                batch = felice_wire::codec::recompress(&batch, codec, 1 << 20).expect("compress");
+            }
+            log.append(&batch, 0, TimestampType::CreateTime, NOW).expect("append");
+            appended += owned.len() as i64;
+            for (k, v) in owned {
+                model.insert(k, v);
+            }
             if cleans.contains(&i) {
                 log.clean(NOW).expect("clean");
             }
@@ -285,6 +364,19 @@ proptest! {
         log.clean(NOW).expect("clean");
         let recs = records(&log);
         prop_assert_eq!(latest(&recs), model);
-        prop_assert_eq!(log.log_end_offset(), ops.len() as i64);
+        prop_assert_eq!(log.log_end_offset(), appended);
+        // And the cleaned log recovers as it is (no batch cut as corrupt).
+        let dir_path = dir.path().to_path_buf();
+        drop(log);
+        std::fs::remove_file(dir_path.join("recovery-point")).ok();
+        let log = Log::open(&dir_path, config_for_reopen(), NOW).expect("reopen");
+        prop_assert_eq!(records(&log), recs);
+    }
+}
+
+fn config_for_reopen() -> LogConfig {
+    LogConfig {
+        delete_retention_ms: i64::MAX / 4,
+        ..compact_config()
     }
 }
