@@ -9,15 +9,16 @@
 //! compressed batch: a topic's `compression.type`, keyless-record checks on
 //! compacted topics, and the log cleaner.
 //!
-//! Bounds: decompression refuses output larger than the caller's limit
-//! (the codecs decompress into memory first, so the limit bounds what is
-//! kept, not the transient peak: a "zip bomb" within `message.max.bytes`
-//! of compressed input still expands once).
+//! Bounds: decompression stops as soon as its output would pass the
+//! caller's limit (the codecs write into a bounded writer; snappy blocks are
+//! checked by their declared length before they are allocated), so a small
+//! "zip bomb" costs at most the limit.
 
 use crate::batch::{crc32c, BatchError, BatchHeader, Compression, BATCH_HEADER_LEN, CRC_START};
 use crate::records::Records;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
+use bytes::{BufMut, BytesMut};
+use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
+use std::io::Write;
 
 const COMPRESSION_MASK: i16 = 0x07;
 
@@ -40,32 +41,95 @@ pub fn records_section(batch: &[u8], limit: usize) -> Result<(BatchHeader, Vec<u
             available: batch.len(),
         })?;
     let codec = header.compression()?;
-    let raw = decompress(codec, body)?;
-    if raw.len() > limit {
-        return Err(codec_error(
-            codec,
-            format!("decompresses to more than {limit} bytes"),
-        ));
-    }
+    let raw = decompress(codec, body, limit)?;
     Ok((header, raw))
 }
 
-pub fn decompress(codec: Compression, data: &[u8]) -> Result<Vec<u8>, BatchError> {
-    fn run<D: Decompressor<Bytes, Buf = Bytes>>(data: &[u8]) -> anyhow::Result<Vec<u8>> {
-        let mut input = Bytes::copy_from_slice(data);
-        D::decompress(&mut input, |out: &mut Bytes| {
-            let n = out.remaining();
-            Ok(out.copy_to_bytes(n).to_vec())
-        })
-    }
-    let r = match codec {
-        Compression::None => return Ok(data.to_vec()),
-        Compression::Gzip => run::<Gzip>(data),
-        Compression::Snappy => run::<Snappy>(data),
-        Compression::Lz4 => run::<Lz4>(data),
-        Compression::Zstd => run::<Zstd>(data),
+/// Decompresses a records section, refusing to produce more than `limit`
+/// bytes: the output goes through a writer that fails past the limit, so a
+/// small input that would expand enormously stops there.
+pub fn decompress(codec: Compression, data: &[u8], limit: usize) -> Result<Vec<u8>, BatchError> {
+    let mut out = Limited {
+        buf: Vec::new(),
+        limit,
     };
-    r.map_err(|e| codec_error(codec, e))
+    let r: std::io::Result<()> = match codec {
+        Compression::None => out.write_all(data),
+        Compression::Gzip => {
+            let mut d = flate2::write::GzDecoder::new(&mut out);
+            d.write_all(data).and_then(|()| d.try_finish())
+        }
+        Compression::Zstd => zstd::stream::copy_decode(data, &mut out),
+        Compression::Lz4 => {
+            lz4::Decoder::new(data).and_then(|mut d| std::io::copy(&mut d, &mut out).map(|_| ()))
+        }
+        Compression::Snappy => snappy_decompress(data, &mut out),
+    };
+    r.map_err(|e| codec_error(codec, e))?;
+    Ok(out.buf)
+}
+
+/// A `Vec` writer that fails once more than `limit` bytes are written.
+struct Limited {
+    buf: Vec<u8>,
+    limit: usize,
+}
+
+impl Limited {
+    fn room(&self, more: usize) -> std::io::Result<()> {
+        if self.buf.len().saturating_add(more) > self.limit {
+            return Err(std::io::Error::other(format!(
+                "decompresses to more than {} bytes",
+                self.limit
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl std::io::Write for Limited {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.room(data.len())?;
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Kafka's snappy: the xerial framing (magic header, then length-prefixed
+/// raw snappy blocks), or a bare raw snappy block as Java also accepts. Each
+/// block's decompressed length is read before anything is allocated.
+fn snappy_decompress(data: &[u8], out: &mut Limited) -> std::io::Result<()> {
+    const MAGIC: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
+    let block = |b: &[u8], out: &mut Limited| -> std::io::Result<()> {
+        let len = snap::raw::decompress_len(b).map_err(std::io::Error::other)?;
+        out.room(len)?;
+        let start = out.buf.len();
+        out.buf.resize(start + len, 0);
+        let target = out.buf.get_mut(start..).unwrap_or_default();
+        snap::raw::Decoder::new()
+            .decompress(b, target)
+            .map_err(std::io::Error::other)?;
+        Ok(())
+    };
+    let Some(mut rest) = data.strip_prefix(&MAGIC[..]) else {
+        return block(data, out);
+    };
+    while !rest.is_empty() {
+        let (len, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| std::io::Error::other("snappy block length cut short"))?;
+        let len = u32::from_be_bytes(*len) as usize;
+        let b = tail
+            .get(..len)
+            .ok_or_else(|| std::io::Error::other("snappy block cut short"))?;
+        block(b, out)?;
+        rest = tail.get(len..).unwrap_or_default();
+    }
+    Ok(())
 }
 
 pub fn compress(codec: Compression, raw: &[u8]) -> Result<Vec<u8>, BatchError> {
@@ -215,9 +279,20 @@ mod tests {
             Compression::Zstd,
         ] {
             assert!(
-                decompress(codec, b"definitely not compressed").is_err(),
+                decompress(codec, b"definitely not compressed", 1 << 20).is_err(),
                 "{codec:?}"
             );
+            // A bomb: 64 MiB of zeros compress to little; the limit stops it early.
+            let zeros = vec![0u8; 64 << 20];
+            let packed = compress(codec, &zeros).expect("compress");
+            assert!(
+                packed.len() < 4 << 20,
+                "{codec:?} packed {} bytes",
+                packed.len()
+            );
+            assert!(decompress(codec, &packed, 1 << 20).is_err(), "{codec:?}");
+            let back = decompress(codec, &packed, 64 << 20).expect("within the limit");
+            assert_eq!(back.len(), 64 << 20);
         }
     }
 }
