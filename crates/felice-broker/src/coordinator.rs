@@ -32,7 +32,7 @@ use felice_coord::group::{
 use felice_coord::records::{self, OffsetValue, OffsetsKey};
 use felice_coord::{Effect, Group, GroupConfig, GroupError, GroupState, RequestId};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -82,6 +82,27 @@ pub struct GroupListing {
     pub state: GroupState,
 }
 
+/// One group and the earliest time its timers need it (a lower bound,
+/// refreshed after every state-machine call that may bring it forward;
+/// heartbeats and commits only push deadlines later), so the 100 ms tick
+/// reads one atomic per group instead of locking each and scanning members.
+pub struct Slot {
+    group: Mutex<Group>,
+    next_deadline_ms: AtomicI64,
+}
+
+impl Slot {
+    fn new(g: Group) -> Slot {
+        let next = g.next_deadline_ms().unwrap_or(i64::MAX);
+        Slot {
+            group: Mutex::new(g),
+            next_deadline_ms: AtomicI64::new(next),
+        }
+    }
+}
+
+type GroupRef = Arc<Slot>;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
@@ -96,7 +117,7 @@ pub struct GroupCoordinator {
     max_groups: usize,
     offset_metadata_max_bytes: usize,
     offsets_retention_ms: i64,
-    groups: Mutex<HashMap<String, Arc<Mutex<Group>>>>,
+    groups: Mutex<HashMap<String, GroupRef>>,
     parked: Mutex<HashMap<RequestId, Parked>>,
     next_request: AtomicU64,
 }
@@ -125,11 +146,11 @@ impl GroupCoordinator {
         lock(&self.groups).len()
     }
 
-    fn group(&self, group_id: &str) -> Option<Arc<Mutex<Group>>> {
+    fn group(&self, group_id: &str) -> Option<GroupRef> {
         lock(&self.groups).get(group_id).cloned()
     }
 
-    fn group_or_create(&self, group_id: &str, now: i64) -> Result<Arc<Mutex<Group>>, GroupError> {
+    fn group_or_create(&self, group_id: &str, now: i64) -> Result<GroupRef, GroupError> {
         let mut groups = lock(&self.groups);
         if let Some(g) = groups.get(group_id) {
             return Ok(g.clone());
@@ -142,7 +163,7 @@ impl GroupCoordinator {
             );
             return Err(GroupError::GroupMaxSizeReached);
         }
-        let g = Arc::new(Mutex::new(Group::new(group_id, &self.cfg, now)));
+        let g = Arc::new(Slot::new(Group::new(group_id, &self.cfg, now)));
         groups.insert(group_id.to_string(), g.clone());
         Ok(g)
     }
@@ -184,11 +205,11 @@ impl GroupCoordinator {
     fn run(
         &self,
         broker: &Broker,
-        group: &Mutex<Group>,
+        slot: &Slot,
         now: i64,
         f: impl FnOnce(&mut Group) -> Vec<Effect>,
     ) {
-        let mut g = lock(group);
+        let mut g = lock(&slot.group);
         let mut fx = f(&mut g);
         while let Some((reason, value)) = g.take_store() {
             let key = records::encode_group_key(&g.group_id);
@@ -199,6 +220,8 @@ impl GroupCoordinator {
             }
             fx.extend(g.stored(reason, result, now));
         }
+        slot.next_deadline_ms
+            .store(g.next_deadline_ms().unwrap_or(i64::MAX), Ordering::Release);
         drop(g);
         self.deliver(fx);
     }
@@ -313,7 +336,7 @@ impl GroupCoordinator {
             return Err(GroupError::InvalidGroupId);
         }
         let g = self.group(group_id).ok_or(GroupError::UnknownMemberId)?;
-        let r = lock(&g).heartbeat(member_id, instance, generation_id, now_ms());
+        let r = lock(&g.group).heartbeat(member_id, instance, generation_id, now_ms());
         r
     }
 
@@ -407,7 +430,7 @@ impl GroupCoordinator {
                 return results;
             }
         };
-        let mut g = lock(&group);
+        let mut g = lock(&group.group);
         if let Err(e) =
             g.validate_commit(who.member_id, who.group_instance_id, who.generation_id, now)
         {
@@ -457,7 +480,7 @@ impl GroupCoordinator {
         topics: Option<&[(String, Vec<i32>)]>,
     ) -> Result<FetchedOffsets, GroupError> {
         let group = self.group(group_id);
-        let g = group.as_ref().map(|g| lock(g));
+        let g = group.as_ref().map(|g| lock(&g.group));
         Ok(match topics {
             Some(topics) => topics
                 .iter()
@@ -487,16 +510,16 @@ impl GroupCoordinator {
     /// DescribeGroups of one group; `None` = no such group.
     pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
         let g = self.group(group_id)?;
-        let d = lock(&g).describe();
+        let d = lock(&g.group).describe();
         Some(d)
     }
 
     pub fn list(&self) -> Vec<GroupListing> {
-        let groups: Vec<Arc<Mutex<Group>>> = lock(&self.groups).values().cloned().collect();
+        let groups: Vec<GroupRef> = lock(&self.groups).values().cloned().collect();
         let mut out: Vec<GroupListing> = groups
             .iter()
             .map(|g| {
-                let g = lock(g);
+                let g = lock(&g.group);
                 GroupListing {
                     group_id: g.group_id.clone(),
                     protocol_type: g.protocol_type().unwrap_or_default().to_string(),
@@ -513,7 +536,7 @@ impl GroupCoordinator {
     /// record are tombstoned. Blocking.
     pub fn delete(&self, broker: &Broker, group_id: &str) -> Result<(), GroupError> {
         let group = self.group(group_id).ok_or(GroupError::GroupIdNotFound)?;
-        let mut g = lock(&group);
+        let mut g = lock(&group.group);
         match g.state() {
             GroupState::Dead => return Err(GroupError::GroupIdNotFound),
             GroupState::Empty => {}
@@ -548,7 +571,7 @@ impl GroupCoordinator {
             return Err(GroupError::InvalidGroupId);
         }
         let group = self.group(group_id).ok_or(GroupError::GroupIdNotFound)?;
-        let mut g = lock(&group);
+        let mut g = lock(&group.group);
         if g.state() == GroupState::Dead {
             return Err(GroupError::GroupIdNotFound);
         }
@@ -600,12 +623,12 @@ impl GroupCoordinator {
             return;
         }
         let now = now_ms();
-        let groups: Vec<(String, Arc<Mutex<Group>>)> = lock(&self.groups)
+        let groups: Vec<(String, GroupRef)> = lock(&self.groups)
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (id, group) in groups {
-            let mut g = lock(&group);
+            let mut g = lock(&group.group);
             let doomed: Vec<(String, i32)> = g
                 .offsets()
                 .filter(|(t, _, _)| topics.iter().any(|d| d == t))
@@ -636,12 +659,15 @@ impl GroupCoordinator {
     /// Session, join and sync deadlines of every group. Blocking.
     pub fn tick(&self, broker: &Broker) {
         let now = now_ms();
-        let groups: Vec<Arc<Mutex<Group>>> = lock(&self.groups).values().cloned().collect();
-        for g in groups {
-            let due = lock(&g).next_deadline_ms().is_some_and(|d| d <= now);
-            if due {
-                self.run(broker, &g, now, |g| g.tick(now));
-            }
+        // One atomic read per group under the map lock; only due groups are
+        // taken out and locked.
+        let due: Vec<GroupRef> = lock(&self.groups)
+            .values()
+            .filter(|g| g.next_deadline_ms.load(Ordering::Acquire) <= now)
+            .cloned()
+            .collect();
+        for g in due {
+            self.run(broker, &g, now, |g| g.tick(now));
         }
     }
 
@@ -649,13 +675,13 @@ impl GroupCoordinator {
     /// (their record tombstoned). Blocking.
     pub fn expire_offsets(&self, broker: &Broker) {
         let now = now_ms();
-        let groups: Vec<(String, Arc<Mutex<Group>>)> = lock(&self.groups)
+        let groups: Vec<(String, GroupRef)> = lock(&self.groups)
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let mut removed_offsets = 0usize;
         for (id, group) in groups {
-            let mut g = lock(&group);
+            let mut g = lock(&group.group);
             let expired = g.expired_offsets(self.offsets_retention_ms, now);
             let drop_group = g.state() == GroupState::Empty && g.offset_count() == expired.len();
             if expired.is_empty() && !drop_group {
@@ -720,7 +746,7 @@ impl GroupCoordinator {
         let mut map = lock(&self.groups);
         for (id, g) in groups {
             if !g.is_removable() || g.generation_id() > 0 {
-                map.insert(id, Arc::new(Mutex::new(g)));
+                map.insert(id, Arc::new(Slot::new(g)));
             }
         }
         if loaded > 0 {
