@@ -292,7 +292,22 @@ impl GroupCoordinator {
             self.group(group_id).ok_or(GroupError::UnknownMemberId)
         };
         match group {
-            Ok(g) => self.run(broker, &g, now, |g| g.join(&self.cfg, req, id, now)),
+            Ok(g) => {
+                self.run(broker, &g, now, |g| g.join(&self.cfg, req, id, now));
+                // A join that was refused leaves nothing behind: a client
+                // cycling through group ids cannot fill group.max.count.
+                // Map, then group (the lock order); a join that already holds
+                // this group finds it Dead and its client retries.
+                let mut groups = lock(&self.groups);
+                if groups.get(group_id).is_some_and(|x| Arc::ptr_eq(x, &g)) {
+                    let mut inner = lock(&g.group);
+                    if inner.is_unused() {
+                        let _ = inner.mark_dead();
+                        drop(inner);
+                        groups.remove(group_id);
+                    }
+                }
+            }
             Err(e) => self.deliver(vec![Effect::Join(
                 id,
                 JoinResponse::error(e, &req.member_id),

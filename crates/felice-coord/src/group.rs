@@ -424,6 +424,17 @@ impl Group {
         self.state == GroupState::Empty
     }
 
+    /// Created by a join that went nowhere (refused, or never got a member):
+    /// nothing in it, nothing ever written for it.
+    pub fn is_unused(&self) -> bool {
+        self.state == GroupState::Empty
+            && self.members.is_empty()
+            && self.pending_members.is_empty()
+            && self.offsets.is_empty()
+            && self.generation_id == 0
+            && self.pending_store.is_none()
+    }
+
     /// Nothing left to keep: no members, no offsets.
     pub fn is_removable(&self) -> bool {
         self.state == GroupState::Empty && self.offsets.is_empty()
@@ -905,12 +916,20 @@ impl Group {
             return;
         }
         self.protocol_name = self.select_protocol();
-        let leader_ok = self
+        // The leader must be a member that rejoined (Kafka's
+        // maybeElectNewJoinedLeader): an absent static leader would leave
+        // nobody to compute the assignment.
+        let leader_joined = self
             .leader_id
             .as_ref()
-            .is_some_and(|l| self.members.contains_key(l));
-        if !leader_ok {
-            self.leader_id = self.members.keys().next().cloned();
+            .and_then(|l| self.members.get(l))
+            .is_some_and(|m| m.awaiting_join.is_some());
+        if !leader_joined {
+            self.leader_id = self
+                .members
+                .values()
+                .find(|m| m.awaiting_join.is_some())
+                .map(|m| m.member_id.clone());
         }
         self.state = GroupState::CompletingRebalance;
         self.sync_deadline_ms = now_ms.saturating_add(self.rebalance_timeout_ms());

@@ -121,6 +121,17 @@ pub fn decode_key(buf: &[u8]) -> Result<OffsetsKey, DecodeError> {
 }
 
 pub fn encode_offset_value(v: &OffsetValue) -> Vec<u8> {
+    if v.expire_timestamp_ms >= 0 {
+        // Kafka writes v1 (no leader epoch, with the expire timestamp) for a
+        // commit with an explicit retention (OffsetCommit v2-v4).
+        let mut out = Vec::with_capacity(34 + v.metadata.len());
+        out.extend_from_slice(&1i16.to_be_bytes());
+        out.extend_from_slice(&v.offset.to_be_bytes());
+        put_str(&mut out, &v.metadata);
+        out.extend_from_slice(&v.commit_timestamp_ms.to_be_bytes());
+        out.extend_from_slice(&v.expire_timestamp_ms.to_be_bytes());
+        return out;
+    }
     let mut out = Vec::with_capacity(26 + v.metadata.len());
     out.extend_from_slice(&OFFSET_VALUE_WRITTEN.to_be_bytes());
     out.extend_from_slice(&v.offset.to_be_bytes());
@@ -508,6 +519,20 @@ mod tests {
                 assignment: Bytes::from_static(b"asg"),
             }],
         }
+    }
+
+    #[test]
+    fn an_explicit_retention_is_written_as_v1_and_read_back() {
+        let v = OffsetValue {
+            offset: 9,
+            leader_epoch: -1,
+            metadata: "m".into(),
+            commit_timestamp_ms: 1_000,
+            expire_timestamp_ms: 61_000,
+        };
+        let enc = encode_offset_value(&v);
+        assert_eq!(&enc[..2], &[0, 1]);
+        assert_eq!(decode_offset_value(&enc), Ok(v));
     }
 
     #[test]

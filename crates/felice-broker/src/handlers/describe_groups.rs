@@ -21,7 +21,22 @@ pub async fn handle(
     header: &RequestHeader,
     req: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
+    // On a blocking thread: a group's lock may be held across a log append.
     let version = header.request_api_version;
+    let fallback = DescribeGroupsResponse::default().with_groups(
+        req.groups
+            .iter()
+            .map(|id| {
+                DescribedGroup::default()
+                    .with_group_id(id.clone())
+                    .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+            })
+            .collect(),
+    );
+    crate::handlers::groups::blocking(broker, fallback, move |b| respond(b, version, req)).await
+}
+
+fn respond(broker: &Broker, version: i16, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
     let groups = req
         .groups
         .into_iter()

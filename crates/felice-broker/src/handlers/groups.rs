@@ -26,7 +26,10 @@ pub fn code(e: GroupError) -> i16 {
         GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
         GroupError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
         GroupError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
-        GroupError::StorageError => ResponseError::KafkaStorageError,
+        // Kafka maps a failed coordinator write (KAFKA_STORAGE_ERROR,
+        // NOT_LEADER_OR_FOLLOWER) to NOT_COORDINATOR: clients find the
+        // coordinator again and retry instead of failing.
+        GroupError::StorageError => ResponseError::NotCoordinator,
         // Kafka answers a group record that does not fit with
         // UNKNOWN_SERVER_ERROR (OffsetCommit says INVALID_COMMIT_OFFSET_SIZE).
         GroupError::RecordTooLarge => ResponseError::UnknownServerError,

@@ -16,7 +16,14 @@ pub async fn handle(
     header: &RequestHeader,
     req: ListGroupsRequest,
 ) -> ListGroupsResponse {
+    // On a blocking thread: a group's lock may be held across a log append.
     let version = header.request_api_version;
+    let fallback = ListGroupsResponse::default()
+        .with_error_code(kafka_protocol::ResponseError::CoordinatorNotAvailable.code());
+    crate::handlers::groups::blocking(broker, fallback, move |b| respond(b, version, req)).await
+}
+
+fn respond(broker: &Broker, version: i16, req: ListGroupsRequest) -> ListGroupsResponse {
     let lower = |v: &[kafka_protocol::protocol::StrBytes]| -> Vec<String> {
         v.iter().map(|s| s.trim().to_lowercase()).collect()
     };

@@ -23,7 +23,17 @@ pub async fn handle(
     header: &RequestHeader,
     req: OffsetFetchRequest,
 ) -> OffsetFetchResponse {
+    // On a blocking thread: a group's lock may be held across a log append.
     let version = header.request_api_version;
+    // Only if the blocking task panicked: an error, never an empty success
+    // (v8+ has no top-level code, so that encoding fails and the connection
+    // closes, which clients treat as a retriable network error).
+    let fallback = OffsetFetchResponse::default()
+        .with_error_code(kafka_protocol::ResponseError::CoordinatorNotAvailable.code());
+    crate::handlers::groups::blocking(broker, fallback, move |b| respond(b, version, req)).await
+}
+
+fn respond(broker: &Broker, version: i16, req: OffsetFetchRequest) -> OffsetFetchResponse {
     if version >= 8 {
         let groups_out = req
             .groups

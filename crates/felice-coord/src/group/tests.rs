@@ -499,3 +499,43 @@ fn members_cannot_hold_more_metadata_than_one_group_record() {
     );
     assert_eq!(g.member_count(), 1);
 }
+
+#[test]
+fn an_absent_static_leader_is_replaced_by_a_member_that_rejoined() {
+    let c = cfg(0);
+    let mut g = Group::new("g", &c, 0);
+    // Static members with sessions longer than the rebalance timeout.
+    let long = |instance: &str, member: &str, new_id: &str| JoinRequest {
+        session_timeout_ms: 100_000,
+        ..static_join(instance, member, new_id)
+    };
+    g.join(&c, long("il", "", "l1"), 1, 0);
+    g.join(&c, long("if", "", "f1"), 2, 0);
+    g.join(&c, long("il", "l1", ""), 3, 0);
+    assert_eq!(g.leader_id(), Some("l1"));
+    let mut ls = sync_req("l1", 2, &[("l1", "x"), ("f1", "y")]);
+    ls.group_instance_id = Some("il".into());
+    g.sync(ls, 4, 0);
+    store_ok(&mut g, 0);
+    assert_eq!(g.state(), GroupState::Stable);
+    // The leader's process is gone (no LeaveGroup, long session); a new
+    // member joins and only the follower rejoins.
+    let mut n = join_req("", "n1", &["range"]);
+    n.require_known_member_id = false;
+    g.join(&c, n, 5, 100);
+    let fx = g.join(&c, long("if", "f1", ""), 6, 100);
+    assert!(fx.is_empty());
+    let fx = g.tick(100 + i64::from(R));
+    let follower = join_of(&fx, 6).expect("f1 answered");
+    let newcomer = join_of(&fx, 5).expect("n1 answered");
+    let leader = [&follower, &newcomer]
+        .into_iter()
+        .find(|r| r.leader == r.member_id)
+        .expect("one of the members that rejoined leads");
+    assert_eq!(
+        leader.members.len(),
+        3,
+        "the absent static member stays in the group"
+    );
+    assert_ne!(g.leader_id(), Some("l1"));
+}
