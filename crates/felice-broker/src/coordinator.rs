@@ -256,6 +256,50 @@ impl GroupCoordinator {
         })
     }
 
+    /// Tombstones `offsets` of the group (and the group itself with
+    /// `with_group`) in `__consumer_offsets`, then forgets them in memory.
+    /// Nothing changes in memory when the write fails. Blocking.
+    fn tombstone(
+        &self,
+        broker: &Broker,
+        g: &mut Group,
+        offsets: &[(String, i32)],
+        with_group: bool,
+        now: i64,
+    ) -> Result<(), GroupError> {
+        let id = g.group_id.clone();
+        let mut recs: Vec<(Vec<u8>, Option<Vec<u8>>)> = offsets
+            .iter()
+            .map(|(t, p)| (records::encode_offset_key(&id, t, *p), None))
+            .collect();
+        if with_group {
+            recs.push((records::encode_group_key(&id), None));
+        }
+        if recs.is_empty() {
+            return Ok(());
+        }
+        self.append(broker, &id, recs, now)?;
+        for (t, p) in offsets {
+            g.remove_offset(t, *p);
+        }
+        Ok(())
+    }
+
+    /// Marks a deleted group Dead under its held lock `g` (answering
+    /// whatever waits in it), releases that lock, and takes the group out
+    /// of the map unless the map already holds a newer group of that name.
+    fn forget(&self, group: &GroupRef, mut g: MutexGuard<'_, Group>) {
+        let id = g.group_id.clone();
+        let fx = g.mark_dead();
+        drop(g);
+        let mut groups = lock(&self.groups);
+        if groups.get(&id).is_some_and(|x| Arc::ptr_eq(x, group)) {
+            groups.remove(&id);
+        }
+        drop(groups);
+        self.deliver(fx);
+    }
+
     // ------------------------------------------------------------ requests
 
     /// JoinGroup. Blocking (may write the group record). The receiver gets
@@ -557,20 +601,9 @@ impl GroupCoordinator {
             GroupState::Empty => {}
             _ => return Err(GroupError::NonEmptyGroup),
         }
-        let mut recs: Vec<(Vec<u8>, Option<Vec<u8>>)> = g
-            .offsets()
-            .map(|(t, p, _)| (records::encode_offset_key(group_id, t, p), None))
-            .collect();
-        recs.push((records::encode_group_key(group_id), None));
-        self.append(broker, group_id, recs, now_ms())?;
-        let fx = g.mark_dead();
-        drop(g);
-        let mut groups = lock(&self.groups);
-        if groups.get(group_id).is_some_and(|x| Arc::ptr_eq(x, &group)) {
-            groups.remove(group_id);
-        }
-        drop(groups);
-        self.deliver(fx);
+        let offsets: Vec<(String, i32)> = g.offsets().map(|(t, p, _)| (t.to_string(), p)).collect();
+        self.tombstone(broker, &mut g, &offsets, true, now_ms())?;
+        self.forget(&group, g);
         Ok(())
     }
 
@@ -603,7 +636,6 @@ impl GroupCoordinator {
             return Err(GroupError::NonEmptyGroup);
         };
         let mut results = Vec::new();
-        let mut recs = Vec::new();
         let mut doomed = Vec::new();
         for (topic, partitions) in topics {
             let row = partitions
@@ -613,7 +645,6 @@ impl GroupCoordinator {
                         Err(GroupError::GroupSubscribedToTopic)
                     } else {
                         if g.offset(topic, *p).is_some() {
-                            recs.push((records::encode_offset_key(group_id, topic, *p), None));
                             doomed.push((topic.clone(), *p));
                         }
                         Ok(())
@@ -622,12 +653,7 @@ impl GroupCoordinator {
                 .collect();
             results.push(row);
         }
-        if !recs.is_empty() {
-            self.append(broker, group_id, recs, now_ms())?;
-            for (t, p) in doomed {
-                g.remove_offset(&t, p);
-            }
-        }
+        self.tombstone(broker, &mut g, &doomed, false, now_ms())?;
         Ok(results)
     }
 
@@ -649,22 +675,8 @@ impl GroupCoordinator {
                 .filter(|(t, _, _)| topics.iter().any(|d| d == t))
                 .map(|(t, p, _)| (t.to_string(), p))
                 .collect();
-            if doomed.is_empty() {
-                continue;
-            }
-            let recs = doomed
-                .iter()
-                .map(|(t, p)| (records::encode_offset_key(&id, t, *p), None))
-                .collect();
-            match self.append(broker, &id, recs, now) {
-                Ok(()) => {
-                    for (t, p) in &doomed {
-                        g.remove_offset(t, *p);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(group = %id, error = %e, "could not remove offsets of deleted topics")
-                }
+            if let Err(e) = self.tombstone(broker, &mut g, &doomed, false, now) {
+                tracing::warn!(group = %id, error = %e, "could not remove offsets of deleted topics")
             }
         }
     }
@@ -702,30 +714,13 @@ impl GroupCoordinator {
             if expired.is_empty() && !drop_group {
                 continue;
             }
-            let mut recs: Vec<(Vec<u8>, Option<Vec<u8>>)> = expired
-                .iter()
-                .map(|(t, p)| (records::encode_offset_key(&id, t, *p), None))
-                .collect();
-            if drop_group {
-                recs.push((records::encode_group_key(&id), None));
-            }
-            if let Err(e) = self.append(broker, &id, recs, now) {
+            if let Err(e) = self.tombstone(broker, &mut g, &expired, drop_group, now) {
                 tracing::warn!(group = %id, error = %e, "could not expire offsets");
                 continue;
             }
             removed_offsets += expired.len();
-            for (t, p) in &expired {
-                g.remove_offset(t, *p);
-            }
             if drop_group {
-                let fx = g.mark_dead();
-                drop(g);
-                let mut groups = lock(&self.groups);
-                if groups.get(&id).is_some_and(|x| Arc::ptr_eq(x, &group)) {
-                    groups.remove(&id);
-                }
-                drop(groups);
-                self.deliver(fx);
+                self.forget(&group, g);
             }
         }
         if removed_offsets > 0 {
