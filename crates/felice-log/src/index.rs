@@ -168,8 +168,15 @@ fn read_entries<E: Entry>(file: &File, path: &Path, from: u64, to: u64) -> io::R
         .collect()
 }
 
-/// The entry with the largest key `<= target` among the file's entries `[0, hi)`.
-fn search_file<E: Entry>(file: &File, path: &Path, target: i64, hi: u64) -> io::Result<Option<E>> {
+/// The entry with the largest `key` `<= target` among the file's entries `[0, hi)`;
+/// `key` must not decrease along the file.
+fn search_file<E: Entry>(
+    file: &File,
+    path: &Path,
+    key: impl Fn(&E) -> i64,
+    target: i64,
+    hi: u64,
+) -> io::Result<Option<E>> {
     let chunk_entries = (SEARCH_CHUNK_BYTES / E::SIZE) as u64;
     // Loop invariant: entries [0, lo) have key <= target (`best` is entry lo - 1 once
     // read), entries [hi, ..) have key > target.
@@ -178,7 +185,7 @@ fn search_file<E: Entry>(file: &File, path: &Path, target: i64, hi: u64) -> io::
     while hi - lo > chunk_entries {
         let mid = lo + (hi - lo) / 2;
         let e: E = read_entry(file, path, mid)?;
-        if e.key() <= target {
+        if key(&e) <= target {
             lo = mid + 1;
             best = Some(e);
         } else {
@@ -202,7 +209,7 @@ fn search_file<E: Entry>(file: &File, path: &Path, target: i64, hi: u64) -> io::
     let (mut l, mut h) = (0usize, (hi - lo) as usize);
     while l < h {
         let mid = l + (h - l) / 2;
-        if at(mid)?.key() <= target {
+        if key(&at(mid)?) <= target {
             l = mid + 1;
         } else {
             h = mid;
@@ -327,11 +334,22 @@ impl<E: Entry> Index<E> {
     /// (pending entries included) when the answer lies in it, else by a binary search
     /// of the file's entries before the cache, which are all written.
     pub fn lookup(&self, path: &Path, target: i64) -> io::Result<Option<E>> {
+        self.lookup_by(path, E::key, target)
+    }
+
+    /// [`Index::lookup`] by another field that never decreases along the index (an
+    /// offset entry's position).
+    pub fn lookup_by(
+        &self,
+        path: &Path,
+        key: impl Fn(&E) -> i64,
+        target: i64,
+    ) -> io::Result<Option<E>> {
         let mut before = self.entries;
         if let Some(active) = &self.active {
             let tail = &active.tail;
-            if tail.front().is_some_and(|e| e.key() <= target) {
-                let i = tail.partition_point(|e| e.key() <= target);
+            if tail.front().is_some_and(|e| key(e) <= target) {
+                let i = tail.partition_point(|e| key(e) <= target);
                 return Ok(tail.get(i.saturating_sub(1)).copied());
             }
             before -= tail.len() as u64;
@@ -339,7 +357,7 @@ impl<E: Entry> Index<E> {
         if before == 0 {
             return Ok(None);
         }
-        search_file(&File::open(path)?, path, target, before)
+        search_file(&File::open(path)?, path, key, target, before)
     }
 
     /// Appends entries (active only). They stay pending in memory until

@@ -649,9 +649,13 @@ impl Log {
 
     /// Reads from the batch containing `start_offset` (whole batch, even from its
     /// middle), up to `max_bytes`, never past the batch containing `max_offset`
-    /// (exclusive bound, e.g. the high watermark); may end with a partial batch, as
-    /// Kafka does, except that with `min_one_batch` a first batch larger than
-    /// `max_bytes` is returned whole. Stays within one segment.
+    /// (exclusive bound, e.g. the high watermark); whole batches only: where Kafka
+    /// sends the slice up to `max_bytes`, ending in a partial batch the client throws
+    /// away, this ends at the last batch that fits (clients accept both). A first batch larger than `max_bytes` is returned whole with
+    /// `min_one_batch` and not at all without it: Kafka (Fetch v3+, KIP-74) answers an
+    /// incomplete first batch with empty records, since clients refetch that partition
+    /// first later, and a Java consumer given only a partial batch fails with "no
+    /// complete records". Stays within one segment.
     pub fn read(
         &self,
         start_offset: i64,
@@ -689,10 +693,20 @@ impl Log {
             let available = limit.saturating_sub(start_pos);
             let wanted = if min_one_batch {
                 max_bytes.max(first.total_len())
+            } else if first.total_len() > max_bytes {
+                return Ok(None);
             } else {
                 max_bytes
             };
-            let len = available.min(wanted as u64) as usize;
+            let len = if available <= wanted as u64 {
+                available
+            } else {
+                // The first batch fits in `wanted`, so there is a batch end to cut at.
+                let to = start_pos + wanted as u64;
+                segment
+                    .last_batch_end(&file, start_pos, to)?
+                    .map_or(wanted as u64, |end| end - start_pos)
+            } as usize;
             if len == 0 {
                 return Ok(None);
             }

@@ -699,6 +699,35 @@ impl Segment {
         Ok(None)
     }
 
+    /// The last batch end in `(from, to]`, where `from` is a batch start: a read of
+    /// `from..end` holds whole batches only. `None` when the batch at `from` ends past
+    /// `to`. Starts from the offset index entry nearest below `to`, so it reads at most
+    /// about one index interval of headers.
+    pub fn last_batch_end(&self, file: &File, from: u64, to: u64) -> Result<Option<u64>, LogError> {
+        let path = self.index_path();
+        let near = self
+            .offset_index
+            .lookup_by(
+                &path,
+                |e| i64::from(e.position),
+                to.min(u64::from(u32::MAX)) as i64,
+            )
+            .map_err(io_err(&path))?
+            .map_or(0, |e| u64::from(e.position));
+        // An index entry is a batch start; one above `from` is already a batch end.
+        let start = near.max(from);
+        let mut last = (start > from).then_some(start);
+        for item in self.scan(file, start) {
+            let (pos, header) = item?;
+            let end = pos + header.total_len() as u64;
+            if end > to {
+                break;
+            }
+            last = Some(end);
+        }
+        Ok(last)
+    }
+
     /// The first batch (in offset order) whose maxTimestamp is `>= ts` and whose last
     /// offset is `>= min_offset`.
     pub fn find_batch_by_timestamp(

@@ -111,17 +111,29 @@ fn read_semantics() {
     assert_eq!(s.first_batch_offset, 5);
     assert_eq!(s.position, one as u64);
     assert_eq!(s.len, 3 * one);
-    // max_bytes may cut a batch (partial tail, like Kafka).
+    // max_bytes ends the read at the last whole batch that fits.
     let s = log
         .read(0, one + 10, i64::MAX, false)
         .expect("ok")
         .expect("some");
-    assert_eq!(s.len, one + 10);
+    assert_eq!(s.len, one);
+    let s = log
+        .read(0, 3 * one - 1, i64::MAX, true)
+        .expect("ok")
+        .expect("some");
+    assert_eq!(s.len, 2 * one);
     // min_one_batch returns the whole first batch when it is larger than max_bytes.
     let s = log.read(0, 10, i64::MAX, true).expect("ok").expect("some");
     assert_eq!(s.len, one);
-    let s = log.read(0, 10, i64::MAX, false).expect("ok").expect("some");
-    assert_eq!(s.len, 10);
+    // Without it, an incomplete first batch is no data at all (Kafka's Fetch v3+),
+    // also from the middle of a batch.
+    assert!(log.read(0, 10, i64::MAX, false).expect("ok").is_none());
+    assert!(log.read(7, one - 1, i64::MAX, false).expect("ok").is_none());
+    let s = log
+        .read(7, one, i64::MAX, false)
+        .expect("ok")
+        .expect("some");
+    assert_eq!((s.position, s.len), (one as u64, one));
     // max_offset: never past the batch containing it.
     let s = log.read(0, 10_000, 10, false).expect("ok").expect("some");
     assert_eq!(s.len, 2 * one);
@@ -675,7 +687,7 @@ fn check_against_linear_scan(log: &Log, expected: &Expected) {
             .find(|(_, last, _, _)| *last >= o)
             .expect("offset below the log end");
         let s = log
-            .read(o, 100, i64::MAX, false)
+            .read(o, 100, i64::MAX, true)
             .expect("read")
             .expect("some");
         assert_eq!(
@@ -1172,4 +1184,62 @@ fn open_and_close_costs() {
     timed("reopen_with_data", &mut || logs = open_all("data"));
     assert!(logs.iter().all(|l| l.log_end_offset() == 3 * 160));
     println!("per log, ms: {}", report.join(", "));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Every read holds whole batches only: exactly the longest run of batches from
+    /// the one holding the start offset that fits `max_bytes` (the first one whatever
+    /// its size with `min_one_batch`, none when it is too big without), over closed and
+    /// active segments and with index entries every few batches.
+    #[test]
+    fn reads_end_at_batch_boundaries(
+        sizes in proptest::collection::vec((1usize..6, 1usize..400), 1..60),
+        probes in proptest::collection::vec((0usize..60, 1usize..3000, any::<bool>()), 1..20),
+    ) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut log = open(dir.path(), LogConfig {
+            segment_bytes: 8 << 10,
+            index_interval_bytes: 300,
+            retention_ms: -1,
+            ..LogConfig::default()
+        });
+        // (base offset, length, segment base) of every batch.
+        let mut batches: Vec<(i64, usize)> = Vec::new();
+        for (records, value_len) in &sizes {
+            let info = append(&mut log, *records, NOW, *value_len);
+            batches.push((info.first_offset, batch(*records, NOW, *value_len).len()));
+        }
+        for (pick, max_bytes, min_one) in probes {
+            let i = pick % batches.len();
+            let (start, first_len) = batches[i];
+            let got = log.read(start, max_bytes, i64::MAX, min_one).expect("read");
+            // Batches from i within the same segment as batch i.
+            let seg_base = log.segments[log.segment_index_for(start)].base_offset;
+            let seg_end = log
+                .segments
+                .get(log.segment_index_for(start) + 1)
+                .map_or(i64::MAX, |s| s.base_offset);
+            prop_assert!(start >= seg_base);
+            let mut expect = 0usize;
+            for (base, len) in &batches[i..] {
+                if *base >= seg_end || expect + len > max_bytes.max(if min_one { first_len } else { 0 }) {
+                    break;
+                }
+                expect += len;
+            }
+            match got {
+                None => prop_assert_eq!(expect, 0),
+                Some(slice) => {
+                    prop_assert_eq!(slice.len, expect);
+                    let bytes = slice.read_bytes().expect("bytes");
+                    let whole: usize = Batches::new(&bytes)
+                        .map(|b| b.expect("whole batches").0.len())
+                        .sum();
+                    prop_assert_eq!(whole, bytes.len());
+                }
+            }
+        }
+    }
 }
