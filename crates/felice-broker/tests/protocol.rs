@@ -573,3 +573,98 @@ async fn large_fetches_are_sent_from_the_segment_files_intact() {
     }
     b.stop().await;
 }
+
+/// KIP-74 size rules, as Kafka's Fetch v3+: the first partition with data gets its first
+/// batch whole even past the limits; a later partition whose first batch exceeds what is
+/// left gets no records (not a useless partial batch); and a response ends at the last
+/// whole batch that fits.
+#[tokio::test]
+async fn fetch_size_limits_send_whole_batches_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = broker(dir.path()).await;
+    let mut c = Conn::connect(&b).await;
+    let create = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(name("sized"))
+        .with_num_partitions(2)
+        .with_replication_factor(1)]);
+    assert_eq!(c.call(&create, 7).await.topics[0].error_code, 0);
+    // Each partition: 3 batches of 4 records of 5,000 bytes (~20 KB each).
+    let mut batch_len = 0usize;
+    for p in 0..2 {
+        for bi in 0..3 {
+            let values: Vec<Vec<u8>> = (0..4)
+                .map(|i| vec![b'a' + (bi * 4 + i) as u8; 5000])
+                .collect();
+            let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
+            let records = batch(&refs);
+            batch_len = records.len();
+            let req = ProduceRequest::default()
+                .with_acks(1)
+                .with_timeout_ms(5000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(name("sized"))
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(p)
+                        .with_records(Some(records))])]);
+            let resp = c.call(&req, 9).await;
+            assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+        }
+    }
+    let fetch = |partition_max: i32, max: i32, order: [i32; 2]| {
+        let parts = order
+            .iter()
+            .map(|p| {
+                FetchPartition::default()
+                    .with_partition(*p)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(partition_max)
+            })
+            .collect();
+        FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_min_bytes(1)
+            .with_max_bytes(max)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(name("sized"))
+                .with_partitions(parts)])
+    };
+    let lens = |resp: &kafka_protocol::messages::FetchResponse| -> Vec<(i32, usize)> {
+        resp.responses[0]
+            .partitions
+            .iter()
+            .map(|p| {
+                let bytes = p.records.clone().unwrap_or_default();
+                (p.partition_index, bytes.len())
+            })
+            .collect()
+    };
+    for v in versions::<FetchRequest>().filter(|v| *v < 13) {
+        // A partition limit below one batch: the first partition still gets one whole
+        // batch, the second nothing.
+        let resp = c.call(&fetch(1000, 50 << 20, [0, 1]), v).await;
+        assert_eq!(lens(&resp), vec![(0, batch_len), (1, 0)], "Fetch v{v}");
+        let resp = c.call(&fetch(1000, 50 << 20, [1, 0]), v).await;
+        assert_eq!(lens(&resp), vec![(1, batch_len), (0, 0)], "Fetch v{v}");
+        // Room for 1.5 batches per partition: one whole batch each, no partial tail.
+        let resp = c
+            .call(&fetch((batch_len * 3 / 2) as i32, 50 << 20, [0, 1]), v)
+            .await;
+        assert_eq!(
+            lens(&resp),
+            vec![(0, batch_len), (1, batch_len)],
+            "Fetch v{v}"
+        );
+        // The response limit leaves the second partition half a batch: nothing.
+        let resp = c
+            .call(&fetch(1 << 20, (batch_len * 5 / 2) as i32, [0, 1]), v)
+            .await;
+        assert_eq!(lens(&resp), vec![(0, 2 * batch_len), (1, 0)], "Fetch v{v}");
+        for p in &resp.responses[0].partitions {
+            let mut records = p.records.clone().unwrap_or_default();
+            kafka_protocol::records::RecordBatchDecoder::decode_all(&mut records)
+                .expect("whole CRC-valid batches");
+        }
+    }
+    b.stop().await;
+}

@@ -80,6 +80,11 @@ usage: felice bench --bootstrap HOST:PORT [options]
   --compression C         none|gzip|snappy|lz4|zstd (default none)
   --rate N                records/s over all producers, 0 = unlimited (default 0)
   --max-in-flight N       unanswered produce requests per producer (default 5)
+  --fetch-partition-bytes N
+                          consumers' per-partition fetch limit, Kafka's
+                          max.partition.fetch.bytes (default 1048576, raised to one
+                          batch when producing larger batches: a broker sends a
+                          batch larger than the limit only for the first partition)
   --idle-timeout SECS     consumers give up after this long without progress once
                           production has ended (default 10)
   --broker-pid PID        sample this process's VmRSS every 100 ms
@@ -160,6 +165,7 @@ struct Options {
     compression: Compression,
     rate: u64,
     max_in_flight: usize,
+    fetch_partition_bytes: Option<i32>,
     idle_timeout: Duration,
     broker_pid: Option<u32>,
     consume_only: bool,
@@ -191,6 +197,7 @@ impl Options {
             compression: Compression::None,
             rate: 0,
             max_in_flight: 5,
+            fetch_partition_bytes: None,
             idle_timeout: Duration::from_secs(10),
             broker_pid: None,
             consume_only: false,
@@ -269,6 +276,13 @@ fn parse_args(args: &[String]) -> anyhow::Result<Parsed> {
             "--compression" => o.compression = parse_compression(&value()?)?,
             "--rate" => o.rate = num(flag, &value()?)?,
             "--max-in-flight" => o.max_in_flight = num(flag, &value()?)?,
+            "--fetch-partition-bytes" => {
+                let n: i32 = num(flag, &value()?)?;
+                if n < 1 {
+                    bail!("--fetch-partition-bytes must be at least 1");
+                }
+                o.fetch_partition_bytes = Some(n);
+            }
             "--idle-timeout" => {
                 let secs: f64 = num(flag, &value()?)?;
                 o.idle_timeout = duration_from_secs(flag, secs)?;
@@ -545,6 +559,8 @@ struct Run {
     run_id: u64,
     produced: AtomicU64,
     consumed: AtomicU64,
+    /// Per-partition fetch limit of the consumers.
+    fetch_partition_bytes: i32,
 }
 
 impl Run {
@@ -602,14 +618,37 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1)
         ^ ((std::process::id() as u64) << 32);
-    let run = Arc::new(Run {
+    let mut run = Run {
         opts,
         topic,
         epoch: Instant::now(),
         run_id,
         produced: AtomicU64::new(0),
         consumed: AtomicU64::new(0),
-    });
+        fetch_partition_bytes: FETCH_PARTITION_MAX_BYTES,
+    };
+    // Built before the consumers start, whose fetch limit must hold one batch.
+    let template = if run.opts.consume_only {
+        None
+    } else {
+        let template = make_template(&run, run.opts.records_per_batch())?;
+        let batch_len = template.render(run.stamp_now(Instant::now()), 0)?.len();
+        if batch_len > KAFKA_DEFAULT_MESSAGE_MAX_BYTES {
+            eprintln!(
+                "note: one batch is {batch_len} bytes, more than Kafka's default \
+                 message.max.bytes ({KAFKA_DEFAULT_MESSAGE_MAX_BYTES}); a broker with that \
+                 default rejects it (MessageTooLarge): lower --batch-bytes or raise the limit"
+            );
+        }
+        run.fetch_partition_bytes = run
+            .fetch_partition_bytes
+            .max(i32::try_from(batch_len).unwrap_or(i32::MAX));
+        Some(Arc::new(template))
+    };
+    if let Some(n) = run.opts.fetch_partition_bytes {
+        run.fetch_partition_bytes = n;
+    }
+    let run = Arc::new(run);
     let opts = &run.opts;
 
     let start_offsets = list_offsets(
@@ -666,16 +705,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     }
 
     let mut producers = Vec::new();
-    if !opts.consume_only {
-        let template = Arc::new(make_template(&run, opts.records_per_batch())?);
-        let batch_len = template.render(run.stamp_now(Instant::now()), 0)?.len();
-        if batch_len > KAFKA_DEFAULT_MESSAGE_MAX_BYTES {
-            eprintln!(
-                "note: one batch is {batch_len} bytes, more than Kafka's default \
-                 message.max.bytes ({KAFKA_DEFAULT_MESSAGE_MAX_BYTES}); a broker with that \
-                 default rejects it (MessageTooLarge): lower --batch-bytes or raise the limit"
-            );
-        }
+    if let Some(template) = template {
         for i in 0..opts.producers {
             let quota = Amount {
                 records: opts.amount.records.map(|n| {
@@ -1084,6 +1114,9 @@ async fn consume(
     let mut next: BTreeMap<i32, i64> = parts.into_iter().collect();
     let mut last_progress = Instant::now();
     let mut ends_known = false;
+    // Each fetch starts one partition further, as real clients rotate: a broker gives
+    // a batch larger than the partition limit only to the first partition.
+    let mut rotation = 0usize;
     loop {
         let ends = targets.borrow().clone();
         if ends.is_some() && !ends_known {
@@ -1091,7 +1124,7 @@ async fn consume(
             ends_known = true;
             last_progress = last_progress.max(Instant::now());
         }
-        let wanted: Vec<FetchPartition> = next
+        let mut wanted: Vec<FetchPartition> = next
             .iter()
             .filter(|(p, off)| match &ends {
                 Some(ends) => ends.get(p).is_some_and(|end| **off < *end),
@@ -1100,12 +1133,15 @@ async fn consume(
             .map(|(&partition, &offset)| FetchPartition {
                 partition,
                 offset,
-                max_bytes: FETCH_PARTITION_MAX_BYTES,
+                max_bytes: run.fetch_partition_bytes,
             })
             .collect();
         if wanted.is_empty() {
             break;
         }
+        rotation = rotation.wrapping_add(1);
+        let shift = rotation % wanted.len();
+        wanted.rotate_left(shift);
         if ends.is_some() && last_progress.elapsed() > run.opts.idle_timeout {
             if let Some(ends) = &ends {
                 stats.missing += wanted
@@ -1412,8 +1448,9 @@ mod tests {
             "--bootstrap h:1 --topic t --partitions 6 --replication-factor 3 --producers 4 \
              --consumers 0 --duration 2.5 --record-size 1000 --batch-bytes 65536 --acks all \
              --compression zstd --rate 10000 --max-in-flight 10 --idle-timeout 3 \
-             --broker-pid 42",
+             --broker-pid 42 --fetch-partition-bytes 2097152",
         )?;
+        assert_eq!(o.fetch_partition_bytes, Some(2 << 20));
         assert_eq!(o.bootstrap, "h:1");
         assert_eq!(o.topic, "t");
         assert_eq!(o.partitions, 6);
@@ -1487,6 +1524,7 @@ mod tests {
             "--bootstrap h:1 --producers 0",
             "--bootstrap h:1 --record-size 0",
             "--bootstrap h:1 --max-in-flight 0",
+            "--bootstrap h:1 --fetch-partition-bytes 0",
             "--bootstrap h:1 --max-in-flight 1000",
             "--bootstrap h:1 --duration -1",
             "--bootstrap h:1 --duration nan",
