@@ -12,11 +12,14 @@ pub const MIN_REQUEST_FRAME_BYTES: usize = 10;
 /// while letting a pipelining client's small requests arrive in one read.
 pub const CONNECTION_READ_BUFFER_BYTES: usize = 16 * 1024;
 
-/// Request frame bytes allocated before any body byte arrives. A frame up
-/// to this size is read without reallocating; a larger one reserves the rest
-/// once this much has been received (the doubling growth it replaces was 14%
-/// of the broker's instructions in a 256 KiB-batch produce profile). Worst
-/// case per connection that announces a large frame and stalls: 1 MiB.
+/// Request frame bytes allocated before any body byte arrives when no
+/// request memory pool (`queued.max.request.bytes`) budgets frames; with the
+/// pool, the whole frame is allocated at once, since the pool already counts
+/// it. A frame up to this size is read without reallocating; a larger one
+/// reserves the rest once this much has been received (the doubling growth
+/// it replaces was 14% of the broker's instructions in a 256 KiB-batch
+/// produce profile). Worst case per connection that announces a large frame
+/// and stalls: 1 MiB.
 pub const FRAME_PREALLOC_BYTES: usize = 1024 * 1024;
 
 /// Longest a Fetch may park in purgatory, whatever `max_wait_ms` it asks for

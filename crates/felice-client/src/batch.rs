@@ -69,6 +69,9 @@ pub struct BatchTemplate {
     encoded: Bytes,
     /// Where the first value's stamp lives in `encoded` (uncompressed, stampable only).
     stamp_pos: Option<usize>,
+    /// CRC32C of `encoded` after the stamp (or after the header when unstamped), which
+    /// no render changes: a render checksums only the bytes before it and combines.
+    tail_crc: u32,
     payload_bytes: usize,
 }
 
@@ -111,6 +114,7 @@ impl BatchTemplate {
             records,
             encoded: Bytes::new(),
             stamp_pos: None,
+            tail_crc: 0,
             payload_bytes,
         };
         if compression == Compression::None {
@@ -120,6 +124,7 @@ impl BatchTemplate {
             if stampable {
                 template.stamp_pos = Some(template.find_first_value()?);
             }
+            template.tail_crc = crc32c::crc32c(&template.encoded[template.tail_start()..]);
         }
         // Self-check: the encoder made exactly one batch holding every record.
         let probe = template.render(
@@ -137,6 +142,13 @@ impl BatchTemplate {
             template.records.len()
         );
         Ok(template)
+    }
+
+    /// Where the bytes no render changes begin (uncompressed templates).
+    fn tail_start(&self) -> usize {
+        self.stamp_pos
+            .map_or(BATCH_HEADER_LEN, |pos| pos + STAMP_LEN)
+            .min(self.encoded.len())
     }
 
     fn options(&self) -> RecordEncodeOptions {
@@ -223,7 +235,15 @@ impl BatchTemplate {
         anyhow::ensure!(batch.len() > BATCH_HEADER_LEN, "encoded batch too short");
         batch[BASE_TIMESTAMP].copy_from_slice(&wall_clock_ms.to_be_bytes());
         batch[MAX_TIMESTAMP].copy_from_slice(&wall_clock_ms.to_be_bytes());
-        let crc = crc32c::crc32c(&batch[ATTRIBUTES_START..]);
+        let crc = if self.compression == Compression::None {
+            // Only the header and the stamp changed: checksum those, combine with the
+            // precomputed CRC of the rest.
+            let tail = self.tail_start();
+            let head = crc32c::crc32c(&batch[ATTRIBUTES_START..tail]);
+            crc32c::crc32c_combine(head, self.tail_crc, batch.len() - tail)
+        } else {
+            crc32c::crc32c(&batch[ATTRIBUTES_START..])
+        };
         batch[CRC_RANGE].copy_from_slice(&crc.to_be_bytes());
         Ok(batch.freeze())
     }
