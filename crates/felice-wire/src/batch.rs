@@ -27,7 +27,7 @@ use std::ops::Range;
 
 use thiserror::Error;
 
-use crate::records::Records;
+use crate::records::{well_framed, Records};
 
 /// Size of the fixed v2 batch header; records start at this position.
 pub const BATCH_HEADER_LEN: usize = 61;
@@ -382,21 +382,32 @@ fn validate(buf: &[u8], compacted: bool) -> Result<BatchHeader, BatchError> {
             last_offset_delta: header.last_offset_delta,
         });
     }
-    if header.compression()? == Compression::None {
-        let mut records = Records::with_header(buf, header);
-        for record in records.by_ref() {
-            record?;
-        }
-        let end = records.position();
-        if end != buf.len() {
-            return Err(BatchError::RecordFraming {
-                position: end,
-                record: header.record_count,
-                reason: "bytes left after the last record",
-            });
-        }
+    if header.compression()? == Compression::None && !well_framed(buf, header.record_count) {
+        return Err(framing_error(buf, header));
     }
     Ok(header)
+}
+
+/// What is wrong with the framing of a batch [`well_framed`] refused, found by the
+/// detailed walk.
+#[cold]
+fn framing_error(buf: &[u8], header: BatchHeader) -> BatchError {
+    let mut records = Records::with_header(buf, header);
+    for record in records.by_ref() {
+        if let Err(e) = record {
+            return e;
+        }
+    }
+    let end = records.position();
+    BatchError::RecordFraming {
+        position: end,
+        record: header.record_count,
+        reason: if end != buf.len() {
+            "bytes left after the last record"
+        } else {
+            "records are not well framed"
+        },
+    }
 }
 
 /// Iterator over zero or more concatenated batches, header-level only (no CRC).

@@ -138,6 +138,100 @@ impl<'a> Records<'a> {
     }
 }
 
+/// Whether the records section of an uncompressed batch is well framed: exactly
+/// `count` records from [`BATCH_HEADER_LEN`] to the end of `batch`, under the same
+/// rules as [`Records`] (which a caller runs to learn what is wrong). The produce
+/// path's per-record check: no [`Record`] is built and a one-byte varint, the
+/// common case, costs one comparison.
+pub(crate) fn well_framed(batch: &[u8], count: i32) -> bool {
+    let mut pos = BATCH_HEADER_LEN;
+    for _ in 0..count.max(0) {
+        let Some(len) = zigzag(batch, &mut pos, 5) else {
+            return false;
+        };
+        let Ok(len) = usize::try_from(len as i32) else {
+            return false;
+        };
+        let Some(end) = pos.checked_add(len).filter(|e| *e <= batch.len()) else {
+            return false;
+        };
+        if !body_framed(&batch[..end], pos) {
+            return false;
+        }
+        pos = end;
+    }
+    pos == batch.len()
+}
+
+/// One record body `body[pos..]` (the slice ends where the record does).
+#[inline]
+fn body_framed(body: &[u8], mut pos: usize) -> bool {
+    pos += 1; // attributes
+    if pos > body.len()
+        || zigzag(body, &mut pos, 10).is_none()
+        || zigzag(body, &mut pos, 5).is_none()
+    {
+        return false;
+    }
+    // key, value: -1 (null) or a length inside the body.
+    for _ in 0..2 {
+        if !skip_bytes(body, &mut pos, true) {
+            return false;
+        }
+    }
+    let Some(headers) = zigzag(body, &mut pos, 5).map(|h| h as i32) else {
+        return false;
+    };
+    if headers < 0 {
+        return false;
+    }
+    for _ in 0..headers {
+        if !skip_bytes(body, &mut pos, false) || !skip_bytes(body, &mut pos, true) {
+            return false;
+        }
+    }
+    pos == body.len()
+}
+
+/// Skips a varint-length-prefixed field; -1 is null, allowed when `nullable`.
+#[inline]
+fn skip_bytes(body: &[u8], pos: &mut usize, nullable: bool) -> bool {
+    let Some(len) = zigzag(body, pos, 5).map(|l| l as i32) else {
+        return false;
+    };
+    if len == -1 && nullable {
+        return true;
+    }
+    match usize::try_from(len)
+        .ok()
+        .and_then(|l| pos.checked_add(l))
+        .filter(|e| *e <= body.len())
+    {
+        Some(end) => {
+            *pos = end;
+            true
+        }
+        None => false,
+    }
+}
+
+/// A zigzag varint of at most `max_len` bytes, decoded as [`read_varlong`] does (a
+/// varint caller truncates to 32 bits as [`read_varint`] does).
+#[inline(always)]
+fn zigzag(buf: &[u8], pos: &mut usize, max_len: usize) -> Option<i64> {
+    let first = *buf.get(*pos)?;
+    if first < 0x80 {
+        *pos += 1;
+        return Some(i64::from(first >> 1) ^ -i64::from(first & 1));
+    }
+    let raw = if max_len == 5 {
+        i64::from(read_varint(buf, pos).ok()?)
+    } else {
+        read_varlong(buf, pos).ok()?
+    };
+    Some(raw)
+}
+
 /// Reads a varint-length-prefixed byte string; length -1 means null when allowed.
 fn read_bytes<'a>(
     body: &'a [u8],
@@ -273,6 +367,105 @@ pub fn build_batch(records: &[RecordSpec<'_>]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::batch::{set_base_offset, set_log_append_time};
+    use proptest::prelude::*;
+
+    /// The detailed walk's verdict on `batch` (a v2 header, then records).
+    fn walk_accepts(batch: &[u8], count: i32) -> bool {
+        let Ok(mut header) = BatchHeader::parse(batch) else {
+            return false;
+        };
+        header.record_count = count;
+        let mut records = Records::with_header(batch, header);
+        records.by_ref().all(|r| r.is_ok()) && records.position() == batch.len()
+    }
+
+    /// One record body from its parts, with headers, framed by its length.
+    fn encode_record(
+        out: &mut Vec<u8>,
+        ts: i64,
+        key: &Option<Vec<u8>>,
+        value: &Option<Vec<u8>>,
+        headers: &[(Vec<u8>, Option<Vec<u8>>)],
+        slack: usize,
+    ) {
+        let mut body = vec![0u8];
+        write_varlong(&mut body, ts);
+        write_varint(&mut body, 0);
+        for field in [key, value] {
+            match field {
+                None => write_varint(&mut body, -1),
+                Some(b) => {
+                    write_varint(&mut body, b.len() as i32);
+                    body.extend_from_slice(b);
+                }
+            }
+        }
+        write_varint(&mut body, headers.len() as i32);
+        for (k, v) in headers {
+            write_varint(&mut body, k.len() as i32);
+            body.extend_from_slice(k);
+            match v {
+                None => write_varint(&mut body, -1),
+                Some(b) => {
+                    write_varint(&mut body, b.len() as i32);
+                    body.extend_from_slice(b);
+                }
+            }
+        }
+        // Bytes inside the record's length that no field covers: bad framing.
+        body.extend(std::iter::repeat_n(0u8, slack));
+        write_varint(out, body.len() as i32);
+        out.extend_from_slice(&body);
+    }
+
+    fn bytes(max: usize) -> impl Strategy<Value = Option<Vec<u8>>> {
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..max))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// The produce path's quick framing check accepts exactly what the detailed
+        /// walk accepts: on well-formed records with keys, values and headers, and
+        /// after flipping, cutting or inserting bytes or miscounting records.
+        #[test]
+        fn quick_framing_check_agrees_with_the_walk(
+            recs in proptest::collection::vec(
+                (any::<i64>(), bytes(300), bytes(300),
+                 proptest::collection::vec((proptest::collection::vec(any::<u8>(), 0..8), bytes(8)), 0..3)),
+                0..6),
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..3),
+            cut in proptest::option::of(any::<usize>()),
+            insert in proptest::option::of((any::<usize>(), any::<u8>())),
+            count_skew in -1i32..2,
+            slack in prop_oneof![8 => Just((0usize, 0usize)), 1 => (0usize..6, 1usize..3)],
+        ) {
+            let mut batch = build_batch(&[(None, Some(b"x".as_slice()), 0)]);
+            batch.truncate(BATCH_HEADER_LEN);
+            for (i, (ts, key, value, headers)) in recs.iter().enumerate() {
+                let pad = if i == slack.0 { slack.1 } else { 0 };
+                encode_record(&mut batch, *ts, key, value, headers, pad);
+            }
+            let count = recs.len() as i32;
+            let padded = slack.1 > 0 && slack.0 < recs.len();
+            prop_assert_eq!(well_framed(&batch, count), !padded);
+            prop_assert_eq!(walk_accepts(&batch, count), !padded);
+            let body_len = batch.len() - BATCH_HEADER_LEN;
+            if body_len > 0 {
+                for (at, x) in &flips {
+                    batch[BATCH_HEADER_LEN + at % body_len] ^= x;
+                }
+                if let Some((at, x)) = insert {
+                    batch.insert(BATCH_HEADER_LEN + at % body_len, x);
+                }
+                if let Some(at) = cut {
+                    batch.truncate(BATCH_HEADER_LEN + at % body_len);
+                }
+            }
+            let count = count + count_skew;
+            prop_assert_eq!(well_framed(&batch, count), walk_accepts(&batch, count));
+        }
+    }
 
     #[test]
     fn records_and_timestamps() {
