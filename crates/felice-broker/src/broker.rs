@@ -35,6 +35,9 @@ pub struct Broker {
     pub metadata: MetadataStore,
     pub replicas: ReplicaManager,
     pub groups: GroupCoordinator,
+    /// Budget of fetched records held in memory (see
+    /// [`crate::limits::FETCH_MEMORY_BUDGET_BYTES`]).
+    pub fetch_memory: Arc<tokio::sync::Semaphore>,
     reconcile_lock: std::sync::Mutex<()>,
 }
 
@@ -57,6 +60,9 @@ impl Broker {
             metadata,
             replicas,
             groups,
+            fetch_memory: Arc::new(tokio::sync::Semaphore::new(
+                crate::limits::FETCH_MEMORY_BUDGET_BYTES,
+            )),
             reconcile_lock: std::sync::Mutex::new(()),
         };
         broker.register(advertised_port)?;

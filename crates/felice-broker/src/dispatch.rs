@@ -75,8 +75,10 @@ pub async fn handle_frame(
                 .map_err(|e| ConnError::InvalidRequest(format!("{api:?} v{version} body: {e}")))?;
             // Records read from segments go out as their own chunks
             // (`sendfile` from the segment file for the large ones).
-            let (resp, sources) = handlers::fetch::handle(broker, &header, req).await;
-            Some(encode_chunks(api, version, correlation_id, &resp, sources)?)
+            let (resp, sources, budget) = handlers::fetch::handle(broker, &header, req).await;
+            let mut response = encode_chunks(api, version, correlation_id, &resp, sources)?;
+            response.budget = budget;
+            Some(response)
         }
         ApiKey::ListOffsets => route!(ListOffsetsRequest, handlers::list_offsets::handle),
         ApiKey::Metadata => route!(MetadataRequest, handlers::metadata::handle),

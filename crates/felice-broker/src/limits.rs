@@ -22,6 +22,15 @@ pub const CONNECTION_READ_BUFFER_BYTES: usize = 16 * 1024;
 /// and stalls: 1 MiB.
 pub const FRAME_PREALLOC_BYTES: usize = 1024 * 1024;
 
+/// Bytes of fetched records held in broker memory at once, over all fetch
+/// responses being built or written. Ranges of `ZERO_COPY_MIN_BYTES` or more
+/// never count (they go out with `sendfile`); a smaller range is read into
+/// memory only while this budget has room, and otherwise goes out with
+/// `sendfile` too, which costs no memory. So fetch responses' records hold
+/// at most 64 MiB whatever the number of connections and partitions (before,
+/// each response could hold up to `fetch.max.bytes` of small ranges).
+pub const FETCH_MEMORY_BUDGET_BYTES: usize = 64 << 20;
+
 /// Longest a Fetch may park in purgatory, whatever `max_wait_ms` it asks for
 /// (Kafka clients use 500 ms by default; librdkafka up to `fetch.wait.max.ms`).
 pub const MAX_FETCH_WAIT_MS: u64 = 30_000;

@@ -65,6 +65,9 @@ pub struct Source {
 #[derive(Debug, Default)]
 pub struct Response {
     pub chunks: Vec<Chunk>,
+    /// Share of the fetch memory budget the chunks hold, released once the
+    /// response is written (dropped).
+    pub budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Response {
@@ -98,6 +101,7 @@ impl From<BytesMut> for Response {
     fn from(b: BytesMut) -> Response {
         Response {
             chunks: vec![Chunk::Mem(b.freeze())],
+            budget: None,
         }
     }
 }
@@ -130,6 +134,7 @@ impl ChunkedBuf {
         }
         Response {
             chunks: self.chunks,
+            budget: None,
         }
     }
 

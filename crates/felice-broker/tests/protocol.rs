@@ -668,3 +668,86 @@ async fn fetch_size_limits_send_whole_batches_only() {
     }
     b.stop().await;
 }
+
+/// Small record ranges are read into memory only while the broker-wide fetch
+/// memory budget has room; with the budget used up they go out from the file
+/// like large ones, byte for byte, and every response gives its share back.
+#[tokio::test]
+async fn fetch_memory_budget_bounds_in_memory_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = broker(dir.path()).await;
+    let mut c = Conn::connect(&b).await;
+    let create = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(name("small"))
+        .with_num_partitions(4)
+        .with_replication_factor(1)]);
+    assert_eq!(c.call(&create, 7).await.topics[0].error_code, 0);
+    let value = |p: i32| format!("partition {p} value").into_bytes();
+    for p in 0..4 {
+        let first = value(p);
+        let req = ProduceRequest::default()
+            .with_acks(1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(name("small"))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(p)
+                    .with_records(Some(batch(&[&first[..], b"second"])))])]);
+        let resp = c.call(&req, 9).await;
+        assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+    }
+    let fetch = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name("small"))
+            .with_partitions(
+                (0..4)
+                    .map(|p| {
+                        FetchPartition::default()
+                            .with_partition(p)
+                            .with_partition_max_bytes(1 << 20)
+                    })
+                    .collect(),
+            )]);
+    let budget = felice_broker::limits::FETCH_MEMORY_BUDGET_BYTES;
+    let memory = b.broker.fetch_memory.clone();
+    for exhausted in [false, true, false] {
+        let held = exhausted.then(|| {
+            memory
+                .clone()
+                .try_acquire_many_owned(budget as u32)
+                .expect("whole budget free between fetches")
+        });
+        for v in versions::<FetchRequest>().filter(|v| *v < 13) {
+            let resp = c.call(&fetch, v).await;
+            for p in &resp.responses[0].partitions {
+                assert_eq!(p.error_code, 0);
+                let mut records = p.records.clone().expect("records");
+                let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut records)
+                    .expect("CRC-valid batch");
+                let values: Vec<Vec<u8>> = sets
+                    .iter()
+                    .flat_map(|s| s.records.iter())
+                    .map(|r| r.value.clone().expect("value").to_vec())
+                    .collect();
+                assert_eq!(
+                    values,
+                    vec![value(p.partition_index), b"second".to_vec()],
+                    "Fetch v{v} exhausted={exhausted}"
+                );
+            }
+            // The connection gives the response's share back once it is written.
+            let want = if exhausted { 0 } else { budget };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while memory.available_permits() != want && std::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            assert_eq!(memory.available_permits(), want, "Fetch v{v}");
+        }
+        drop(held);
+    }
+    b.stop().await;
+}

@@ -11,8 +11,11 @@
 //! Records: a partition's read of at least `ZERO_COPY_MIN_BYTES` is not
 //! read at all: the response carries a memory map of the range as a stand-in
 //! and the connection sends the bytes with `sendfile` from the segment file
-//! (see [`crate::response`]). Smaller reads are read into memory and copied.
-//! So the memory a fetch holds does not grow with the data it returns.
+//! (see [`crate::response`]). Smaller reads are read into memory and copied
+//! while the broker-wide budget `FETCH_MEMORY_BUDGET_BYTES` has room for
+//! them, and are left in the page cache like large ones when it has not. So
+//! the memory fetches hold grows neither with the data they return nor with
+//! the number of connections.
 //!
 //! Limits: the response holds at most `min(max_bytes, fetch.max.bytes)`
 //! bytes of records, each partition at most its `partition_max_bytes`,
@@ -32,6 +35,7 @@ use kafka_protocol::ResponseError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub const VERSIONS: VersionRange = FetchRequest::VERSIONS;
 
@@ -61,18 +65,19 @@ struct Slot {
     max_bytes: usize,
 }
 
-/// The response, and the sources its large record sets stand for.
+/// The response, the sources its large record sets stand for, and the share
+/// of the fetch memory budget its in-memory records hold.
 pub async fn handle(
     broker: &Arc<Broker>,
     header: &RequestHeader,
     req: FetchRequest,
-) -> (FetchResponse, Vec<Source>) {
+) -> (FetchResponse, Vec<Source>, Option<OwnedSemaphorePermit>) {
     let version = header.request_api_version;
     if req.session_id != 0 {
         let resp = FetchResponse::default()
             .with_error_code(ResponseError::FetchSessionIdNotFound.code())
             .with_session_id(0);
-        return (resp, Vec::new());
+        return (resp, Vec::new(), None);
     }
     let image = broker.image();
     let mut topics: Vec<FetchableTopicResponse> = Vec::with_capacity(req.topics.len());
@@ -124,7 +129,7 @@ pub async fn handle(
     let wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(MAX_FETCH_WAIT_MS));
     let deadline = Instant::now() + wait;
     let slots = Arc::new(slots);
-    let (partitions, sources) = loop {
+    let (partitions, sources, budget) = loop {
         // Register before reading, so an append between the read and the
         // wait is not missed (Notify keeps one permit).
         let waiter = Arc::new(Notify::new());
@@ -137,14 +142,16 @@ pub async fn handle(
             }
         }
         let s = slots.clone();
-        let read = tokio::task::spawn_blocking(move || read_all(&s, response_max_bytes)).await;
-        let (partitions, sources, bytes, any_error) = match read {
+        let memory = broker.fetch_memory.clone();
+        let read =
+            tokio::task::spawn_blocking(move || read_all(&s, response_max_bytes, &memory)).await;
+        let (partitions, sources, budget, bytes, any_error) = match read {
             Ok(x) => x,
             Err(e) => {
                 tracing::error!(error = %e, "fetch task failed");
                 let resp = FetchResponse::default()
                     .with_error_code(ResponseError::UnknownServerError.code());
-                return (resp, Vec::new());
+                return (resp, Vec::new(), None);
             }
         };
         let done = !may_wait || bytes >= min_bytes || any_error || Instant::now() >= deadline;
@@ -152,7 +159,7 @@ pub async fn handle(
             if may_wait {
                 remove_waiter(&slots, &waiter);
             }
-            break (partitions, sources);
+            break (partitions, sources, budget);
         }
         let woken = tokio::time::timeout_at(deadline.into(), waiter.notified()).await;
         if woken.is_err() {
@@ -168,7 +175,7 @@ pub async fn handle(
         .with_error_code(0)
         .with_session_id(0)
         .with_responses(topics);
-    (resp, sources)
+    (resp, sources, budget)
 }
 
 fn remove_waiter(slots: &[Slot], waiter: &Arc<Notify>) {
@@ -179,15 +186,25 @@ fn remove_waiter(slots: &[Slot], waiter: &Arc<Notify>) {
     }
 }
 
-/// Reads every slot (blocking). Returns the partition answers, the file
-/// ranges behind the large record sets, the bytes of records gathered, and
-/// whether any partition had an error.
-fn read_all(
-    slots: &[Slot],
-    response_max_bytes: usize,
-) -> (Vec<PartitionData>, Vec<Source>, usize, bool) {
+/// What [`read_all`] gathered: the partition answers, the file ranges
+/// behind the record sets left in the page cache, the fetch memory budget
+/// held by those read into memory, the bytes of records, and whether any
+/// partition had an error.
+type ReadAll = (
+    Vec<PartitionData>,
+    Vec<Source>,
+    Option<OwnedSemaphorePermit>,
+    usize,
+    bool,
+);
+
+/// Reads every slot (blocking). A range of `ZERO_COPY_MIN_BYTES` or more,
+/// or a smaller one when `memory` has no room for it, is left in the page
+/// cache (a mapped stand-in, sent with `sendfile`); others are read.
+fn read_all(slots: &[Slot], response_max_bytes: usize, memory: &Arc<Semaphore>) -> ReadAll {
     let mut out = Vec::with_capacity(slots.len());
     let mut sources = Vec::new();
+    let mut held_memory: Option<OwnedSemaphorePermit> = None;
     let mut total = 0usize;
     let mut any_error = false;
     for s in slots {
@@ -224,8 +241,22 @@ fn read_all(
                             source,
                         })
                     };
+                    let in_memory = planned.slice.as_ref().and_then(|slice| {
+                        if slice.len >= ZERO_COPY_MIN_BYTES {
+                            return None;
+                        }
+                        let permit = memory
+                            .clone()
+                            .try_acquire_many_owned(slice.len as u32)
+                            .ok()?;
+                        match &mut held_memory {
+                            Some(held) => held.merge(permit),
+                            None => held_memory = Some(permit),
+                        }
+                        Some(())
+                    });
                     let bytes = match planned.slice {
-                        Some(slice) if slice.len >= ZERO_COPY_MIN_BYTES => {
+                        Some(slice) if in_memory.is_none() => {
                             let stand_in = slice.mapped().map_err(io)?;
                             sources.push(Source {
                                 bytes: stand_in.clone(),
@@ -266,5 +297,5 @@ fn read_all(
             }
         }
     }
-    (out, sources, total, any_error)
+    (out, sources, held_memory, total, any_error)
 }
