@@ -3,8 +3,10 @@
 //! watermark, leader epoch, log start offset), plus the long-poll purgatory.
 //!
 //! Concurrency: the partition map is behind a `RwLock` taken for lookups only.
-//! Each log is behind its own `std::sync::Mutex`, locked only from blocking
-//! threads (`spawn_blocking`) for the length of one append or one index
+//! Each log is behind its own `std::sync::Mutex`, locked from blocking
+//! threads (`spawn_blocking`), or from an async task only with `try_lock`
+//! for an append that needs nothing but its write (`try_append_now`), for
+//! the length of one append or one index
 //! lookup; the bytes of a fetch are read after the lock is released.
 //!
 //! Invariants (asserted): `log_start_offset <= high_watermark <= log_end_offset`;
@@ -108,27 +110,65 @@ impl Partition {
 
     /// Appends validated batches (blocking I/O: call from a blocking thread).
     pub fn append(&self, batches: &[u8]) -> Result<felice_log::AppendInfo, ReplicaError> {
-        let settings = self.settings();
-        let ts_type = if settings.log_append_time {
+        let info = self.with_log(|log| self.append_locked(log, batches, now_ms()))?;
+        self.wake_waiters();
+        Ok(info)
+    }
+
+    /// Appends at once, on the calling (async) thread, when that costs no more
+    /// than the positioned writes: the log's lock is free and the append
+    /// neither rolls a segment nor fsyncs for `flush.messages`
+    /// ([`Log::append_is_quick`]). `None` otherwise: the caller appends from a
+    /// blocking thread. Handing every produce to a blocking thread was a third
+    /// of the broker's CPU for small acks=all batches (two thread switches per
+    /// request).
+    pub fn try_append_now(
+        &self,
+        batches: &[u8],
+    ) -> Option<Result<felice_log::AppendInfo, ReplicaError>> {
+        let mut guard = match self.log.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        let log = guard.as_mut()?;
+        let now = now_ms();
+        if !log.append_is_quick(batches, now) {
+            return None;
+        }
+        let result = self.append_locked(log, batches, now);
+        self.log_start_offset
+            .store(log.log_start_offset(), Ordering::Release);
+        drop(guard);
+        if result.is_ok() {
+            self.wake_waiters();
+        }
+        Some(result.map_err(ReplicaError::from))
+    }
+
+    /// The append itself, under the log's lock: offsets, high watermark.
+    fn append_locked(
+        &self,
+        log: &mut Log,
+        batches: &[u8],
+        now: i64,
+    ) -> Result<felice_log::AppendInfo, LogError> {
+        let ts_type = if self.settings().log_append_time {
             TimestampType::LogAppendTime
         } else {
             TimestampType::CreateTime
         };
-        let info = self.with_log(|log| {
-            let info = log.append(batches, self.leader_epoch, ts_type, now_ms())?;
-            let leo = log.log_end_offset();
-            assert!(
-                info.last_offset + 1 == leo,
-                "append ended at {} but log end offset is {leo}",
-                info.last_offset
-            );
-            self.log_end_offset.store(leo, Ordering::Release);
-            // One node: the ISR is this broker alone, so the high watermark
-            // follows the log end offset at once.
-            self.high_watermark.store(leo, Ordering::Release);
-            Ok(info)
-        })?;
-        self.wake_waiters();
+        let info = log.append(batches, self.leader_epoch, ts_type, now)?;
+        let leo = log.log_end_offset();
+        assert!(
+            info.last_offset + 1 == leo,
+            "append ended at {} but log end offset is {leo}",
+            info.last_offset
+        );
+        self.log_end_offset.store(leo, Ordering::Release);
+        // One node: the ISR is this broker alone, so the high watermark
+        // follows the log end offset at once.
+        self.high_watermark.store(leo, Ordering::Release);
         Ok(info)
     }
 

@@ -599,20 +599,11 @@ impl Log {
     /// Rolls when the active segment is non-empty and the append would overflow it
     /// (bytes, age, index room, u32 relative offsets).
     fn maybe_roll(&mut self, bytes: u64, offsets: i64, now_ms: i64) -> Result<(), LogError> {
-        let limits = limits(&self.config);
-        let leo = self.log_end_offset();
-        let segment = self.active();
-        let relative_end = |base: i64| leo.saturating_add(offsets).saturating_sub(1) - base;
-        let too_big = segment.size.saturating_add(bytes) > self.config.segment_bytes;
-        let too_old = segment
-            .roll_base_ms
-            .is_some_and(|t| now_ms.saturating_sub(t) > self.config.segment_ms);
-        let index_full = !limits.offset_room(segment.offset_index.len())
-            || !limits.time_room(segment.time_index.len());
-        let offsets_overflow = relative_end(segment.base_offset) > i64::from(u32::MAX);
-        if segment.size > 0 && (too_big || too_old || index_full || offsets_overflow) {
+        if self.needs_roll(bytes, offsets, now_ms) {
             self.roll()?;
         }
+        let leo = self.log_end_offset();
+        let relative_end = |base: i64| leo.saturating_add(offsets).saturating_sub(1) - base;
         let segment = self.active();
         if segment.size.saturating_add(bytes) > u64::from(u32::MAX)
             || relative_end(segment.base_offset) > i64::from(u32::MAX)
@@ -620,6 +611,44 @@ impl Log {
             return Err(LogError::AppendTooLarge { bytes, offsets });
         }
         Ok(())
+    }
+
+    /// Whether appending `bytes` holding `offsets` offsets at `now_ms` rolls first.
+    fn needs_roll(&self, bytes: u64, offsets: i64, now_ms: i64) -> bool {
+        let limits = limits(&self.config);
+        let leo = self.log_end_offset();
+        let segment = self.active();
+        let relative_end = leo.saturating_add(offsets).saturating_sub(1) - segment.base_offset;
+        let too_big = segment.size.saturating_add(bytes) > self.config.segment_bytes;
+        let too_old = segment
+            .roll_base_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) > self.config.segment_ms);
+        let index_full = !limits.offset_room(segment.offset_index.len())
+            || !limits.time_room(segment.time_index.len());
+        let offsets_overflow = relative_end > i64::from(u32::MAX);
+        segment.size > 0 && (too_big || too_old || index_full || offsets_overflow)
+    }
+
+    /// Whether [`Log::append`] of `batches` at `now_ms` would do no more than its
+    /// positioned writes: no segment roll (file creation), no fsync for
+    /// `flush.messages`. A caller may then append on a thread that must not block
+    /// long. `false` also for input `append` would refuse, so that it is refused
+    /// where errors are reported.
+    pub fn append_is_quick(&self, batches: &[u8], now_ms: i64) -> bool {
+        let (mut offsets, mut records) = (0i64, 0u64);
+        for item in Batches::new(batches) {
+            let Ok((_, h)) = item else {
+                return false;
+            };
+            if h.last_offset_delta < 0 {
+                return false;
+            }
+            offsets += i64::from(h.last_offset_delta) + 1;
+            records += u64::try_from(h.record_count).unwrap_or(0);
+        }
+        offsets > 0
+            && self.unflushed_messages.saturating_add(records) < self.config.flush_interval_messages
+            && !self.needs_roll(batches.len() as u64, offsets, now_ms)
     }
 
     /// Closes the active segment and starts a new one at the log end offset.

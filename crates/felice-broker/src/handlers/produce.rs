@@ -259,9 +259,21 @@ pub async fn handle(
         );
     }
 
-    if !work.is_empty() {
+    // Appends that cost only their positioned writes run here; the rest
+    // (log busy, segment roll, flush.messages fsync) on a blocking thread.
+    let mut results = Vec::with_capacity(work.len());
+    let mut later = Vec::new();
+    for w in work {
+        match w.partition.try_append_now(&w.data) {
+            Some(r) => results.push((w.topic, w.slot, r)),
+            None => later.push(w),
+        }
+    }
+    if !later.is_empty() {
+        let slots: Vec<(usize, usize)> = later.iter().map(|w| (w.topic, w.slot)).collect();
         let done = tokio::task::spawn_blocking(move || {
-            work.into_iter()
+            later
+                .into_iter()
                 .map(|w| {
                     let r = w.partition.append(&w.data);
                     (w.topic, w.slot, r)
@@ -270,39 +282,42 @@ pub async fn handle(
         })
         .await;
         match done {
-            Ok(results) => {
-                for (ti, slot, r) in results {
-                    let Some(p) = responses
+            Ok(r) => results.extend(r),
+            Err(e) => {
+                tracing::error!(error = %e, "append task failed");
+                for (ti, slot) in slots {
+                    if let Some(p) = responses
                         .get_mut(ti)
                         .and_then(|t| t.partition_responses.get_mut(slot))
-                    else {
-                        continue;
-                    };
-                    match r {
-                        Ok(info) => {
-                            p.error_code = 0;
-                            p.base_offset = info.first_offset;
-                            p.log_append_time_ms = info.log_append_time_ms;
-                            p.log_start_offset = info.log_start_offset;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "append failed");
-                            p.error_code = replica_error_code(&e).code();
-                            p.base_offset = -1;
-                            p.log_append_time_ms = -1;
-                            p.log_start_offset = -1;
-                            p.error_message = Some(str_bytes(&e.to_string()));
-                        }
+                    {
+                        p.error_code = ResponseError::UnknownServerError.code();
+                        p.base_offset = -1;
                     }
                 }
             }
+        }
+    }
+    for (ti, slot, r) in results {
+        let Some(p) = responses
+            .get_mut(ti)
+            .and_then(|t| t.partition_responses.get_mut(slot))
+        else {
+            continue;
+        };
+        match r {
+            Ok(info) => {
+                p.error_code = 0;
+                p.base_offset = info.first_offset;
+                p.log_append_time_ms = info.log_append_time_ms;
+                p.log_start_offset = info.log_start_offset;
+            }
             Err(e) => {
-                tracing::error!(error = %e, "append task failed");
-                for t in &mut responses {
-                    for p in &mut t.partition_responses {
-                        p.error_code = ResponseError::UnknownServerError.code();
-                    }
-                }
+                tracing::warn!(error = %e, "append failed");
+                p.error_code = replica_error_code(&e).code();
+                p.base_offset = -1;
+                p.log_append_time_ms = -1;
+                p.log_start_offset = -1;
+                p.error_message = Some(str_bytes(&e.to_string()));
             }
         }
     }

@@ -1243,3 +1243,39 @@ proptest! {
         }
     }
 }
+
+/// `append_is_quick` is false exactly when an append would roll a segment or fsync
+/// for `flush.messages`, and for input `append` refuses.
+#[test]
+fn append_is_quick_flags_rolls_and_flushes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let one = batch(5, NOW, 100);
+    let mut log = open(
+        dir.path(),
+        LogConfig {
+            segment_bytes: 3 * one.len() as u64,
+            flush_interval_messages: 12,
+            retention_ms: -1,
+            ..LogConfig::default()
+        },
+    );
+    assert!(log.append_is_quick(&one, NOW), "empty log");
+    append(&mut log, 5, NOW, 100);
+    assert!(
+        log.append_is_quick(&one, NOW),
+        "room left, 10 < 12 unflushed"
+    );
+    append(&mut log, 5, NOW, 100);
+    // A third batch fits the segment but reaches flush.messages (15 >= 12).
+    assert!(!log.append_is_quick(&one, NOW));
+    append(&mut log, 5, NOW, 100);
+    // Flushed; the segment is full now, so the next append rolls.
+    assert!(!log.append_is_quick(&one, NOW));
+    append(&mut log, 5, NOW, 100);
+    assert!(log.append_is_quick(&one, NOW), "fresh segment");
+    // segment.ms: an old segment rolls.
+    assert!(!log.append_is_quick(&one, NOW + 8 * 24 * 3600 * 1000));
+    // Garbage and empty input are left for `append` to refuse.
+    assert!(!log.append_is_quick(b"not a batch", NOW));
+    assert!(!log.append_is_quick(&[], NOW));
+}
