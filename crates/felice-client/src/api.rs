@@ -268,6 +268,32 @@ impl Connection {
         }))
     }
 
+    /// [`send_produce`](Self::send_produce) of a batch given as consecutive parts,
+    /// written to the socket from those buffers without copying them into the frame.
+    pub async fn send_produce_parts(
+        &self,
+        topic: &TopicRef,
+        partition: i32,
+        parts: &[Bytes],
+        acks: i16,
+        timeout_ms: i32,
+    ) -> Result<Option<ProduceFuture>, ClientError> {
+        let mut request = Self::produce_request(topic, partition, Bytes::new(), acks, timeout_ms);
+        for t in &mut request.topic_data {
+            for p in &mut t.partition_data {
+                p.records = None;
+            }
+        }
+        Ok(self
+            .send_produce_records(&request, parts)
+            .await?
+            .map(|inner| ProduceFuture {
+                inner,
+                partition,
+                topic: topic.name.clone(),
+            }))
+    }
+
     /// Produces one batch and waits: the base offset, or `None` for `acks == 0`.
     pub async fn produce(
         &self,

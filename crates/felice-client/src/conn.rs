@@ -158,7 +158,7 @@ impl Connection {
         let ours = ApiVersionsRequest::VERSIONS;
         let request = api_versions_request();
         let raw = self
-            .write_request(ApiKey::ApiVersions, ours.max, &request, true)
+            .write_request(ApiKey::ApiVersions, ours.max, &request, true, &[])
             .await?;
         let body = recv_bytes(raw, &self.peer).await?;
         if let Ok(response) = ApiVersionsResponse::decode(&mut body.clone(), ours.max) {
@@ -190,7 +190,7 @@ impl Connection {
             return Err(ClientError::UnsupportedApi(ApiKey::ApiVersions));
         }
         let raw = self
-            .write_request(ApiKey::ApiVersions, common.max, &request, true)
+            .write_request(ApiKey::ApiVersions, common.max, &request, true, &[])
             .await?;
         let mut body = recv_bytes(raw, &self.peer).await?;
         let response = ApiVersionsResponse::decode(&mut body, common.max).map_err(|source| {
@@ -236,7 +236,7 @@ impl Connection {
         version: i16,
     ) -> Result<ResponseFuture<R::Response>, ClientError> {
         let api = api_key_of::<R>()?;
-        let rx = self.write_request(api, version, request, true).await?;
+        let rx = self.write_request(api, version, request, true, &[]).await?;
         let rx = rx.ok_or_else(|| ClientError::Protocol {
             peer: self.peer.clone(),
             detail: "no response slot".into(),
@@ -254,7 +254,8 @@ impl Connection {
     pub async fn send_without_response<R: Request>(&self, request: &R) -> Result<(), ClientError> {
         let api = api_key_of::<R>()?;
         let version = self.version(api)?;
-        self.write_request(api, version, request, false).await?;
+        self.write_request(api, version, request, false, &[])
+            .await?;
         Ok(())
     }
 
@@ -263,12 +264,40 @@ impl Connection {
         self.send(request).await?.recv().await
     }
 
+    /// Sends a Produce request whose one partition's records are `records`, written
+    /// from those buffers (vectored) instead of being copied into the frame. `request`
+    /// carries null records for that partition. `None` for `acks == 0`.
+    pub(crate) async fn send_produce_records(
+        &self,
+        request: &kafka_protocol::messages::ProduceRequest,
+        records: &[Bytes],
+    ) -> Result<Option<ResponseFuture<kafka_protocol::messages::ProduceResponse>>, ClientError>
+    {
+        let api = ApiKey::Produce;
+        let version = self.version(api)?;
+        let expect = request.acks != 0;
+        let rx = self
+            .write_request(api, version, request, expect, records)
+            .await?;
+        Ok(rx.map(|rx| ResponseFuture {
+            rx,
+            api,
+            version,
+            peer: self.peer.clone(),
+            _response: PhantomData,
+        }))
+    }
+
+    /// Encodes and writes one request frame. With `records` (Produce only), the
+    /// request's last field before its closing tagged fields is one partition's null
+    /// records, replaced on the wire by `records` (see [`splice_records`]).
     async fn write_request<R: Encodable>(
         &self,
         api: ApiKey,
         version: i16,
         request: &R,
         expect_response: bool,
+        records: &[Bytes],
     ) -> Result<Option<oneshot::Receiver<Result<Bytes, ClientError>>>, ClientError> {
         let codec = |source| ClientError::Codec {
             api,
@@ -297,6 +326,17 @@ impl Connection {
         let len = i32::try_from(w.buf.len() - 4)
             .map_err(|_| codec(anyhow::anyhow!("request of {} bytes", w.buf.len())))?;
         w.buf[..4].copy_from_slice(&len.to_be_bytes());
+        let spliced = if records.is_empty() {
+            None
+        } else {
+            let records_len = records.iter().map(Bytes::len).sum();
+            // Flexible versions use request header v2.
+            let flexible = api.request_header_version(version) >= 2;
+            Some(
+                splice_records(&w.buf, flexible, records_len)
+                    .ok_or_else(|| codec(anyhow::anyhow!("no null records to replace")))?,
+            )
+        };
 
         let rx = if expect_response {
             let (tx, rx) = oneshot::channel();
@@ -315,7 +355,17 @@ impl Connection {
             None
         };
         w.broken = true;
-        if let Err(source) = w.half.write_all(&w.buf).await {
+        let written = match &spliced {
+            None => w.half.write_all(&w.buf).await,
+            Some((head, tail)) => {
+                let mut parts: Vec<Bytes> = Vec::with_capacity(records.len() + 2);
+                parts.push(Bytes::copy_from_slice(head));
+                parts.extend(records.iter().cloned());
+                parts.push(Bytes::copy_from_slice(tail));
+                write_all_parts(&mut w.half, parts).await
+            }
+        };
+        if let Err(source) = written {
             self.reader.abort();
             return Err(ClientError::Io {
                 peer: self.peer.clone(),
@@ -459,6 +509,69 @@ fn split_frame(buf: &mut BytesMut) -> Result<Option<Bytes>, String> {
     Ok(Some(buf.split_to(len).freeze()))
 }
 
+/// Splits an encoded Produce frame whose last partition's records are null into the
+/// part before the records (its length field fixed for `records_len` more bytes, and
+/// the records' own length prefix appended) and the part after (empty tagged-field
+/// sections only: partition, topic and request in flexible versions, none before).
+/// `None` if the frame does not end that way (more than one topic or partition).
+fn splice_records(frame: &[u8], flexible: bool, records_len: usize) -> Option<(Vec<u8>, Vec<u8>)> {
+    let (null, tail_len): (&[u8], usize) = if flexible {
+        (&[0], 3)
+    } else {
+        (&[0xff, 0xff, 0xff, 0xff], 0)
+    };
+    let tail_at = frame.len().checked_sub(tail_len)?;
+    let null_at = tail_at.checked_sub(null.len())?;
+    if frame.get(null_at..tail_at)? != null || frame[tail_at..].iter().any(|b| *b != 0) {
+        return None;
+    }
+    let mut head = frame[..null_at].to_vec();
+    if flexible {
+        // COMPACT_NULLABLE_BYTES: unsigned varint of length + 1.
+        let mut v = records_len as u64 + 1;
+        while v >= 0x80 {
+            head.push((v as u8 & 0x7f) | 0x80);
+            v >>= 7;
+        }
+        head.push(v as u8);
+    } else {
+        head.extend_from_slice(&i32::try_from(records_len).ok()?.to_be_bytes());
+    }
+    let frame_len = head.len() - 4 + records_len + tail_len;
+    head[..4].copy_from_slice(&i32::try_from(frame_len).ok()?.to_be_bytes());
+    Some((head, frame[tail_at..].to_vec()))
+}
+
+/// Writes every part, in order, with vectored writes.
+async fn write_all_parts(half: &mut OwnedWriteHalf, parts: Vec<Bytes>) -> std::io::Result<()> {
+    let mut parts: std::collections::VecDeque<Bytes> =
+        parts.into_iter().filter(|p| !p.is_empty()).collect();
+    while !parts.is_empty() {
+        let slices: Vec<std::io::IoSlice<'_>> = parts
+            .iter()
+            .take(64)
+            .map(|p| std::io::IoSlice::new(p))
+            .collect();
+        let mut n = half.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let Some(front) = parts.front_mut() else {
+                break;
+            };
+            if n >= front.len() {
+                n -= front.len();
+                parts.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,5 +597,72 @@ mod tests {
         let mut buf = BytesMut::new();
         buf.put_i32(i32::MAX);
         assert!(split_frame(&mut buf).is_err());
+    }
+
+    /// A Produce frame with null records, spliced around separate record bytes, is
+    /// byte for byte the frame encoded with those records, at every version; frames
+    /// that do not end in one partition's null records are refused.
+    #[test]
+    fn spliced_produce_frames_equal_encoded_ones() {
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use kafka_protocol::messages::{ProduceRequest, TopicName};
+        let frame = |version: i16, records: Option<Bytes>, partitions: i32| -> Vec<u8> {
+            let data = TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("topic")))
+                .with_topic_id(uuid::Uuid::from_u128(7))
+                .with_partition_data(
+                    (0..partitions)
+                        .map(|i| {
+                            PartitionProduceData::default()
+                                .with_index(i)
+                                .with_records(records.clone())
+                        })
+                        .collect(),
+                );
+            let req = ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(1000)
+                .with_topic_data(vec![data]);
+            let header = RequestHeader::default()
+                .with_request_api_key(ApiKey::Produce as i16)
+                .with_request_api_version(version)
+                .with_correlation_id(5)
+                .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
+            let mut buf = BytesMut::new();
+            buf.put_i32(0);
+            header
+                .encode(&mut buf, ApiKey::Produce.request_header_version(version))
+                .expect("header");
+            req.encode(&mut buf, version).expect("body");
+            let len = (buf.len() - 4) as i32;
+            buf[..4].copy_from_slice(&len.to_be_bytes());
+            buf.to_vec()
+        };
+        let versions = kafka_protocol::messages::ProduceRequest::VERSIONS;
+        for version in versions.min.max(3)..=versions.max {
+            let flexible = ApiKey::Produce.request_header_version(version) >= 2;
+            for len in [1usize, 126, 127, 128, 20_000] {
+                let records = Bytes::from(vec![0x5a; len]);
+                let want = frame(version, Some(records.clone()), 1);
+                let (head, tail) = splice_records(&frame(version, None, 1), flexible, len)
+                    .expect("one partition with null records");
+                let got: Vec<u8> = head
+                    .iter()
+                    .chain(records.iter())
+                    .chain(tail.iter())
+                    .copied()
+                    .collect();
+                assert_eq!(got, want, "Produce v{version}, {len} record bytes");
+            }
+            assert!(
+                splice_records(
+                    &frame(version, Some(Bytes::from_static(b"x")), 1),
+                    flexible,
+                    1
+                )
+                .is_none(),
+                "v{version}: records present"
+            );
+        }
     }
 }

@@ -984,7 +984,9 @@ async fn produce(
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        let batch = batch_template.render(run.stamp_now(scheduled), wall_ms)?;
+        // Parts: a stamped copy of the header, then the template's shared bytes,
+        // written without copying them into the request frame.
+        let batch = batch_template.render_parts(run.stamp_now(scheduled), wall_ms)?;
         let partition = partitions[next_partition % partitions.len()];
         next_partition += 1;
         let conn = conns
@@ -1001,7 +1003,7 @@ async fn produce(
         stats.requests += 1;
         let value_bytes = batch_template.payload_bytes() as u64;
         match conn
-            .send_produce(&topic, partition, batch, opts.acks, PRODUCE_TIMEOUT_MS)
+            .send_produce_parts(&topic, partition, &batch, opts.acks, PRODUCE_TIMEOUT_MS)
             .await?
         {
             Some(response) => window.push_back(InFlight {
