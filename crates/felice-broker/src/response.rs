@@ -6,9 +6,10 @@
 //! before it was most of the rest of the fetch path's copying.)
 //!
 //! [`ChunkedBuf`] is the buffer the `kafka-protocol` encoders write into.
-//! Small writes (lengths, ids, names) land in the current chunk; a write of
-//! at least [`ZERO_COPY_MIN_BYTES`] that lies inside one of the registered
-//! [`Source`]s becomes a chunk of its own: a reference to the source's
+//! Small writes (lengths, ids, names) land in the current chunk; a write
+//! that lies inside one of the registered [`Source`]s (looked up only for
+//! writes as long as the shortest source) becomes a chunk of its own: a
+//! reference to the source's
 //! bytes, or, when the source stands for a file range (a memory map used
 //! only for its address, see `felice_log::ReadSlice::mapped`), that file
 //! range. Only message encoding uses it, and message encoders never seek
@@ -111,19 +112,30 @@ pub struct ChunkedBuf {
     cur: BytesMut,
     chunks: Vec<Chunk>,
     frozen_len: usize,
+    /// Sorted by address, for a binary search per `put_slice`.
     sources: Vec<Source>,
+    /// Length of the shortest source: shorter slices are never looked up.
+    min_source_len: usize,
     /// Stand-in for `range` requests outside the current chunk, which
     /// message encoders never make (see `range`).
     scratch: Vec<u8>,
 }
 
 impl ChunkedBuf {
-    pub fn new(capacity: usize, sources: Vec<Source>) -> ChunkedBuf {
+    pub fn new(capacity: usize, mut sources: Vec<Source>) -> ChunkedBuf {
+        sources.retain(|s| !s.bytes.is_empty());
+        sources.sort_by_key(|s| s.bytes.as_ptr() as usize);
+        let min_source_len = sources
+            .iter()
+            .map(|s| s.bytes.len())
+            .min()
+            .unwrap_or(usize::MAX);
         ChunkedBuf {
             cur: BytesMut::with_capacity(capacity),
             chunks: Vec::new(),
             frozen_len: 0,
             sources,
+            min_source_len,
             scratch: Vec::new(),
         }
     }
@@ -141,7 +153,13 @@ impl ChunkedBuf {
     fn source_of(&self, src: &[u8]) -> Option<Chunk> {
         let start = src.as_ptr() as usize;
         let end = start + src.len();
-        self.sources.iter().find_map(|s| {
+        // The last source starting at or before `src` is the only candidate:
+        // file stand-ins are distinct mappings, so sources do not overlap.
+        let i = self
+            .sources
+            .partition_point(|s| s.bytes.as_ptr() as usize <= start)
+            .checked_sub(1)?;
+        self.sources.get(i).and_then(|s| {
             let b_start = s.bytes.as_ptr() as usize;
             let b_end = b_start + s.bytes.len();
             if !(start >= b_start && end <= b_end) {
@@ -182,7 +200,9 @@ unsafe impl BufMut for ChunkedBuf {
     }
 
     fn put_slice(&mut self, src: &[u8]) {
-        if src.len() >= ZERO_COPY_MIN_BYTES {
+        // Any slice as long as a source may be one (small record sets become
+        // file stand-ins too once the fetch memory budget is in use).
+        if src.len() >= self.min_source_len {
             if let Some(shared) = self.source_of(src) {
                 if !self.cur.is_empty() {
                     let done = self.cur.split().freeze();
@@ -237,11 +257,12 @@ mod tests {
     use kafka_protocol::protocol::Encodable;
 
     #[test]
-    fn large_registered_slices_are_not_copied_and_output_is_identical() {
+    fn registered_slices_are_not_copied_and_output_is_identical() {
         let records: Vec<Bytes> = (0..3u8)
             .map(|i| Bytes::from(vec![i; 100_000 + i as usize]))
             .collect();
         let small = Bytes::from(vec![9u8; 100]);
+        let unregistered = Bytes::from(vec![7u8; 100]);
         let mut partitions: Vec<PartitionData> = records
             .iter()
             .enumerate()
@@ -255,6 +276,11 @@ mod tests {
             PartitionData::default()
                 .with_partition_index(9)
                 .with_records(Some(small.clone())),
+        );
+        partitions.push(
+            PartitionData::default()
+                .with_partition_index(10)
+                .with_records(Some(unregistered.clone())),
         );
         let resp = FetchResponse::default().with_responses(vec![
             FetchableTopicResponse::default().with_partitions(partitions)
@@ -281,18 +307,20 @@ mod tests {
                 Chunk::Mem(b) => Some((b.as_ptr(), b.len())),
                 Chunk::File(_) => None,
             };
-            // The three large record sets are shared, not copied.
-            for r in &records {
+            // Every registered record set is shared, not copied, the small one
+            // too (a small range left in the page cache must go out from its
+            // file, not be copied through the stand-in).
+            for r in records.iter().chain([&small]) {
                 assert!(out
                     .chunks
                     .iter()
                     .any(|c| mem(c) == Some((r.as_ptr(), r.len()))));
             }
-            // The small one was copied.
+            // The unregistered one was copied.
             assert!(!out
                 .chunks
                 .iter()
-                .any(|c| mem(c).is_some_and(|(p, _)| p == small.as_ptr())));
+                .any(|c| mem(c).is_some_and(|(p, _)| p == unregistered.as_ptr())));
         }
     }
 }

@@ -416,21 +416,21 @@ fn summarize_decoded(mut batch: Bytes, from_offset: i64) -> anyhow::Result<Optio
     }))
 }
 
-/// Walks the records section of an uncompressed v2 batch.
+/// Walks the records section of an uncompressed v2 batch, under the same framing
+/// rules as Kafka's reader: every field inside its record's length, lengths -1 (null)
+/// or non-negative, varints of at most 5 bytes (10 for the timestamp delta).
 struct RecordWalk<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> RecordWalk<'a> {
-    /// Zigzag varint of at most `max_bytes` bytes.
-    fn varint(&mut self, max_bytes: usize) -> anyhow::Result<i64> {
+    /// Zigzag varint of at most `max_bytes` bytes, read before `end`.
+    fn varint(&mut self, max_bytes: usize, end: usize) -> anyhow::Result<i64> {
         let mut raw = 0u64;
         for i in 0..max_bytes {
-            let b = *self
-                .buf
-                .get(self.pos)
-                .ok_or_else(|| anyhow::anyhow!("record cut inside a varint"))?;
+            anyhow::ensure!(self.pos < end, "record cut inside a varint");
+            let b = self.buf[self.pos];
             self.pos += 1;
             raw |= u64::from(b & 0x7f) << (7 * i);
             if b & 0x80 == 0 {
@@ -440,13 +440,29 @@ impl<'a> RecordWalk<'a> {
         anyhow::bail!("varint longer than {max_bytes} bytes")
     }
 
-    /// Skips a length-prefixed field; returns its bytes (`None` for length -1).
+    /// A 32-bit zigzag varint (Java keeps the low 32 bits of a 5-byte one).
+    fn varint32(&mut self, end: usize) -> anyhow::Result<i32> {
+        let mut raw = 0u32;
+        for i in 0..5 {
+            anyhow::ensure!(self.pos < end, "record cut inside a varint");
+            let b = self.buf[self.pos];
+            self.pos += 1;
+            raw |= u32::from(b & 0x7f).wrapping_shl(7 * i);
+            if b & 0x80 == 0 {
+                return Ok((raw >> 1) as i32 ^ -((raw & 1) as i32));
+            }
+        }
+        anyhow::bail!("varint longer than 5 bytes")
+    }
+
+    /// Skips a length-prefixed field inside the record; its bytes (`None` for -1).
     fn field(&mut self, end: usize) -> anyhow::Result<Option<&'a [u8]>> {
-        let len = self.varint(5)?;
-        if len < 0 {
+        let len = self.varint32(end)?;
+        if len == -1 {
             return Ok(None);
         }
-        let stop = self.pos + len as usize;
+        let len = usize::try_from(len).map_err(|_| anyhow::anyhow!("negative length {len}"))?;
+        let stop = self.pos + len;
         anyhow::ensure!(stop <= end, "record field runs past its record");
         let bytes = &self.buf[self.pos..stop];
         self.pos = stop;
@@ -455,17 +471,23 @@ impl<'a> RecordWalk<'a> {
 
     /// The next record's offset delta and value.
     fn next_record(&mut self) -> anyhow::Result<(i32, Option<&'a [u8]>)> {
-        let len = self.varint(5)?;
-        anyhow::ensure!(len >= 0, "negative record length {len}");
-        let end = self.pos + len as usize;
+        let len = self.varint32(self.buf.len())?;
+        let len = usize::try_from(len).map_err(|_| anyhow::anyhow!("negative record length"))?;
+        let end = self.pos + len;
         anyhow::ensure!(end <= self.buf.len(), "record runs past its batch");
+        anyhow::ensure!(self.pos < end, "record too short for its attributes");
         self.pos += 1; // attributes
-        self.varint(10)?; // timestamp delta
-        let offset_delta = i32::try_from(self.varint(5)?)?;
+        self.varint(10, end)?; // timestamp delta
+        let offset_delta = self.varint32(end)?;
         self.field(end)?; // key
         let value = self.field(end)?;
-        // Headers are not needed; the record length says where the next record starts.
-        self.pos = end;
+        let headers = self.varint32(end)?;
+        anyhow::ensure!(headers >= 0, "negative header count {headers}");
+        for _ in 0..headers {
+            anyhow::ensure!(self.field(end)?.is_some(), "null header key");
+            self.field(end)?;
+        }
+        anyhow::ensure!(self.pos == end, "record fields do not fill its length");
         Ok((offset_delta, value))
     }
 }

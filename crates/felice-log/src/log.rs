@@ -630,10 +630,11 @@ impl Log {
     }
 
     /// Whether [`Log::append`] of `batches` at `now_ms` would do no more than its
-    /// positioned writes: no segment roll (file creation), no fsync for
-    /// `flush.messages`. A caller may then append on a thread that must not block
-    /// long. `false` also for input `append` would refuse, so that it is refused
-    /// where errors are reported.
+    /// positioned writes: no segment roll (new segment files), no fsync for
+    /// `flush.messages`. (Every few appends one of those writes goes to an index
+    /// file, which the first such write creates.) A caller may then append on a
+    /// thread that must not block long. `false` also for input `append` would
+    /// refuse, so that it is refused where errors are reported.
     pub fn append_is_quick(&self, batches: &[u8], now_ms: i64) -> bool {
         let (mut offsets, mut records) = (0i64, 0u64);
         for item in Batches::new(batches) {

@@ -161,6 +161,9 @@ pub async fn handle(
             }
             break (partitions, sources, budget);
         }
+        // Nothing of this read is kept while waiting: its records and its
+        // share of the fetch memory budget go back now.
+        drop((partitions, sources, budget));
         let woken = tokio::time::timeout_at(deadline.into(), waiter.notified()).await;
         if woken.is_err() {
             remove_waiter(&slots, &waiter);

@@ -264,6 +264,13 @@ pub async fn handle(
     let mut results = Vec::with_capacity(work.len());
     let mut later = Vec::new();
     for w in work {
+        // Once one append waits for a blocking thread, the rest follow it
+        // there, so appends keep the request's order (a partition may appear
+        // twice in one request).
+        if !later.is_empty() {
+            later.push(w);
+            continue;
+        }
         match w.partition.try_append_now(&w.data) {
             Some(r) => results.push((w.topic, w.slot, r)),
             None => later.push(w),
