@@ -271,9 +271,25 @@ pub async fn handle(
             later.push(w);
             continue;
         }
-        match w.partition.try_append_now(&w.data) {
-            Some(r) => results.push((w.topic, w.slot, r)),
-            None => later.push(w),
+        // A panic (a broken invariant) answers this partition with
+        // UNKNOWN_SERVER_ERROR, as on the blocking path, instead of
+        // dropping the connection.
+        let now = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            w.partition.try_append_now(&w.data)
+        }));
+        match now {
+            Ok(Some(r)) => results.push((w.topic, w.slot, r)),
+            Ok(None) => later.push(w),
+            Err(_) => {
+                tracing::error!(topic = %w.partition.topic, partition = w.partition.index, "append panicked");
+                if let Some(p) = responses
+                    .get_mut(w.topic)
+                    .and_then(|t| t.partition_responses.get_mut(w.slot))
+                {
+                    p.error_code = ResponseError::UnknownServerError.code();
+                    p.base_offset = -1;
+                }
+            }
         }
     }
     if !later.is_empty() {
