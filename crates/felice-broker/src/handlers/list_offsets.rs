@@ -3,8 +3,11 @@
 //! timestamp (>= 0: the first record whose timestamp is at or after it).
 //!
 //! Timestamp lookups find the candidate batch through the time index, then
-//! decode that one batch (decompressing if needed) to find the exact record,
-//! as Kafka does; nothing else on this path decodes records.
+//! walk that one batch's records (decompressing it if needed, to at most
+//! [`MAX_LOOKUP_DECOMPRESSED_BYTES`]) to find the exact record, as Kafka
+//! does; nothing else on this path decodes records. A stored batch that
+//! would decompress past the bound (a "zip bomb" a producer may store, since
+//! produce does not decompress) is skipped as undecodable.
 
 use crate::broker::Broker;
 use crate::replica::{Partition, ReplicaError};
@@ -13,7 +16,6 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, RequestHeader};
 use kafka_protocol::protocol::{Message, VersionRange};
-use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
 use std::sync::Arc;
 
@@ -145,19 +147,92 @@ fn lookup(p: &Partition, timestamp: i64) -> Result<Found, ResponseError> {
     }
 }
 
-/// (offset, timestamp) of each record in one stored batch below `hw`.
-fn records_of(mut batch: bytes::Bytes, hw: i64) -> Option<Vec<Found>> {
-    match RecordBatchDecoder::decode(&mut batch) {
-        Ok(set) => Some(
-            set.records
-                .iter()
-                .filter(|r| r.offset < hw && !r.control)
-                .map(|r| (r.offset, r.timestamp))
-                .collect(),
-        ),
+/// Most bytes one stored batch is decompressed to for a timestamp lookup.
+pub const MAX_LOOKUP_DECOMPRESSED_BYTES: usize = 128 << 20;
+
+/// (offset, timestamp) of each record in one stored batch below `hw` (none
+/// for a control batch).
+fn records_of(batch: bytes::Bytes, hw: i64) -> Option<Vec<Found>> {
+    match timestamps_below(&batch, hw, MAX_LOOKUP_DECOMPRESSED_BYTES) {
+        Ok(found) => Some(found),
         Err(e) => {
             tracing::warn!(error = %e, "could not decode a stored batch for a timestamp lookup");
             None
         }
+    }
+}
+
+fn timestamps_below(
+    batch: &[u8],
+    hw: i64,
+    limit: usize,
+) -> Result<Vec<Found>, felice_wire::BatchError> {
+    let header = felice_wire::BatchHeader::parse(batch)?;
+    if header.is_control() {
+        return Ok(Vec::new());
+    }
+    let plain;
+    let walk = if header.is_compressed() {
+        let (header, raw) = felice_wire::codec::records_section(batch, limit)?;
+        plain = felice_wire::codec::as_uncompressed(&header, &raw)?;
+        &plain[..]
+    } else {
+        batch
+    };
+    let mut found = Vec::new();
+    for r in felice_wire::RecordTimestamps::new(walk)? {
+        let (offset, timestamp) = r?;
+        if offset < hw {
+            found.push((offset, timestamp));
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use felice_wire::{build_batch, codec, Compression};
+
+    fn batch_of(n: usize, value_len: usize) -> Vec<u8> {
+        let value = vec![0u8; value_len];
+        let recs: Vec<felice_wire::RecordSpec<'_>> = (0..n)
+            .map(|i| (None, Some(value.as_slice()), 1_000 + i as i64))
+            .collect();
+        build_batch(&recs)
+    }
+
+    /// Offsets and timestamps below the high watermark, for plain and compressed
+    /// batches alike; a batch that would decompress past the bound is refused, not
+    /// expanded.
+    #[test]
+    fn timestamp_walk_is_bounded() {
+        let plain = batch_of(5, 100);
+        let want: Vec<Found> = (0..3).map(|i| (i, 1_000 + i)).collect();
+        assert_eq!(timestamps_below(&plain, 3, 1 << 20).expect("plain"), want);
+        for codec_kind in [
+            Compression::Gzip,
+            Compression::Lz4,
+            Compression::Zstd,
+            Compression::Snappy,
+        ] {
+            let packed = codec::recompress(&plain, codec_kind, 1 << 20).expect("compress");
+            assert_eq!(
+                timestamps_below(&packed, 3, 1 << 20).expect("compressed"),
+                want,
+                "{codec_kind:?}"
+            );
+        }
+        // 64 records of 16 KiB zeros: ~1 MiB once decompressed, a few KiB stored.
+        let bomb = codec::recompress(&batch_of(64, 16 << 10), Compression::Gzip, 4 << 20)
+            .expect("compress");
+        assert!(bomb.len() < 64 << 10, "{} bytes stored", bomb.len());
+        assert!(timestamps_below(&bomb, i64::MAX, 64 << 10).is_err());
+        assert_eq!(
+            timestamps_below(&bomb, i64::MAX, 4 << 20)
+                .expect("within bound")
+                .len(),
+            64
+        );
     }
 }
