@@ -282,6 +282,40 @@ impl Log {
             }
             return Ok(None);
         }
+        match self.install_groups(&cleaned, now_ms) {
+            Ok(()) => {}
+            Err(e) => {
+                // Some replaced segments may already be out of the list while
+                // their cleaned copy waits on disk (`.swap` or `.log` without an
+                // index): reads would skip those offsets. Reopen from disk, as a
+                // restart would, which finishes or drops the swap.
+                match Log::open(&self.dir, self.config.clone(), now_ms) {
+                    Ok(reopened) => {
+                        *self = reopened;
+                        tracing::warn!(dir = %self.dir.display(), error = %e, "cleaner install failed; log reopened from disk");
+                    }
+                    Err(reopen) => {
+                        tracing::error!(dir = %self.dir.display(), error = %e, %reopen, "cleaner install failed and the log could not be reopened; it may miss segments until restart");
+                    }
+                }
+                return Err(e);
+            }
+        }
+        let mut stats = cleaned.stats;
+        stats.segments_after = self.segments.len().saturating_sub(1);
+        tracing::info!(
+            dir = %self.dir.display(),
+            bytes_before = stats.bytes_before,
+            bytes_after = stats.bytes_after,
+            records_removed = stats.records_removed,
+            "log cleaned"
+        );
+        Ok(Some(stats))
+    }
+
+    /// The steps of [`Log::install_cleaned`] that change files and the segment
+    /// list.
+    fn install_groups(&mut self, cleaned: &Cleaned, now_ms: i64) -> Result<(), LogError> {
         let limits = IndexLimits {
             max_offset_entries: self.config.segment_index_bytes / 8,
             max_time_entries: self.config.segment_index_bytes / 12,
@@ -300,6 +334,13 @@ impl Log {
             fs::rename(&g.path, &swap).map_err(io_err(&swap))?;
             sync_dir(&self.dir)?;
             let first = self.remove_replaced(g)?;
+            #[cfg(test)]
+            if tests::FAIL_INSTALL_AFTER_REMOVE.with(std::cell::Cell::get) {
+                return Err(LogError::Io {
+                    path: swap.clone(),
+                    source: io::Error::other("injected failure"),
+                });
+            }
             let [log_path, _, _] = Segment::paths(&self.dir, g.base);
             fs::rename(&swap, &log_path).map_err(io_err(&log_path))?;
             let mut recovered = Segment::recover(&self.dir, g.base, limits, now_ms)?;
@@ -315,16 +356,7 @@ impl Log {
             false,
         )?;
         self.check_invariants();
-        let mut stats = cleaned.stats;
-        stats.segments_after = self.segments.len().saturating_sub(1);
-        tracing::info!(
-            dir = %self.dir.display(),
-            bytes_before = stats.bytes_before,
-            bytes_after = stats.bytes_after,
-            records_removed = stats.records_removed,
-            "log cleaned"
-        );
-        Ok(Some(stats))
+        Ok(())
     }
 }
 

@@ -14,6 +14,13 @@ use crate::LogConfig;
 
 const NOW: i64 = 1_700_000_000_000;
 
+thread_local! {
+    /// Makes `install_cleaned` fail right after it took the first replaced
+    /// segments out of the list (this thread only).
+    pub(super) static FAIL_INSTALL_AFTER_REMOVE: std::cell::Cell<bool> =
+        const { std::cell::Cell::new(false) };
+}
+
 fn compact_config() -> LogConfig {
     LogConfig {
         segment_bytes: 600,
@@ -321,6 +328,49 @@ fn an_interrupted_clean_is_finished_or_dropped_on_open() {
         "the swapped group is the cleaned one"
     );
     assert_eq!(log.log_end_offset(), 60);
+}
+
+/// An install that fails halfway (replaced segments already out of the list)
+/// reopens the log from disk, so no offset goes missing from reads until a
+/// restart, and the clean is finished from its `.swap` file.
+#[test]
+fn a_failed_install_reopens_the_log_from_disk() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut log = Log::open(dir.path(), compact_config(), NOW).expect("open");
+    // Keys written once (kept by any clean) first, then keys rewritten often.
+    for u in 0..6 {
+        put(&mut log, &format!("once{u}"), Some("kept"), NOW);
+    }
+    for round in 0..20 {
+        for k in 0..3 {
+            put(&mut log, &format!("k{k}"), Some(&format!("v{round}")), NOW);
+        }
+    }
+    let before = records(&log);
+    let plan = log.clean_plan(NOW).expect("plan");
+    let cleaned = build_cleaned(&plan, NOW).expect("build");
+    assert!(!cleaned.groups.is_empty());
+    FAIL_INSTALL_AFTER_REMOVE.with(|f| f.set(true));
+    let result = log.install_cleaned(cleaned, NOW);
+    FAIL_INSTALL_AFTER_REMOVE.with(|f| f.set(false));
+    assert!(result.is_err(), "the injected failure is reported");
+    // The live log reads what a restart reads: the first group cleaned from its
+    // `.swap`, the rest as before; every key keeps its last value.
+    let live = records(&log);
+    assert_eq!(latest(&live), latest(&before));
+    assert!(
+        live.iter().any(|r| r.1 == "once0"),
+        "the first segment is read"
+    );
+    assert_eq!(log.log_end_offset(), 66);
+    put(&mut log, "k9", Some("late"), NOW);
+    drop(log);
+    let mut log = Log::open(dir.path(), compact_config(), NOW).expect("restart");
+    let mut restarted = records(&log);
+    assert_eq!(restarted.pop().map(|r| r.1), Some("k9".to_string()));
+    assert_eq!(live, restarted);
+    log.clean(NOW).expect("clean after a failed install");
+    assert_eq!(latest(&records(&log)).len(), 10);
 }
 
 proptest! {
