@@ -895,7 +895,9 @@ impl Group {
         for id in gone {
             self.remove_member(&id, fx);
         }
-        self.pending_members.clear();
+        // KIP-394 pending ids stay: they expire on their own timer (the
+        // request's session timeout), and a join with one is taken in any
+        // state, as in Kafka.
         if !self.members.is_empty() && self.members.values().all(|m| m.awaiting_join.is_none()) {
             // Only absent static members remain: wait for them (or their expiry).
             self.initial_delay = None;

@@ -539,3 +539,53 @@ fn an_absent_static_leader_is_replaced_by_a_member_that_rejoined() {
     );
     assert_ne!(g.leader_id(), Some("l1"));
 }
+
+/// A KIP-394 pending member id outlives a join phase that completes without it
+/// (Kafka expires pending ids on their own session timer only), so the client's
+/// JoinGroup with that id is taken, not refused with UNKNOWN_MEMBER_ID.
+#[test]
+fn a_pending_member_id_survives_the_join_phase_it_missed() {
+    let c = cfg(0);
+    let mut g = Group::new("g", &c, 0);
+    stable_one(&mut g, &c);
+    let mut b = join_req("", "b", &["range"]);
+    b.session_timeout_ms = 2 * R;
+    let fx = g.join(&c, b.clone(), 10, 1);
+    assert_eq!(
+        join_of(&fx, 10).and_then(|r| r.error),
+        Some(GroupError::MemberIdRequired)
+    );
+    // The leader rejoins; the pending id keeps the phase open until its deadline.
+    let fx = g.join(&c, join_req("a", "x", &["range"]), 11, 1);
+    assert!(fx.is_empty(), "a pending member blocks early completion");
+    assert_eq!(
+        g.heartbeat("a", None, 1, 2),
+        Err(GroupError::RebalanceInProgress)
+    );
+    let fx = g.tick(1 + i64::from(R));
+    let r = join_of(&fx, 11).expect("the phase completes at its deadline");
+    assert_eq!((r.error, r.generation_id, r.members.len()), (None, 2, 1));
+    assert_eq!(g.state(), GroupState::CompletingRebalance);
+    // b comes back with its id, within its own session timeout.
+    b.member_id = "b".into();
+    let fx = g.join(&c, b, 12, 2 + i64::from(R));
+    assert!(
+        join_of(&fx, 12).is_none(),
+        "b is a member now, waiting for the rebalance it started"
+    );
+    assert_eq!(g.state(), GroupState::PreparingRebalance);
+    // Past its own deadline a pending id is gone.
+    let mut g = Group::new("h", &c, 0);
+    stable_one(&mut g, &c);
+    let fx = g.join(&c, join_req("", "b", &["range"]), 20, 1);
+    assert_eq!(
+        join_of(&fx, 20).and_then(|r| r.error),
+        Some(GroupError::MemberIdRequired)
+    );
+    g.tick(2 + i64::from(S));
+    let fx = g.join(&c, join_req("b", "x", &["range"]), 21, 3 + i64::from(S));
+    assert_eq!(
+        join_of(&fx, 21).and_then(|r| r.error),
+        Some(GroupError::UnknownMemberId)
+    );
+}
