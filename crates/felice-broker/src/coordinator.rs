@@ -709,7 +709,7 @@ impl GroupCoordinator {
         let mut removed_offsets = 0usize;
         for (id, group) in groups {
             let mut g = lock(&group.group);
-            let expired = g.expired_offsets(self.offsets_retention_ms, now);
+            let expired = g.expired_offsets(self.offsets_retention_ms, now, subscription_topics);
             let drop_group = g.state() == GroupState::Empty && g.offset_count() == expired.len();
             if expired.is_empty() && !drop_group {
                 continue;

@@ -1460,23 +1460,40 @@ impl Group {
         Some(Some(topics))
     }
 
-    /// Offsets due for expiry under `offsets.retention.ms` (KIP-211): in an
-    /// empty group that had a protocol, counted from when it became empty; in
-    /// a group that never had members ("simple" commits), from each commit;
-    /// a commit with an explicit expire timestamp expires then. Groups with
-    /// members keep their offsets.
-    pub fn expired_offsets(&self, retention_ms: i64, now_ms: i64) -> Vec<(String, i32)> {
-        if self.state != GroupState::Empty {
-            return Vec::new();
-        }
+    /// Offsets due for expiry under `offsets.retention.ms`, as Kafka's
+    /// `offsetExpirationCondition`:
+    /// - an empty group that had a protocol: all offsets, counted from when
+    ///   it became empty (KIP-211);
+    /// - a group that never had members ("simple" commits): from each commit;
+    /// - a Stable "consumer" group whose subscriptions `decode` can read: the
+    ///   offsets of topics no member subscribes to, from each commit (KIP-496);
+    /// - any other group: none.
+    ///
+    /// A commit with an explicit expire timestamp (OffsetCommit v1–4) expires
+    /// then instead.
+    pub fn expired_offsets(
+        &self,
+        retention_ms: i64,
+        now_ms: i64,
+        decode: impl Fn(&Bytes) -> Option<Vec<String>>,
+    ) -> Vec<(String, i32)> {
         let had_protocol = self.protocol_type.is_some() || self.generation_id > 0;
+        let (from_state, subscribed) = match self.state {
+            GroupState::Empty => (had_protocol, None),
+            GroupState::Stable => match self.subscribed_topics(decode) {
+                Some(Some(topics)) => (false, Some(topics)),
+                _ => return Vec::new(),
+            },
+            _ => return Vec::new(),
+        };
         self.offsets
             .iter()
+            .filter(|((topic, _), _)| subscribed.as_ref().is_none_or(|s| !s.contains(topic)))
             .filter(|(_, v)| {
                 if v.expire_timestamp_ms >= 0 {
                     return now_ms >= v.expire_timestamp_ms;
                 }
-                let base = if had_protocol {
+                let base = if from_state {
                     self.state_timestamp_ms
                 } else {
                     v.commit_timestamp_ms

@@ -444,19 +444,35 @@ fn offsets_of_an_empty_group_expire_from_when_it_became_empty() {
         commit_timestamp_ms: ts,
         expire_timestamp_ms: -1,
     };
+    // The members' metadata reads as a subscription to "t" only.
+    let subscribed_to_t = |_: &Bytes| Some(vec!["t".to_string()]);
     g.commit_offset("t", 0, v(10));
-    assert!(
-        g.expired_offsets(100, 1_000_000).is_empty(),
-        "members keep offsets alive"
+    g.commit_offset("u", 0, v(10));
+    assert_eq!(
+        g.expired_offsets(100, 1_000_000, subscribed_to_t),
+        vec![("u".to_string(), 0)],
+        "a Stable consumer group keeps the offsets of subscribed topics only (KIP-496)"
     );
+    assert!(
+        g.expired_offsets(100, 1_000_000, |_: &Bytes| None)
+            .is_empty(),
+        "unreadable subscriptions count as subscribed to everything"
+    );
+    assert!(g.expired_offsets(100, 109, subscribed_to_t).is_empty());
     g.leave(&[("a".into(), None)], 500);
-    assert!(g.expired_offsets(1_000, 1_499).is_empty());
-    assert_eq!(g.expired_offsets(1_000, 1_500), vec![("t".to_string(), 0)]);
+    assert!(g.expired_offsets(1_000, 1_499, subscribed_to_t).is_empty());
+    assert_eq!(
+        g.expired_offsets(1_000, 1_500, subscribed_to_t),
+        vec![("t".to_string(), 0), ("u".to_string(), 0)]
+    );
     // A simple group (never had members): from each commit.
     let mut s = Group::new("s", &c, 0);
     s.commit_offset("t", 1, v(200));
-    assert_eq!(s.expired_offsets(1_000, 1_199), vec![]);
-    assert_eq!(s.expired_offsets(1_000, 1_200), vec![("t".to_string(), 1)]);
+    assert_eq!(s.expired_offsets(1_000, 1_199, subscribed_to_t), vec![]);
+    assert_eq!(
+        s.expired_offsets(1_000, 1_200, subscribed_to_t),
+        vec![("t".to_string(), 1)]
+    );
 }
 
 #[test]
