@@ -223,12 +223,27 @@ pub enum StoreReason {
     /// The leader's assignment: SyncGroup answers wait for the write.
     Assignment { generation_id: i32 },
     /// A static member replaced in a Stable group: its JoinGroup answer waits.
+    /// If the record cannot be written, the replacement is undone (Kafka's
+    /// revert of a static member's update) and the join refused.
     StaticReplacement {
         request: RequestId,
         response: Box<JoinResponse>,
+        undo: Box<ReplacedStatic>,
     },
     /// A state change to record (the group became empty); nobody waits.
     Snapshot,
+}
+
+/// What a static member replacement changed, to undo it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplacedStatic {
+    old_id: String,
+    new_id: String,
+    protocols: Vec<Protocol>,
+    session_timeout_ms: i32,
+    rebalance_timeout_ms: i32,
+    client_id: String,
+    client_host: String,
 }
 
 /// A member as the group tracks it.
@@ -749,6 +764,15 @@ impl Group {
         if self.pending_sync.remove(old_id) {
             self.pending_sync.insert(new_id.clone());
         }
+        let undo = ReplacedStatic {
+            old_id: old_id.to_string(),
+            new_id: new_id.clone(),
+            protocols: member.protocols.clone(),
+            session_timeout_ms: member.session_timeout_ms,
+            rebalance_timeout_ms: member.rebalance_timeout_ms,
+            client_id: member.client_id.clone(),
+            client_host: member.client_host.clone(),
+        };
         member.member_id = new_id.clone();
         member.protocols = req.protocols;
         member.session_timeout_ms = req.session_timeout_ms;
@@ -789,6 +813,7 @@ impl Group {
                     self.pending_store = Some(StoreReason::StaticReplacement {
                         request,
                         response: Box::new(response),
+                        undo: Box::new(undo),
                     });
                 } else {
                     self.prepare_rebalance(now_ms, fx);
@@ -798,6 +823,34 @@ impl Group {
             GroupState::PreparingRebalance => self.maybe_complete_join(now_ms, fx),
             GroupState::Empty | GroupState::Dead => {}
         }
+    }
+
+    /// Gives a replaced static member its old id and settings back: the group
+    /// record naming the new id could not be written (Kafka reverts the same
+    /// way and answers the join with the error and no member id).
+    fn undo_static_replacement(&mut self, undo: &ReplacedStatic, now_ms: i64) {
+        let Some(mut member) = self.members.shift_remove(&undo.new_id) else {
+            return;
+        };
+        member.member_id = undo.old_id.clone();
+        member.protocols = undo.protocols.clone();
+        member.session_timeout_ms = undo.session_timeout_ms;
+        member.rebalance_timeout_ms = undo.rebalance_timeout_ms;
+        member.client_id = undo.client_id.clone();
+        member.client_host = undo.client_host.clone();
+        member.awaiting_join = None;
+        member.heartbeat_deadline_ms = now_ms.saturating_add(i64::from(member.session_timeout_ms));
+        if let Some(instance) = &member.group_instance_id {
+            self.static_members
+                .insert(instance.clone(), undo.old_id.clone());
+        }
+        if self.leader_id.as_deref() == Some(undo.new_id.as_str()) {
+            self.leader_id = Some(undo.old_id.clone());
+        }
+        if self.pending_sync.remove(&undo.new_id) {
+            self.pending_sync.insert(undo.old_id.clone());
+        }
+        self.members.insert(undo.old_id.clone(), member);
     }
 
     /// The JoinGroup answer for the current generation (members for the leader).
@@ -1143,10 +1196,17 @@ impl Group {
                     }
                 }
             }
-            StoreReason::StaticReplacement { request, response } => {
+            StoreReason::StaticReplacement {
+                request,
+                response,
+                undo,
+            } => {
                 let response = match result {
                     Ok(()) => *response,
-                    Err(e) => JoinResponse::error(e, &response.member_id),
+                    Err(e) => {
+                        self.undo_static_replacement(&undo, now_ms);
+                        JoinResponse::error(e, "")
+                    }
                 };
                 fx.push(Effect::Join(request, response));
             }

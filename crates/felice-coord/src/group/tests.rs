@@ -406,6 +406,51 @@ fn a_static_member_that_comes_back_gets_its_assignment_without_a_rebalance() {
     assert_eq!(res, vec![Err(GroupError::FencedInstanceId)]);
 }
 
+/// A static member's replacement whose group record cannot be written is
+/// undone, as Kafka reverts it: the old incarnation keeps its id and the new
+/// one is refused with the error and no member id.
+#[test]
+fn a_static_replacement_that_cannot_be_stored_is_undone() {
+    let c = cfg(0);
+    let mut g = Group::new("g", &c, 0);
+    g.join(&c, static_join("ia", "", "a1"), 1, 0);
+    g.join(&c, static_join("ib", "", "b1"), 2, 0);
+    g.join(&c, static_join("ia", "a1", ""), 3, 0);
+    g.sync(sync_req("a1", 2, &[("a1", "pa"), ("b1", "pb")]), 4, 0);
+    let mut b_sync = sync_req("b1", 2, &[]);
+    b_sync.group_instance_id = Some("ib".into());
+    g.sync(b_sync, 5, 0);
+    store_ok(&mut g, 0);
+    let generation = g.generation_id();
+    for (replacement, instance, new_id) in [("b1", "ib", "b2"), ("a1", "ia", "a2")] {
+        let fx = g.join(&c, static_join(instance, "", new_id), 6, 100);
+        assert!(fx.is_empty(), "the answer waits for the group record");
+        let (reason, _) = g.take_store().expect("a record to write");
+        let fx = g.stored(reason, Err(GroupError::StorageError), 100);
+        let r = join_of(&fx, 6).expect("answered");
+        assert_eq!(
+            (r.error, r.member_id.as_str()),
+            (Some(GroupError::StorageError), "")
+        );
+        assert_eq!(g.state(), GroupState::Stable);
+        assert_eq!(
+            g.heartbeat(replacement, Some(instance), generation, 200),
+            Ok(())
+        );
+        assert!(g
+            .heartbeat(new_id, Some(instance), generation, 200)
+            .is_err());
+    }
+    // The leader is a1 again, and its sync still returns its assignment.
+    let mut s = sync_req("a1", generation, &[]);
+    s.group_instance_id = Some("ia".into());
+    let fx = g.sync(s, 7, 200);
+    assert_eq!(
+        sync_of(&fx, 7).map(|r| r.assignment),
+        Some(Bytes::from("pa"))
+    );
+}
+
 #[test]
 fn commit_validation_follows_kafka() {
     let c = cfg(0);
