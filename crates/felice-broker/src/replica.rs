@@ -21,6 +21,7 @@
 //! request at a time per connection).
 
 use crate::config::BrokerConfig;
+use crate::limits::{INLINE_APPEND_PAUSE_MS, SLOW_INLINE_APPEND};
 use crate::topic_config::TopicSettings;
 use felice_log::{Log, LogConfig, LogError, TimestampType};
 use felice_metadata::{MetadataImage, TopicId};
@@ -126,13 +127,17 @@ impl Partition {
         &self,
         batches: &[u8],
     ) -> Option<Result<felice_log::AppendInfo, ReplicaError>> {
+        let now = now_ms();
+        if now < INLINE_APPENDS_OFF_UNTIL_MS.load(Ordering::Relaxed) {
+            return None;
+        }
+        let started = std::time::Instant::now();
         let mut guard = match self.log.try_lock() {
             Ok(guard) => guard,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
         let log = guard.as_mut()?;
-        let now = now_ms();
         if !log.append_is_quick(batches, now) {
             return None;
         }
@@ -140,6 +145,16 @@ impl Partition {
         self.log_start_offset
             .store(log.log_start_offset(), Ordering::Release);
         drop(guard);
+        let took = started.elapsed();
+        if took >= SLOW_INLINE_APPEND {
+            INLINE_APPENDS_OFF_UNTIL_MS.store(now + INLINE_APPEND_PAUSE_MS, Ordering::Relaxed);
+            tracing::debug!(
+                topic = %self.topic,
+                partition = self.index,
+                took_ms = took.as_millis() as u64,
+                "slow inline append; appends go to blocking threads for a while"
+            );
+        }
         if result.is_ok() {
             self.wake_waiters();
         }
@@ -466,6 +481,11 @@ impl ReplicaManager {
         });
     }
 }
+
+/// Until when (ms since the epoch) appends skip the inline path, process
+/// wide: the kernel's write throttling that trips it is machine wide too
+/// (see [`SLOW_INLINE_APPEND`]).
+static INLINE_APPENDS_OFF_UNTIL_MS: AtomicI64 = AtomicI64::new(0);
 
 /// A partition log to open during reconcile.
 struct ToOpen {
