@@ -227,50 +227,36 @@ impl BatchTemplate {
     /// The batch to send now: stamp in the first value, `wall_clock_ms` as every
     /// record's timestamp, CRC fixed.
     pub fn render(&self, stamp: SendStamp, wall_clock_ms: i64) -> anyhow::Result<Bytes> {
-        let mut batch = match self.compression {
-            Compression::None => {
-                let mut batch = BytesMut::from(&self.encoded[..]);
-                if let Some(pos) = self.stamp_pos {
-                    let slot = batch
-                        .get_mut(pos..pos + STAMP_LEN)
-                        .ok_or_else(|| anyhow::anyhow!("stamp outside the batch"))?;
-                    slot.copy_from_slice(&stamp.to_bytes());
-                }
-                batch
+        if self.compression == Compression::None {
+            // The parts joined: a stamped header copy and the unchanged rest.
+            let parts = self.render_parts(stamp, wall_clock_ms)?;
+            let mut batch = BytesMut::with_capacity(self.encoded.len());
+            for p in &parts {
+                batch.extend_from_slice(p);
             }
-            _ => {
-                let mut first = self
-                    .records
-                    .first()
-                    .cloned()
-                    .ok_or_else(|| anyhow::anyhow!("empty template"))?;
-                if let Some(value) = first.value.as_mut().filter(|v| v.len() >= STAMP_LEN) {
-                    let mut stamped = BytesMut::from(&value[..]);
-                    stamped[..STAMP_LEN].copy_from_slice(&stamp.to_bytes());
-                    *value = stamped.freeze();
-                }
-                let rest = self.records.get(1..).unwrap_or_default();
-                let mut batch = BytesMut::new();
-                RecordBatchEncoder::encode(
-                    &mut batch,
-                    std::iter::once(&first).chain(rest.iter()),
-                    &self.options(),
-                )?;
-                batch
-            }
-        };
+            return Ok(batch.freeze());
+        }
+        let mut first = self
+            .records
+            .first()
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("empty template"))?;
+        if let Some(value) = first.value.as_mut().filter(|v| v.len() >= STAMP_LEN) {
+            let mut stamped = BytesMut::from(&value[..]);
+            stamped[..STAMP_LEN].copy_from_slice(&stamp.to_bytes());
+            *value = stamped.freeze();
+        }
+        let rest = self.records.get(1..).unwrap_or_default();
+        let mut batch = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut batch,
+            std::iter::once(&first).chain(rest.iter()),
+            &self.options(),
+        )?;
         anyhow::ensure!(batch.len() > BATCH_HEADER_LEN, "encoded batch too short");
         batch[BASE_TIMESTAMP].copy_from_slice(&wall_clock_ms.to_be_bytes());
         batch[MAX_TIMESTAMP].copy_from_slice(&wall_clock_ms.to_be_bytes());
-        let crc = if self.compression == Compression::None {
-            // Only the header and the stamp changed: checksum those, combine with the
-            // precomputed CRC of the rest.
-            let tail = self.tail_start();
-            let head = crc32c::crc32c(&batch[ATTRIBUTES_START..tail]);
-            crc32c::crc32c_combine(head, self.tail_crc, batch.len() - tail)
-        } else {
-            crc32c::crc32c(&batch[ATTRIBUTES_START..])
-        };
+        let crc = crc32c::crc32c(&batch[ATTRIBUTES_START..]);
         batch[CRC_RANGE].copy_from_slice(&crc.to_be_bytes());
         Ok(batch.freeze())
     }
