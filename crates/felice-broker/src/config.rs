@@ -150,6 +150,12 @@ const KEYS: &[(&str, Kind, Option<&str>)] = &[
     ("transaction.state.log.min.isr", Kind::Ignored, None),
     ("group.initial.rebalance.delay.ms", Kind::Int, Some("3000")),
     ("unclean.leader.election.enable", Kind::Bool, Some("false")),
+    ("producer.id.expiration.ms", Kind::Int, Some("86400000")),
+    (
+        "producer.id.expiration.check.interval.ms",
+        Kind::Int,
+        Some("600000"),
+    ),
 ];
 
 /// The effective broker configuration.
@@ -204,6 +210,10 @@ pub struct BrokerConfig {
     /// `log.cleaner.min.cleanable.ratio` in thousandths.
     pub log_cleaner_min_cleanable_ratio_permille: u32,
     pub log_cleaner_min_compaction_lag_ms: i64,
+    /// `producer.id.expiration.ms`: an idempotent producer idle this long is
+    /// forgotten by each partition.
+    pub producer_id_expiration_ms: i64,
+    pub producer_id_expiration_check_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -408,6 +418,10 @@ impl BrokerConfig {
                 }
             },
             log_cleaner_min_compaction_lag_ms: int("log.cleaner.min.compaction.lag.ms").max(0),
+            producer_id_expiration_ms: positive("producer.id.expiration.ms")?,
+            producer_id_expiration_check_interval_ms: positive(
+                "producer.id.expiration.check.interval.ms",
+            )? as u64,
             listener,
             values,
         })

@@ -21,9 +21,9 @@
 //! request at a time per connection).
 
 use crate::config::BrokerConfig;
-use crate::limits::{INLINE_APPEND_PAUSE_MS, SLOW_INLINE_APPEND};
+use crate::limits::{INLINE_APPEND_PAUSE_MS, MAX_PRODUCER_IDS_PER_BROKER, SLOW_INLINE_APPEND};
 use crate::topic_config::TopicSettings;
-use felice_log::{Log, LogConfig, LogError, TimestampType};
+use felice_log::{Log, LogConfig, LogError, ProducerBudget, TimestampType};
 use felice_metadata::{MetadataImage, TopicId};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -112,8 +112,16 @@ impl Partition {
     /// Appends validated batches (blocking I/O: call from a blocking thread).
     pub fn append(&self, batches: &[u8]) -> Result<felice_log::AppendInfo, ReplicaError> {
         let info = self.with_log(|log| self.append_locked(log, batches, now_ms()))?;
-        self.wake_waiters();
+        if !info.duplicate {
+            self.wake_waiters();
+        }
         Ok(info)
+    }
+
+    /// The idempotent producers this partition remembers (blocking: the log
+    /// lock).
+    pub fn active_producers(&self) -> Result<Vec<felice_log::ActiveProducer>, ReplicaError> {
+        self.with_log(|log| Ok(log.active_producers()))
     }
 
     /// Appends at once, on the calling (async) thread, when that costs no more
@@ -155,7 +163,7 @@ impl Partition {
                 "slow inline append; appends go to blocking threads for a while"
             );
         }
-        if result.is_ok() {
+        if result.as_ref().is_ok_and(|info| !info.duplicate) {
             self.wake_waiters();
         }
         Some(result.map_err(ReplicaError::from))
@@ -175,6 +183,10 @@ impl Partition {
         };
         let info = log.append(batches, self.leader_epoch, ts_type, now)?;
         let leo = log.log_end_offset();
+        if info.duplicate {
+            // A retried idempotent batch: nothing was written.
+            return Ok(info);
+        }
         assert!(
             info.last_offset + 1 == leo,
             "append ended at {} but log end offset is {leo}",
@@ -248,6 +260,8 @@ impl Partition {
 pub struct ReplicaManager {
     log_dir: PathBuf,
     node_id: i32,
+    /// Idempotent producer ids held by all partitions together.
+    producer_budget: Arc<ProducerBudget>,
     partitions: RwLock<HashMap<(TopicId, i32), Arc<Partition>>>,
 }
 
@@ -263,6 +277,7 @@ impl ReplicaManager {
         ReplicaManager {
             log_dir: log_dir.to_path_buf(),
             node_id,
+            producer_budget: ProducerBudget::new(MAX_PRODUCER_IDS_PER_BROKER),
             partitions: RwLock::new(HashMap::new()),
         }
     }
@@ -341,7 +356,7 @@ impl ReplicaManager {
         // Opening is file-system latency (mkdir, create, or recovery reads):
         // spread it over a few threads. One failure does not stop the rest.
         let mut first_error = None;
-        for opened in open_all(to_open) {
+        for opened in open_all(to_open, &self.producer_budget) {
             match opened {
                 Ok(p) => {
                     let key = (p.topic_id, p.index);
@@ -410,11 +425,18 @@ impl ReplicaManager {
         }
     }
 
-    /// Applies retention and due flushes to every partition (blocking).
-    pub fn housekeeping(&self, retention: bool) {
+    /// Applies retention, producer expiry and due flushes to every partition
+    /// (blocking).
+    pub fn housekeeping(&self, retention: bool, expire_producers: bool) {
         let now = now_ms();
         for p in self.all() {
             let r = p.with_log(|log| {
+                if expire_producers {
+                    let expired = log.remove_expired_producers(now);
+                    if expired > 0 {
+                        tracing::debug!(topic = %p.topic, partition = p.index, expired, "producer ids expired");
+                    }
+                }
                 if retention {
                     let removed = log.apply_retention(now)?;
                     if removed > 0 {
@@ -498,7 +520,10 @@ struct ToOpen {
 }
 
 /// Opens logs on up to `OPEN_THREADS` threads, results in input order.
-fn open_all(list: Vec<ToOpen>) -> Vec<Result<Partition, ReplicaError>> {
+fn open_all(
+    list: Vec<ToOpen>,
+    budget: &Arc<ProducerBudget>,
+) -> Vec<Result<Partition, ReplicaError>> {
     let open = |t: &ToOpen| {
         open_partition(
             &t.dir,
@@ -508,6 +533,11 @@ fn open_all(list: Vec<ToOpen>) -> Vec<Result<Partition, ReplicaError>> {
             t.leader_epoch,
             t.settings.clone(),
         )
+        .inspect(|p| {
+            if let Some(log) = lock(&p.log).as_mut() {
+                log.set_producer_budget(budget.clone());
+            }
+        })
     };
     if list.len() <= 1 {
         return list.iter().map(open).collect();

@@ -74,16 +74,21 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     })
 }
 
-/// Retention every `log.retention.check.interval.ms`, due flushes every
+/// Retention every `log.retention.check.interval.ms`, producer expiry every
+/// `producer.id.expiration.check.interval.ms`, due flushes every
 /// `log.flush.scheduler.interval.ms`, on a blocking thread.
 async fn housekeeping(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let retention_every = Duration::from_millis(broker.config.log_retention_check_interval_ms);
+    let expiry_every =
+        Duration::from_millis(broker.config.producer_id_expiration_check_interval_ms);
     let flush_every =
         Duration::from_millis(broker.config.log_flush_scheduler_interval_ms.max(1) as u64);
     let tick = retention_every
+        .min(expiry_every)
         .min(flush_every)
         .min(Duration::from_secs(24 * 3600));
     let mut last_retention = Instant::now();
+    let mut last_expiry = Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
@@ -93,8 +98,13 @@ async fn housekeeping(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) 
         if retention {
             last_retention = Instant::now();
         }
+        let expiry = last_expiry.elapsed() >= expiry_every;
+        if expiry {
+            last_expiry = Instant::now();
+        }
         let b = broker.clone();
-        let _ = tokio::task::spawn_blocking(move || b.replicas.housekeeping(retention)).await;
+        let _ =
+            tokio::task::spawn_blocking(move || b.replicas.housekeeping(retention, expiry)).await;
     }
 }
 

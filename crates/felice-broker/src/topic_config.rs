@@ -312,6 +312,8 @@ impl TopicSettings {
                 "min.compaction.lag.ms",
                 broker.log_cleaner_min_compaction_lag_ms,
             ),
+            producer_id_expiration_ms: broker.producer_id_expiration_ms,
+            max_producers_per_partition: felice_log::MAX_PRODUCERS_PER_PARTITION,
         };
         let timestamp_type = overrides
             .get("message.timestamp.type")

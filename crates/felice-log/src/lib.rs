@@ -6,8 +6,10 @@
 //! first entries), `log-start-offset` (moved by retention and DeleteRecords; absent
 //! while it is the first segment's base) and `recovery-point` (offset up to which data
 //! is fsynced and indexes complete; everything after it is re-validated on open;
-//! absent until the first flush). A new partition is just its directory and one empty
-//! `.log`.
+//! absent until the first flush) and `<offset>.snapshot` files (idempotent producers'
+//! state below that offset: one per segment base, written at roll, plus one at the log
+//! end written at a clean close; see `producer_state.rs`). A new partition is just its
+//! directory and one empty `.log`.
 //!
 //! Owns: offset assignment at append, segment rolling, reads for Fetch, lookups for
 //! ListOffsets, retention, compaction (`log/cleaner.rs`: `cleaner-offset-checkpoint`,
@@ -27,12 +29,14 @@
 //!
 //! | what | bytes |
 //! |---|---|
-//! | `Log` struct + directory path | 216 + ~64 |
+//! | `Log` struct (104 of it the producer state's) + directory path | 320 + ~64 |
 //! | each segment (`Segment` + its `.log` path), active or closed | 136 + ~80 |
 //! | active segment extra: offset tail 64 × 8, time tail 64 × 16, 2 boxes | ~1,600 |
 //! | cache of closed `.log` descriptors (≤ 1 `Arc<File>`) | ~100 |
 //!
-//! so ~2.2 KiB per partition + ~0.2 KiB per closed segment (10,000 partitions of 10
+//! plus ~200 bytes per idempotent producer id the partition remembers
+//! (`producer_state.rs`, bounded by `max_producers_per_partition`),
+//! so ~2.3 KiB per partition + ~0.2 KiB per closed segment (10,000 partitions of 10
 //! segments: ~40 MB), whatever `segment.bytes` and `segment.index.bytes` are. Before,
 //! the active segment held all its entries: up to `segment.index.bytes` (~5 MB at the
 //! defaults). Transient: an append's new index entries (a few per append); recovery
@@ -52,6 +56,7 @@
 mod index;
 mod log;
 mod mapped;
+pub mod producer_state;
 mod segment;
 
 use std::fs::File;
@@ -65,6 +70,7 @@ use thiserror::Error;
 pub use felice_wire::{BatchError, TimestampType};
 pub use log::cleaner::{build_cleaned, CleanPlan, CleanStats, Cleaned, MAX_CLEANER_KEYS};
 pub use log::Log;
+pub use producer_state::{ActiveProducer, ProducerBudget, ProducerError};
 
 /// Per-log configuration; field names mirror Kafka's topic/broker keys. Replaceable at
 /// run time with [`Log::set_config`].
@@ -103,6 +109,12 @@ pub struct LogConfig {
     pub min_cleanable_dirty_ratio_permille: u32,
     /// `min.compaction.lag.ms`: records younger than this are not compacted.
     pub min_compaction_lag_ms: i64,
+    /// `producer.id.expiration.ms`: a producer whose last batch's timestamp is
+    /// this old is forgotten (see `producer_state.rs`).
+    pub producer_id_expiration_ms: i64,
+    /// Producer ids remembered per partition (Felice's bound, no Kafka key):
+    /// a new one past it evicts the producer whose last batch is oldest.
+    pub max_producers_per_partition: usize,
 }
 
 impl Default for LogConfig {
@@ -122,9 +134,15 @@ impl Default for LogConfig {
             delete_retention_ms: 24 * 60 * 60 * 1000,
             min_cleanable_dirty_ratio_permille: 500,
             min_compaction_lag_ms: 0,
+            producer_id_expiration_ms: 24 * 60 * 60 * 1000,
+            max_producers_per_partition: MAX_PRODUCERS_PER_PARTITION,
         }
     }
 }
+
+/// Default of [`LogConfig::max_producers_per_partition`]: at ~200 bytes per
+/// producer id, at most ~2 MB per partition.
+pub const MAX_PRODUCERS_PER_PARTITION: usize = 10_000;
 
 /// Smallest `segment.bytes` Kafka accepts (`LegacyRecord.RECORD_OVERHEAD_V0`).
 pub const MIN_SEGMENT_BYTES: u64 = 14;
@@ -179,6 +197,9 @@ pub struct AppendInfo {
     /// -1 unless the topic uses LogAppendTime.
     pub log_append_time_ms: i64,
     pub log_start_offset: i64,
+    /// The batch repeats one already written by the same idempotent producer:
+    /// nothing was written and the offsets are the original batch's.
+    pub duplicate: bool,
 }
 
 #[derive(Debug, Error)]
@@ -210,6 +231,9 @@ pub enum LogError {
     AppendTooLarge { bytes: u64, offsets: i64 },
     #[error("append of zero bytes")]
     EmptyAppend,
+    /// An idempotent producer's batch that its sequence or epoch refuses.
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
 }
 
 /// A byte range of one segment file, returned by [`Log::read`]. Holds the segment's

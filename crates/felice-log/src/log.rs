@@ -37,6 +37,9 @@ use felice_wire::{
     BatchHeader, Batches, BATCH_HEADER_LEN,
 };
 
+use crate::producer_state::{
+    self, ActiveProducer, ProducerBudget, ProducerEntry, ProducerState, Verdict, NO_PRODUCER_ID,
+};
 use crate::segment::{io_err, parse_log_file_name, FileCache, IndexCursor, IndexLimits, Segment};
 use crate::{AppendInfo, LogConfig, LogError, ReadSlice, TimestampType};
 
@@ -61,6 +64,10 @@ pub struct Log {
     parent_dirty: bool,
     /// `.log` descriptors of recently read closed segments.
     files: FileCache,
+    /// Idempotent producers' state, a function of the log below its end.
+    producers: ProducerState,
+    /// Offset of the newest producer-state snapshot file, if any.
+    last_snapshot: Option<i64>,
 }
 
 fn limits(config: &LogConfig) -> IndexLimits {
@@ -170,6 +177,7 @@ impl Log {
     /// file (see the module docs).
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Log, LogError> {
         config.validate()?;
+        let config_max_producers = config.max_producers_per_partition;
         let created = match fs::create_dir(dir) {
             Ok(()) => true,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
@@ -191,6 +199,11 @@ impl Log {
                 dir_dirty: true,
                 parent_dirty: true,
                 files: FileCache::default(),
+                producers: ProducerState::new(
+                    config_max_producers,
+                    ProducerBudget::new(usize::MAX),
+                ),
+                last_snapshot: None,
             };
             log.check_invariants();
             return Ok(log);
@@ -299,6 +312,8 @@ impl Log {
             dir_dirty,
             parent_dirty: false,
             files: FileCache::default(),
+            producers: ProducerState::new(config_max_producers, ProducerBudget::new(usize::MAX)),
+            last_snapshot: None,
         };
         let first_base = log.first_segment().base_offset;
         log.log_start_offset = persisted_start.unwrap_or(first_base).max(first_base);
@@ -318,6 +333,7 @@ impl Log {
         if recovered_any {
             tracing::info!(dir = %dir.display(), log_end_offset = log.log_end_offset(), "log recovered");
         }
+        log.load_producer_state(now_ms)?;
         log.check_invariants();
         Ok(log)
     }
@@ -419,11 +435,13 @@ impl Log {
         // Pass 1: headers only, to size the append before choosing the segment.
         let mut offsets = 0i64;
         let mut records = 0u64;
+        let mut headers: Vec<BatchHeader> = Vec::with_capacity(1);
         let mut iter = Batches::new(batches);
         loop {
             match iter.next() {
                 None => break,
                 Some(Ok((_, h))) => {
+                    headers.push(h);
                     if h.last_offset_delta < 0 {
                         return Err(LogError::CorruptBatch {
                             path: self.dir.clone(),
@@ -446,10 +464,21 @@ impl Log {
                 }
             }
         }
+        // Idempotent producers: a retry is answered with its original
+        // offsets, a bad sequence or epoch refuses the append; nothing rolls.
+        let first_offset = self.log_end_offset();
+        let updates = match self.check_producers(&headers, first_offset, ts_type, now_ms)? {
+            Ok(updates) => updates,
+            Err(duplicate) => return Ok(duplicate),
+        };
         let total = batches.len() as u64;
         self.maybe_roll(total, offsets, now_ms)?;
         let limits = limits(&self.config);
-        let first_offset = self.log_end_offset();
+        debug_assert_eq!(
+            first_offset,
+            self.log_end_offset(),
+            "a roll keeps the log end"
+        );
 
         // Pass 2: assign offsets and collect index entries (nothing committed yet).
         let segment = self.active();
@@ -579,6 +608,9 @@ impl Log {
         segment.roll_base_ms.get_or_insert(now_ms);
         segment.time_entry_skipped = cursor.time_entry_skipped;
         segment.dirty = true;
+        for (producer_id, entry) in updates {
+            self.producers.put(producer_id, entry);
+        }
         self.unflushed_messages = self.unflushed_messages.saturating_add(records);
         if self.unflushed_messages >= self.config.flush_interval_messages {
             self.flush_at(now_ms, false)?;
@@ -593,7 +625,198 @@ impl Log {
             max_timestamp: append_max_ts,
             log_append_time_ms,
             log_start_offset: self.log_start_offset,
+            duplicate: false,
         })
+    }
+
+    /// Checks each batch of an append against the producer state (batches of
+    /// the same producer earlier in the append included). `Ok(Ok(updates))`:
+    /// the producers' entries once the append is written; `Ok(Err(info))`: a
+    /// batch repeats one already written (Kafka answers the whole append with
+    /// that batch's offsets and writes nothing); `Err`: a refused sequence or
+    /// epoch.
+    #[allow(clippy::type_complexity)]
+    fn check_producers(
+        &self,
+        headers: &[BatchHeader],
+        first_offset: i64,
+        ts_type: TimestampType,
+        now_ms: i64,
+    ) -> Result<Result<Vec<(i64, ProducerEntry)>, AppendInfo>, LogError> {
+        let mut updates: Vec<(i64, ProducerEntry)> = Vec::new();
+        let mut next = first_offset;
+        for h in headers {
+            let base = next;
+            next = next.saturating_add(i64::from(h.last_offset_delta) + 1);
+            if h.producer_id <= NO_PRODUCER_ID || h.is_control() {
+                continue;
+            }
+            let before = updates
+                .iter()
+                .rev()
+                .find(|(id, _)| *id == h.producer_id)
+                .map(|(_, e)| e)
+                .or_else(|| self.producers.get(h.producer_id));
+            let last_seq = producer_state::last_sequence(h.base_sequence, h.last_offset_delta);
+            match ProducerState::check_entry(
+                before,
+                h.producer_id,
+                h.producer_epoch,
+                h.base_sequence,
+                last_seq,
+            )? {
+                Verdict::Duplicate(batch) => {
+                    // Kafka reports the original batch's timestamp as the
+                    // append time of a duplicate.
+                    return Ok(Err(AppendInfo {
+                        first_offset: batch.first_offset(),
+                        last_offset: batch.last_offset,
+                        max_timestamp: batch.timestamp,
+                        log_append_time_ms: batch.timestamp,
+                        log_start_offset: self.log_start_offset,
+                        duplicate: true,
+                    }));
+                }
+                Verdict::Append => {}
+            }
+            let mut assigned = *h;
+            assigned.base_offset = base;
+            let max_timestamp = match ts_type {
+                TimestampType::LogAppendTime => now_ms,
+                TimestampType::CreateTime => h.max_timestamp,
+            };
+            let entry = ProducerState::updated_entry(before, &assigned, max_timestamp);
+            updates.push((h.producer_id, entry));
+        }
+        Ok(Ok(updates))
+    }
+
+    /// Every producer this partition remembers (DescribeProducers).
+    pub fn active_producers(&self) -> Vec<ActiveProducer> {
+        self.producers.active()
+    }
+
+    /// The producer state (tests, tools).
+    pub fn producer_state(&self) -> &ProducerState {
+        &self.producers
+    }
+
+    /// Counts this log's producers in `budget` (the broker-wide bound) from now on.
+    pub fn set_producer_budget(&mut self, budget: Arc<ProducerBudget>) {
+        self.producers.set_budget(budget);
+    }
+
+    /// Forgets producers idle for `producer.id.expiration.ms`; returns how many.
+    pub fn remove_expired_producers(&mut self, now_ms: i64) -> usize {
+        self.producers
+            .remove_expired(now_ms, self.config.producer_id_expiration_ms)
+    }
+
+    /// Rebuilds the producer state for the current log: out-of-range
+    /// snapshots are deleted, the newest valid one at or below the log end is
+    /// loaded (corrupt ones are deleted, never trusted) and the log after it
+    /// replayed; with none, the whole log is replayed. Expired producers are
+    /// dropped.
+    fn load_producer_state(&mut self, now_ms: i64) -> Result<(), LogError> {
+        let leo = self.log_end_offset();
+        let snapshots = producer_state::list_snapshots(&self.dir)?;
+        let mut from = self.first_segment().base_offset;
+        self.producers.clear();
+        self.last_snapshot = None;
+        for &offset in snapshots.iter().rev() {
+            if offset > leo {
+                producer_state::remove_snapshot(&self.dir, offset)?;
+                self.dir_dirty = true;
+                continue;
+            }
+            if self.last_snapshot.is_some() {
+                break;
+            }
+            let path = producer_state::snapshot_path(&self.dir, offset);
+            let loaded = fs::read(&path)
+                .ok()
+                .and_then(|bytes| self.producers.load_snapshot(&bytes));
+            if loaded.is_some() {
+                self.last_snapshot = Some(offset);
+                from = from.max(offset);
+            } else {
+                tracing::warn!(snapshot = %path.display(), "corrupt producer state snapshot removed; rebuilding from the log");
+                producer_state::remove_snapshot(&self.dir, offset)?;
+                self.dir_dirty = true;
+            }
+        }
+        let replayed = self.replay_producers(from)?;
+        self.remove_old_snapshots()?;
+        tracing::debug!(dir = %self.dir.display(), snapshot = ?self.last_snapshot, replayed, producers = self.producers.len(), "producer state loaded");
+        self.producers
+            .remove_expired(now_ms, self.config.producer_id_expiration_ms);
+        Ok(())
+    }
+
+    /// Replays the headers of every batch at or after `from` into the producer
+    /// state; returns how many batches were read.
+    fn replay_producers(&mut self, from: i64) -> Result<usize, LogError> {
+        let mut count = 0;
+        let first = self.segment_index_for(from);
+        for i in first..self.segments.len() {
+            let Some(segment) = self.segments.get(i) else {
+                break;
+            };
+            if segment.next_offset <= from || segment.size == 0 {
+                continue;
+            }
+            let file = segment.file(&self.files)?;
+            for item in segment.headers_from(&file, from)? {
+                let (_, header) = item?;
+                if header.base_offset >= from {
+                    self.producers.replay(&header);
+                    count += 1;
+                }
+            }
+        }
+        Ok(count)
+    }
+
+    /// Writes the producer state as the snapshot at the log end offset (at a
+    /// roll, the new segment's base). Old snapshots below the first segment
+    /// are removed, keeping the newest.
+    fn snapshot_producers(&mut self, durable: bool) -> Result<(), LogError> {
+        let offset = self.log_end_offset();
+        let bytes = self.producers.encode_snapshot();
+        producer_state::write_snapshot(&self.dir, offset, &bytes, durable)?;
+        self.producers.mark_saved();
+        self.last_snapshot = Some(offset);
+        self.dir_dirty = true;
+        self.remove_old_snapshots()
+    }
+
+    /// Whether a reopen would replay batches, or forget an expiry, that a
+    /// snapshot at the log end saves.
+    fn snapshot_due(&self) -> bool {
+        let leo = self.log_end_offset();
+        match self.last_snapshot {
+            Some(offset) => offset != leo || self.producers.is_dirty(),
+            None => leo > self.first_segment().base_offset,
+        }
+    }
+
+    /// Keeps, as Kafka does, one snapshot per segment (at its base, written
+    /// when it rolled in) and the newest; removes the others (below the log,
+    /// of segments a clean merged, or older clean-shutdown ones).
+    fn remove_old_snapshots(&mut self) -> Result<(), LogError> {
+        let snapshots = producer_state::list_snapshots(&self.dir)?;
+        let newest = snapshots.last().copied();
+        for offset in snapshots {
+            let segment_base = self
+                .segments
+                .binary_search_by_key(&offset, |s| s.base_offset)
+                .is_ok();
+            if !segment_base && Some(offset) != newest {
+                producer_state::remove_snapshot(&self.dir, offset)?;
+                self.dir_dirty = true;
+            }
+        }
+        Ok(())
     }
 
     /// Rolls when the active segment is non-empty and the append would overflow it
@@ -666,6 +889,12 @@ impl Log {
         drop(self.active_mut().close_active()?);
         self.segments.push(segment);
         self.dir_dirty = true;
+        // Kafka snapshots the producer state at every roll, so recovery
+        // replays at most the active segment. A failed snapshot only means a
+        // longer replay: it does not fail the append.
+        if let Err(e) = self.snapshot_producers(false) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "producer state snapshot not written");
+        }
         tracing::debug!(dir = %self.dir.display(), base_offset = new_base, "rolled segment");
         Ok(())
     }
@@ -845,6 +1074,7 @@ impl Log {
             segment.delete_files()?;
         }
         self.dir_dirty = true;
+        self.remove_old_snapshots()?;
         tracing::info!(
             dir = %self.dir.display(),
             segments = count,
@@ -907,6 +1137,7 @@ impl Log {
             self.set_log_start_offset(offset)?;
             return Ok(());
         }
+        let now_ms = self.last_flush_ms;
         let keep = self.segment_index_for(offset) + 1;
         for segment in self.segments.drain(keep..) {
             self.files.forget(segment.base_offset);
@@ -938,6 +1169,9 @@ impl Log {
         *self.active_mut() = recovered.segment;
         self.dir_dirty = true;
         self.recovery_point = self.recovery_point.min(self.log_end_offset());
+        // The producer state follows the log back: snapshots above the new
+        // end go, the state is reloaded from the newest one left.
+        self.load_producer_state(now_ms)?;
         self.check_invariants();
         Ok(())
     }
@@ -951,6 +1185,12 @@ impl Log {
         self.segments.push(Segment::create(&self.dir, base_offset)?);
         self.dir_dirty = true;
         self.recovery_point = self.recovery_point.min(base_offset);
+        // Kafka's truncateFullyAndStartAt: no producer state survives.
+        self.producers.clear();
+        for offset in producer_state::list_snapshots(&self.dir)? {
+            producer_state::remove_snapshot(&self.dir, offset)?;
+        }
+        self.last_snapshot = None;
         Ok(())
     }
 
@@ -1021,11 +1261,21 @@ impl Log {
         if self.active().time_entry_skipped {
             self.active_mut().append_final_time_entry()?;
         }
-        if self.is_flushed() {
+        // Kafka snapshots the producer state at a clean shutdown, so the next
+        // open replays nothing. Unchanged since the newest snapshot: nothing
+        // to write.
+        let snapshot_due = self.snapshot_due();
+        if self.is_flushed() && !snapshot_due {
             return Ok(());
         }
         let now = self.last_flush_ms;
-        self.flush_at(now, true)
+        self.flush_at(now, true)?;
+        if snapshot_due {
+            self.snapshot_producers(true)?;
+            sync_dir(&self.dir)?;
+            self.dir_dirty = false;
+        }
+        Ok(())
     }
 
     /// Removes the partition directory and everything in it.
@@ -1036,6 +1286,8 @@ impl Log {
     }
 }
 
+#[cfg(test)]
+mod producer_tests;
 #[cfg(test)]
 mod tests;
 

@@ -665,6 +665,17 @@ impl Segment {
         }
     }
 
+    /// Headers of the batches from the one containing `offset` (or a little
+    /// before it: the offset index's lower bound) to the end. `file` is this
+    /// segment's `.log` ([`Segment::file`]).
+    pub(crate) fn headers_from<'s>(
+        &'s self,
+        file: &'s File,
+        offset: i64,
+    ) -> Result<HeaderScan<'s>, LogError> {
+        Ok(self.scan(file, self.scan_start(offset)?))
+    }
+
     /// Position where a scan for `offset` may start: the offset index's lower bound.
     fn scan_start(&self, offset: i64) -> Result<u64, LogError> {
         let target = offset.saturating_sub(self.base_offset);

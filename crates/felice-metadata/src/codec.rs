@@ -10,6 +10,7 @@ const TAG_TOPIC: u8 = 2;
 const TAG_PARTITION: u8 = 3;
 const TAG_TOPIC_CONFIG: u8 = 4;
 const TAG_REMOVE_TOPIC: u8 = 5;
+const TAG_PRODUCER_IDS: u8 = 6;
 
 /// Largest number of replicas a partition record may list (bounds decoding).
 const MAX_REPLICAS: usize = 1024;
@@ -69,6 +70,16 @@ pub fn encode(record: &MetadataRecord, out: &mut Vec<u8>) {
             out.push(TAG_REMOVE_TOPIC);
             out.extend_from_slice(topic_id.as_bytes());
         }
+        MetadataRecord::ProducerIds {
+            broker_id,
+            broker_epoch,
+            next_producer_id,
+        } => {
+            out.push(TAG_PRODUCER_IDS);
+            out.extend_from_slice(&broker_id.to_be_bytes());
+            out.extend_from_slice(&broker_epoch.to_be_bytes());
+            out.extend_from_slice(&next_producer_id.to_be_bytes());
+        }
     }
 }
 
@@ -101,6 +112,11 @@ pub fn decode(buf: &[u8]) -> Result<MetadataRecord, DecodeError> {
         },
         TAG_REMOVE_TOPIC => MetadataRecord::RemoveTopic {
             topic_id: r.uuid()?,
+        },
+        TAG_PRODUCER_IDS => MetadataRecord::ProducerIds {
+            broker_id: r.i32()?,
+            broker_epoch: r.i64()?,
+            next_producer_id: r.i64()?,
         },
         _ => return Err(DecodeError("unknown record type")),
     };
@@ -156,6 +172,10 @@ impl<'a> Reader<'a> {
     fn i32(&mut self) -> Result<i32, DecodeError> {
         let b: [u8; 4] = self.take(4)?.try_into().map_err(|_| DecodeError("i32"))?;
         Ok(i32::from_be_bytes(b))
+    }
+    fn i64(&mut self) -> Result<i64, DecodeError> {
+        let b: [u8; 8] = self.take(8)?.try_into().map_err(|_| DecodeError("i64"))?;
+        Ok(i64::from_be_bytes(b))
     }
     fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(self.i32()? as u32)
@@ -218,6 +238,11 @@ mod tests {
                 value: None,
             },
             MetadataRecord::RemoveTopic { topic_id: id },
+            MetadataRecord::ProducerIds {
+                broker_id: 1,
+                broker_epoch: 7,
+                next_producer_id: 2000,
+            },
         ];
         for record in records {
             let mut buf = Vec::new();

@@ -45,6 +45,9 @@ pub struct MetadataImage {
     pub brokers: BTreeMap<NodeId, BrokerImage>,
     topics_by_id: HashMap<TopicId, Arc<TopicImage>>,
     topic_ids_by_name: HashMap<String, TopicId>,
+    /// The first producer id no broker was given yet: every id below it
+    /// belongs to a block already handed out.
+    pub next_producer_id: i64,
 }
 
 impl MetadataImage {
@@ -86,6 +89,12 @@ impl MetadataImage {
         let next = self;
         next.offset += 1;
         match record {
+            MetadataRecord::ProducerIds {
+                next_producer_id, ..
+            } => {
+                // Never moves back: an id is handed out at most once.
+                next.next_producer_id = next.next_producer_id.max(*next_producer_id);
+            }
             MetadataRecord::RegisterBroker {
                 node_id,
                 host,

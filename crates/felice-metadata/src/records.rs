@@ -37,4 +37,12 @@ pub enum MetadataRecord {
     },
     /// A topic and all its partitions were deleted.
     RemoveTopic { topic_id: TopicId },
+    /// A block of producer ids was handed to a broker: ids below
+    /// `next_producer_id` are taken, never handed out again (KRaft's
+    /// `ProducerIdsRecord`, written for AllocateProducerIds).
+    ProducerIds {
+        broker_id: NodeId,
+        broker_epoch: i64,
+        next_producer_id: i64,
+    },
 }

@@ -504,6 +504,29 @@ pub fn set_base_offset(buf: &mut [u8], base_offset: i64) -> Result<(), BatchErro
     put_at(buf, BASE_OFFSET_AT, &base_offset.to_be_bytes())
 }
 
+/// Sets the producer fields (producerId, producerEpoch, baseSequence) of the
+/// whole batch in `buf` and recomputes its CRC, as an idempotent producer
+/// writes them. For clients, tests and the benchmark; the broker never
+/// changes them.
+pub fn set_producer(
+    buf: &mut [u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Result<(), BatchError> {
+    let total = BatchHeader::parse(buf)?.total_len();
+    put_at(buf, PRODUCER_ID_AT, &producer_id.to_be_bytes())?;
+    put_at(buf, PRODUCER_EPOCH_AT, &producer_epoch.to_be_bytes())?;
+    put_at(buf, BASE_SEQUENCE_AT, &base_sequence.to_be_bytes())?;
+    let covered = buf.get(CRC_START..total).ok_or(BatchError::Truncated {
+        position: 0,
+        needed: total,
+        available: buf.len(),
+    })?;
+    let crc = crc32c(covered);
+    put_at(buf, CRC_AT, &crc.to_be_bytes())
+}
+
 /// Rewrites partitionLeaderEpoch in place (not covered by the CRC).
 pub fn set_partition_leader_epoch(buf: &mut [u8], epoch: i32) -> Result<(), BatchError> {
     put_at(buf, LEADER_EPOCH_AT, &epoch.to_be_bytes())

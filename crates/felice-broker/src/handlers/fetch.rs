@@ -51,7 +51,8 @@ fn read_error_code(e: &ReplicaError) -> ResponseError {
         ReplicaError::Log(
             LogError::InvalidConfig { .. }
             | LogError::AppendTooLarge { .. }
-            | LogError::EmptyAppend,
+            | LogError::EmptyAppend
+            | LogError::Producer(_),
         ) => ResponseError::UnknownServerError,
     }
 }

@@ -10,7 +10,7 @@ use crate::broker::Broker;
 use crate::handlers::str_bytes;
 use crate::replica::{Partition, ReplicaError};
 use crate::topic_config::TopicSettings;
-use felice_log::LogError;
+use felice_log::{LogError, ProducerError};
 use felice_wire::BatchError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader};
@@ -59,6 +59,11 @@ fn replica_error_code(e: &ReplicaError) -> ResponseError {
         ReplicaError::Log(LogError::InvalidConfig { .. }) => ResponseError::InvalidConfig,
         ReplicaError::Log(LogError::AppendTooLarge { .. }) => ResponseError::RecordListTooLarge,
         ReplicaError::Log(LogError::EmptyAppend) => ResponseError::InvalidRecord,
+        ReplicaError::Log(LogError::Producer(p)) => match p {
+            ProducerError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+            ProducerError::NewEpochNotAtZero { .. } => ResponseError::OutOfOrderSequenceNumber,
+            ProducerError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        },
     }
 }
 

@@ -71,6 +71,11 @@ pub struct CleanPlan {
     first_dirty: i64,
     segment_bytes: u64,
     delete_retention_ms: i64,
+    /// Last offsets of each remembered producer's last batch: such a batch is
+    /// kept even when all its records are superseded, so a replay of the
+    /// compacted log still finds every producer's sequence (Kafka keeps it
+    /// as an empty batch; Felice keeps it whole, which compaction allows).
+    producer_last_batches: std::collections::HashSet<i64>,
 }
 
 /// One rewritten group of segments.
@@ -247,6 +252,7 @@ impl Log {
             first_dirty,
             segment_bytes: self.config.segment_bytes,
             delete_retention_ms: self.config.delete_retention_ms,
+            producer_last_batches: self.producers.last_batch_offsets(),
         })
     }
 
@@ -470,7 +476,14 @@ fn build(
             .dir
             .join(file_name(first.base, last.next, CLEANED_SUFFIX));
         written_paths.push(path.clone());
-        let (written, removed) = write_group(&path, members, &map, plan.first_dirty, horizon)?;
+        let (written, removed) = write_group(
+            &path,
+            members,
+            &map,
+            plan.first_dirty,
+            horizon,
+            &plan.producer_last_batches,
+        )?;
         stats.bytes_before += bytes;
         stats.bytes_after += written;
         stats.records_removed += removed;
@@ -499,6 +512,7 @@ fn write_group(
     map: &HashMap<u128, i64>,
     first_dirty: i64,
     tombstone_horizon_ms: i64,
+    producer_last_batches: &std::collections::HashSet<i64>,
 ) -> Result<(u64, u64), LogError> {
     let mut out = OpenOptions::new()
         .write(true)
@@ -552,10 +566,16 @@ fn write_group(
                 }
                 at = end;
             }
-            if kept == 0 {
+            let producers_last =
+                header.producer_id >= 0 && producer_last_batches.contains(&header.last_offset());
+            if kept == 0 && !producers_last {
                 return Ok(true);
             }
-            if kept == header.record_count {
+            if kept == 0 {
+                // A producer's last batch: its records stay with it.
+                removed = removed.saturating_sub(u64::try_from(header.record_count).unwrap_or(0));
+            }
+            if kept == header.record_count || kept == 0 {
                 out.write_all(batch).map_err(io_err(path))?;
                 written += batch.len() as u64;
                 return Ok(true);
