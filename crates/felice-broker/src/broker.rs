@@ -3,6 +3,7 @@
 
 use crate::config::BrokerConfig;
 use crate::coordinator::GroupCoordinator;
+use crate::producer_ids::ProducerIdManager;
 use crate::replica::ReplicaManager;
 use felice_metadata::{CommitError, MetadataImage, MetadataRecord, MetadataStore};
 use std::path::Path;
@@ -35,6 +36,8 @@ pub struct Broker {
     pub metadata: MetadataStore,
     pub replicas: ReplicaManager,
     pub groups: GroupCoordinator,
+    /// Producer ids for InitProducerId.
+    pub producer_ids: ProducerIdManager,
     /// Budget of fetched records held in memory (see
     /// [`crate::limits::FETCH_MEMORY_BUDGET_BYTES`]).
     pub fetch_memory: Arc<tokio::sync::Semaphore>,
@@ -60,6 +63,7 @@ impl Broker {
             metadata,
             replicas,
             groups,
+            producer_ids: ProducerIdManager::default(),
             fetch_memory: Arc::new(tokio::sync::Semaphore::new(
                 crate::limits::FETCH_MEMORY_BUDGET_BYTES,
             )),

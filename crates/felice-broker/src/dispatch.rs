@@ -108,6 +108,15 @@ pub async fn handle_frame(
         ApiKey::ListGroups => route!(ListGroupsRequest, handlers::list_groups::handle),
         ApiKey::DeleteGroups => route!(DeleteGroupsRequest, handlers::delete_groups::handle),
         ApiKey::OffsetDelete => route!(OffsetDeleteRequest, handlers::offset_delete::handle),
+        ApiKey::DescribeProducers => {
+            route!(
+                DescribeProducersRequest,
+                handlers::describe_producers::handle
+            )
+        }
+        ApiKey::InitProducerId => {
+            route!(InitProducerIdRequest, handlers::init_producer_id::handle)
+        }
         other => {
             // supported_versions() and this match are built from the same
             // list; reaching here means they disagree.

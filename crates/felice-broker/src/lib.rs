@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod handlers;
 pub mod limits;
 pub mod net;
+pub mod producer_ids;
 pub mod replica;
 pub mod response;
 pub mod server;

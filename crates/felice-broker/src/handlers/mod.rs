@@ -8,10 +8,12 @@ pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_groups;
+pub mod describe_producers;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod groups;
 pub mod heartbeat;
+pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
@@ -48,6 +50,8 @@ pub const HANDLED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::ListGroups, list_groups::VERSIONS),
     (ApiKey::DeleteGroups, delete_groups::VERSIONS),
     (ApiKey::OffsetDelete, offset_delete::VERSIONS),
+    (ApiKey::InitProducerId, init_producer_id::VERSIONS),
+    (ApiKey::DescribeProducers, describe_producers::VERSIONS),
 ];
 
 pub fn supported_versions(api: ApiKey) -> Option<VersionRange> {
