@@ -15,8 +15,8 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, CreateTopicsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
+    ApiKey, BrokerId, CreateTopicsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
+    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -131,6 +131,21 @@ impl ProduceFuture {
 }
 
 impl Connection {
+    /// A producer id and epoch for an idempotent producer (InitProducerId with
+    /// no transactional id).
+    pub async fn init_producer_id(&self) -> Result<(i64, i16), ClientError> {
+        let request = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        let response = self.call(&request).await?;
+        kafka_error(ApiKey::InitProducerId, response.error_code, || {
+            "InitProducerId".to_string()
+        })?;
+        Ok((response.producer_id.0, response.producer_epoch))
+    }
+
     /// Metadata for `topics` (all topics if `None`); never creates topics.
     pub async fn metadata(&self, topics: Option<&[&str]>) -> Result<MetadataResponse, ClientError> {
         let topics = topics.map(|names| {

@@ -29,6 +29,25 @@ const CRC_RANGE: std::ops::Range<usize> = 17..21;
 const ATTRIBUTES_START: usize = 21;
 const BASE_TIMESTAMP: std::ops::Range<usize> = 27..35;
 const MAX_TIMESTAMP: std::ops::Range<usize> = 35..43;
+const PRODUCER_ID: std::ops::Range<usize> = 43..51;
+const PRODUCER_EPOCH: std::ops::Range<usize> = 51..53;
+const BASE_SEQUENCE: std::ops::Range<usize> = 53..57;
+
+/// The producer fields of an idempotent producer's batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Idempotence {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
+impl Idempotence {
+    fn write(self, header: &mut [u8]) {
+        header[PRODUCER_ID].copy_from_slice(&self.producer_id.to_be_bytes());
+        header[PRODUCER_EPOCH].copy_from_slice(&self.producer_epoch.to_be_bytes());
+        header[BASE_SEQUENCE].copy_from_slice(&self.base_sequence.to_be_bytes());
+    }
+}
 /// Size of the v2 batch header; the first record starts here.
 pub const BATCH_HEADER_LEN: usize = 61;
 
@@ -201,8 +220,19 @@ impl BatchTemplate {
     /// stamped copy of the header and first value's stamp, then the template's own
     /// unchanged bytes (shared, not copied); compressed batches come whole.
     pub fn render_parts(&self, stamp: SendStamp, wall_clock_ms: i64) -> anyhow::Result<Vec<Bytes>> {
+        self.render_parts_as(stamp, wall_clock_ms, None)
+    }
+
+    /// [`render_parts`](Self::render_parts) with the producer fields of an
+    /// idempotent producer (`None`: no producer id, as `render_parts`).
+    pub fn render_parts_as(
+        &self,
+        stamp: SendStamp,
+        wall_clock_ms: i64,
+        producer: Option<Idempotence>,
+    ) -> anyhow::Result<Vec<Bytes>> {
         if self.compression != Compression::None {
-            return Ok(vec![self.render(stamp, wall_clock_ms)?]);
+            return Ok(vec![self.render_as(stamp, wall_clock_ms, producer)?]);
         }
         let tail = self.tail_start();
         let mut head = BytesMut::from(&self.encoded[..tail]);
@@ -215,6 +245,9 @@ impl BatchTemplate {
         }
         head[BASE_TIMESTAMP].copy_from_slice(&wall_clock_ms.to_be_bytes());
         head[MAX_TIMESTAMP].copy_from_slice(&wall_clock_ms.to_be_bytes());
+        if let Some(p) = producer {
+            p.write(&mut head);
+        }
         let crc = crc32c::crc32c_combine(
             crc32c::crc32c(&head[ATTRIBUTES_START..]),
             self.tail_crc,
@@ -227,9 +260,19 @@ impl BatchTemplate {
     /// The batch to send now: stamp in the first value, `wall_clock_ms` as every
     /// record's timestamp, CRC fixed.
     pub fn render(&self, stamp: SendStamp, wall_clock_ms: i64) -> anyhow::Result<Bytes> {
+        self.render_as(stamp, wall_clock_ms, None)
+    }
+
+    /// [`render`](Self::render) with an idempotent producer's fields.
+    pub fn render_as(
+        &self,
+        stamp: SendStamp,
+        wall_clock_ms: i64,
+        producer: Option<Idempotence>,
+    ) -> anyhow::Result<Bytes> {
         if self.compression == Compression::None {
             // The parts joined: a stamped header copy and the unchanged rest.
-            let parts = self.render_parts(stamp, wall_clock_ms)?;
+            let parts = self.render_parts_as(stamp, wall_clock_ms, producer)?;
             let mut batch = BytesMut::with_capacity(self.encoded.len());
             for p in &parts {
                 batch.extend_from_slice(p);
@@ -256,6 +299,9 @@ impl BatchTemplate {
         anyhow::ensure!(batch.len() > BATCH_HEADER_LEN, "encoded batch too short");
         batch[BASE_TIMESTAMP].copy_from_slice(&wall_clock_ms.to_be_bytes());
         batch[MAX_TIMESTAMP].copy_from_slice(&wall_clock_ms.to_be_bytes());
+        if let Some(p) = producer {
+            p.write(&mut batch);
+        }
         let crc = crc32c::crc32c(&batch[ATTRIBUTES_START..]);
         batch[CRC_RANGE].copy_from_slice(&crc.to_be_bytes());
         Ok(batch.freeze())

@@ -49,7 +49,7 @@ use felice_client::api::{EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
 use felice_client::limits::MAX_IN_FLIGHT_PER_CONNECTION;
 use felice_client::{
     summarize_batches, BatchTemplate, ClientError, Compression, Connection, FetchPartition,
-    ProduceFuture, ResponseError, SendStamp, TopicInfo, TopicRef, STAMP_LEN,
+    Idempotence, ProduceFuture, ResponseError, SendStamp, TopicInfo, TopicRef, STAMP_LEN,
 };
 use tokio::sync::watch;
 
@@ -80,6 +80,10 @@ usage: felice bench --bootstrap HOST:PORT [options]
   --compression C         none|gzip|snappy|lz4|zstd (default none)
   --rate N                records/s over all producers, 0 = unlimited (default 0)
   --max-in-flight N       unanswered produce requests per producer (default 5)
+  --idempotent            idempotent producers, as Kafka's enable.idempotence: each
+                          producer gets a producer id (InitProducerId) and numbers
+                          its batches per partition; needs --acks all and at most
+                          5 in flight
   --fetch-partition-bytes N
                           consumers' per-partition fetch limit, Kafka's
                           max.partition.fetch.bytes (default 1048576, raised to one
@@ -147,6 +151,10 @@ struct Amount {
     duration: Option<Duration>,
 }
 
+/// Kafka's producer keeps at most 5 requests in flight per partition with
+/// idempotence: the broker remembers each producer's last 5 batches.
+const MAX_IDEMPOTENT_IN_FLIGHT: usize = 5;
+
 /// `--loopback` runs this long without `--duration`.
 const LOOPBACK_DEFAULT_DURATION: Duration = Duration::from_secs(5);
 
@@ -165,6 +173,7 @@ struct Options {
     compression: Compression,
     rate: u64,
     max_in_flight: usize,
+    idempotent: bool,
     fetch_partition_bytes: Option<i32>,
     idle_timeout: Duration,
     broker_pid: Option<u32>,
@@ -197,6 +206,7 @@ impl Options {
             compression: Compression::None,
             rate: 0,
             max_in_flight: 5,
+            idempotent: false,
             fetch_partition_bytes: None,
             idle_timeout: Duration::from_secs(10),
             broker_pid: None,
@@ -276,6 +286,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Parsed> {
             "--compression" => o.compression = parse_compression(&value()?)?,
             "--rate" => o.rate = num(flag, &value()?)?,
             "--max-in-flight" => o.max_in_flight = num(flag, &value()?)?,
+            "--idempotent" => o.idempotent = true,
             "--fetch-partition-bytes" => {
                 let n: i32 = num(flag, &value()?)?;
                 if n < 1 {
@@ -347,6 +358,10 @@ fn parse_args(args: &[String]) -> anyhow::Result<Parsed> {
     }
     if o.consume_only && o.consumers == 0 {
         bail!("--consume-only needs at least one consumer");
+    }
+    if o.idempotent && (o.acks != -1 || o.max_in_flight > MAX_IDEMPOTENT_IN_FLIGHT) {
+        // Kafka's producer refuses the same combinations.
+        bail!("--idempotent needs --acks all and --max-in-flight at most {MAX_IDEMPOTENT_IN_FLIGHT}");
     }
     Ok(Parsed::Run(Box::new(o)))
 }
@@ -937,6 +952,17 @@ async fn produce(
         }
     }
     let topic: TopicRef = run.topic.topic.clone();
+    // One producer id per producer task, as one client instance has; batches
+    // are numbered per partition from 0.
+    let mut producer_id = None;
+    if opts.idempotent {
+        let conn = conns
+            .values()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("no connection for InitProducerId"))?;
+        producer_id = Some(conn.init_producer_id().await.context("InitProducerId")?);
+    }
+    let mut sequences: HashMap<i32, i32> = HashMap::new();
     let mut stats = ProducerStats::new();
     let mut window: VecDeque<InFlight> = VecDeque::with_capacity(opts.max_in_flight);
     let mut tail: Option<BatchTemplate> = None;
@@ -986,9 +1012,20 @@ async fn produce(
             .unwrap_or(0);
         // Parts: a stamped copy of the header, then the template's shared bytes,
         // written without copying them into the request frame.
-        let batch = batch_template.render_parts(run.stamp_now(scheduled), wall_ms)?;
         let partition = partitions[next_partition % partitions.len()];
         next_partition += 1;
+        let producer = producer_id.map(|(producer_id, producer_epoch)| {
+            let seq = sequences.entry(partition).or_insert(0);
+            let base_sequence = *seq;
+            *seq = next_sequence(base_sequence, batch_records);
+            Idempotence {
+                producer_id,
+                producer_epoch,
+                base_sequence,
+            }
+        });
+        let batch =
+            batch_template.render_parts_as(run.stamp_now(scheduled), wall_ms, producer)?;
         let conn = conns
             .get(&run.leader(partition)?)
             .ok_or_else(|| anyhow::anyhow!("no connection for partition {partition}"))?;
@@ -1039,6 +1076,13 @@ async fn produce(
         stats.last_done = Some(Instant::now());
     }
     Ok(stats)
+}
+
+/// The sequence after a batch of `records` starting at `base`, wrapping from
+/// `i32::MAX` to 0 as Kafka's producer does.
+fn next_sequence(base: i32, records: u64) -> i32 {
+    let modulus = i64::from(i32::MAX) + 1;
+    ((i64::from(base) + (records as i64 % modulus)) % modulus) as i32
 }
 
 /// Waits for one produce response and accounts for it. Kafka errors are counted, not
@@ -1260,7 +1304,7 @@ fn print_header(run: &Run) {
     }
     println!(
         "felice bench: {} -> {} ({} partitions), {} producers, {} consumers, {amount} of {} B, \
-         {} records/batch, acks={acks}, compression={}, rate={rate}, in-flight {}",
+         {} records/batch, acks={acks}{}, compression={}, rate={rate}, in-flight {}",
         o.bootstrap,
         o.topic,
         run.topic.partitions.len(),
@@ -1268,6 +1312,7 @@ fn print_header(run: &Run) {
         o.consumers,
         o.record_size,
         o.records_per_batch(),
+        if o.idempotent { ", idempotent" } else { "" },
         compression_name(o.compression),
         o.max_in_flight,
     );
@@ -1494,6 +1539,18 @@ mod tests {
         assert_eq!(o.acks, 0);
         assert!(o.consume_only);
         assert_eq!(o.compression, Compression::Lz4);
+        Ok(())
+    }
+
+    #[test]
+    fn idempotent_flag_and_sequences() -> anyhow::Result<()> {
+        let o = parse("--bootstrap h:1 --idempotent --acks all")?;
+        assert!(o.idempotent);
+        assert!(parse("--bootstrap h:1 --idempotent --acks 1").is_err());
+        assert!(parse("--bootstrap h:1 --idempotent --acks all --max-in-flight 6").is_err());
+        assert_eq!(next_sequence(0, 10), 10);
+        assert_eq!(next_sequence(i32::MAX, 1), 0);
+        assert_eq!(next_sequence(i32::MAX - 1, 5), 3);
         Ok(())
     }
 
