@@ -26,7 +26,9 @@ pub use api::{
     FetchPartition, FetchedPartition, ProduceFuture, TopicInfo, TopicPartitionInfo, TopicRef,
     EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
-pub use batch::{summarize_batches, BatchSummary, BatchTemplate, Idempotence, SendStamp, STAMP_LEN};
+pub use batch::{
+    summarize_batches, BatchSummary, BatchTemplate, Idempotence, SendStamp, STAMP_LEN,
+};
 pub use conn::{Connection, ResponseFuture};
 pub use idle::IdleConnection;
 pub use kafka_protocol;

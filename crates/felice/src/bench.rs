@@ -37,6 +37,7 @@
 mod groups;
 mod idle;
 mod loopback;
+mod producer_ids;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -110,6 +111,10 @@ usage: felice bench --bootstrap HOST:PORT [options]
                           with --groups N the broker's RSS for N groups
                           (--broker-pid; run the broker with
                           group.initial.rebalance.delay.ms=0)
+  --producer-ids N        instead of producing: N idempotent producers each take an
+                          id and write one batch to every partition of --topic
+                          (--partitions when creating it); with --broker-pid,
+                          the broker's RSS growth per remembered producer
   --members LIST          group sizes for --group-bench (default 2,10,100)
   --groups N              groups to create for the memory figure (default 0)
   -h, --help              print this help
@@ -185,6 +190,7 @@ struct Options {
     group_bench: bool,
     members: Vec<usize>,
     groups: usize,
+    producer_ids: usize,
 }
 
 impl Options {
@@ -218,6 +224,7 @@ impl Options {
             group_bench: false,
             members: vec![2, 10, 100],
             groups: 0,
+            producer_ids: 0,
         }
     }
 
@@ -318,6 +325,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Parsed> {
                 }
             }
             "--groups" => o.groups = num(flag, &value()?)?,
+            "--producer-ids" => o.producer_ids = num(flag, &value()?)?,
             other => bail!("unknown argument {other:?} (see felice bench --help)"),
         }
     }
@@ -361,7 +369,9 @@ fn parse_args(args: &[String]) -> anyhow::Result<Parsed> {
     }
     if o.idempotent && (o.acks != -1 || o.max_in_flight > MAX_IDEMPOTENT_IN_FLIGHT) {
         // Kafka's producer refuses the same combinations.
-        bail!("--idempotent needs --acks all and --max-in-flight at most {MAX_IDEMPOTENT_IN_FLIGHT}");
+        bail!(
+            "--idempotent needs --acks all and --max-in-flight at most {MAX_IDEMPOTENT_IN_FLIGHT}"
+        );
     }
     Ok(Parsed::Run(Box::new(o)))
 }
@@ -552,6 +562,15 @@ pub fn main(args: Vec<String>) -> anyhow::Result<()> {
             &opts.members,
             opts.groups,
             duration,
+            opts.broker_pid,
+        ));
+    }
+    if opts.producer_ids > 0 {
+        return runtime.block_on(producer_ids::run(
+            &opts.bootstrap,
+            &opts.topic,
+            opts.partitions,
+            opts.producer_ids,
             opts.broker_pid,
         ));
     }
@@ -1024,8 +1043,7 @@ async fn produce(
                 base_sequence,
             }
         });
-        let batch =
-            batch_template.render_parts_as(run.stamp_now(scheduled), wall_ms, producer)?;
+        let batch = batch_template.render_parts_as(run.stamp_now(scheduled), wall_ms, producer)?;
         let conn = conns
             .get(&run.leader(partition)?)
             .ok_or_else(|| anyhow::anyhow!("no connection for partition {partition}"))?;
