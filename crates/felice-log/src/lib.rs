@@ -34,7 +34,7 @@
 //! | active segment extra: offset tail 64 × 8, time tail 64 × 16, 2 boxes | ~1,600 |
 //! | cache of closed `.log` descriptors (≤ 1 `Arc<File>`) | ~100 |
 //!
-//! plus ~200 bytes per idempotent producer id the partition remembers
+//! plus ~300 bytes per idempotent producer id the partition remembers
 //! (`producer_state.rs`, bounded by `max_producers_per_partition`),
 //! so ~2.3 KiB per partition + ~0.2 KiB per closed segment (10,000 partitions of 10
 //! segments: ~40 MB), whatever `segment.bytes` and `segment.index.bytes` are. Before,
@@ -140,8 +140,8 @@ impl Default for LogConfig {
     }
 }
 
-/// Default of [`LogConfig::max_producers_per_partition`]: at ~200 bytes per
-/// producer id, at most ~2 MB per partition.
+/// Default of [`LogConfig::max_producers_per_partition`]: at ~300 bytes per
+/// producer id, at most ~3 MB per partition.
 pub const MAX_PRODUCERS_PER_PARTITION: usize = 10_000;
 
 /// Smallest `segment.bytes` Kafka accepts (`LegacyRecord.RECORD_OVERHEAD_V0`).

@@ -53,9 +53,13 @@ pub async fn run(
     for _ in 0..producer_ids {
         let (producer_id, producer_epoch) = conn.init_producer_id().await?;
         for partition in 0..partitions {
+            // Producers expire by their batches' timestamps: stamp now.
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
             let parts = template.render_parts_as(
                 stamp,
-                1,
+                now_ms,
                 Some(Idempotence {
                     producer_id,
                     producer_epoch,
