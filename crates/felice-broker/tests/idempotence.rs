@@ -192,6 +192,26 @@ async fn a_bad_sequence_fails_only_its_partition_and_describe_producers_shows_st
         (parts[1].index, parts[1].error_code, parts[1].base_offset),
         (1, ResponseError::OutOfOrderSequenceNumber.code(), -1)
     );
+    // A producer id with a negative sequence, and control batches, are
+    // refused as Kafka's LogValidator does for a client.
+    let r = c
+        .call(&produce("two", vec![(0, idem_batch(1, pid, 0, -1))]), 9)
+        .await;
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code,
+        ResponseError::InvalidRecord.code()
+    );
+    let mut control = idem_batch(1, pid, 0, 3).to_vec();
+    control[22] |= 0x20; // attributes bit 5: control batch
+    let crc = felice_wire::crc32c(&control[21..]);
+    control[17..21].copy_from_slice(&crc.to_be_bytes());
+    let r = c
+        .call(&produce("two", vec![(0, Bytes::from(control))]), 9)
+        .await;
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code,
+        ResponseError::InvalidRecord.code()
+    );
     let bumped = c.call(&init(pid, 0), 4).await;
     assert_eq!(bumped.producer_epoch, 1);
     let r = c

@@ -148,6 +148,22 @@ fn check(
         let batch = records.get(range).unwrap_or_default();
         felice_wire::validate_batch(batch)
             .map_err(|e| Rejected::Kafka(batch_error_code(&e), e.to_string()))?;
+        // Kafka's LogValidator checks for a client's batch.
+        if header.is_control() {
+            return Err(Rejected::Kafka(
+                ResponseError::InvalidRecord,
+                "Clients are not allowed to write control records".into(),
+            ));
+        }
+        if header.producer_id >= 0 && header.base_sequence < 0 {
+            return Err(Rejected::Kafka(
+                ResponseError::InvalidRecord,
+                format!(
+                    "Invalid sequence number {} in record batch with producerId {}",
+                    header.base_sequence, header.producer_id
+                ),
+            ));
+        }
         codec = header.compression().ok().map(|c| c.id());
     }
     // Kafka: produce v3+ carries exactly one record batch per partition.
