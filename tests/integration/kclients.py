@@ -259,8 +259,8 @@ def consume_confluent(bootstrap: str, topic: str, partitions: list[int], n: int,
 
 def produce_kafka_python(bootstrap: str, topic: str, recs: list[Rec], config: dict | None = None,
                          timeout: float = 30.0) -> list[Delivered]:
-    # kafka-python 3 enables idempotence by default; this broker has no InitProducerId yet.
-    conf = {"bootstrap_servers": bootstrap, "linger_ms": 5, "enable_idempotence": False}
+    # kafka-python 3's defaults: idempotence on (InitProducerId, acks=all)
+    conf = {"bootstrap_servers": bootstrap, "linger_ms": 5}
     conf.update(config or {})
     producer = kafka.KafkaProducer(**conf)
     try:

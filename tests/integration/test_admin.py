@@ -138,7 +138,7 @@ def test_metadata_lists_broker_and_partition_leaders(broker):
 def test_auto_create_on_metadata_uses_num_partitions(make_broker):
     b = make_broker({"num.partitions": "3"})
     topic = unique("auto")
-    producer = kafka.KafkaProducer(bootstrap_servers=b.bootstrap, enable_idempotence=False)
+    producer = kafka.KafkaProducer(bootstrap_servers=b.bootstrap)
     try:
         md = producer.send(topic, value=b"first", key=b"k").get(timeout=30)
         assert md.offset == 0
@@ -153,7 +153,7 @@ def test_auto_create_on_metadata_uses_num_partitions(make_broker):
 def test_no_auto_create_when_disabled(make_broker):
     b = make_broker({"auto.create.topics.enable": "false"})
     topic = unique("noauto")
-    producer = kafka.KafkaProducer(bootstrap_servers=b.bootstrap, enable_idempotence=False, max_block_ms=3000)
+    producer = kafka.KafkaProducer(bootstrap_servers=b.bootstrap, max_block_ms=3000)
     try:
         with pytest.raises((kafka.errors.KafkaTimeoutError, kafka.errors.UnknownTopicOrPartitionError)):
             producer.send(topic, value=b"nowhere").get(timeout=10)

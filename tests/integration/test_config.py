@@ -6,7 +6,7 @@ from __future__ import annotations
 import kafka
 
 import kclients as kc
-from harness import free_port, run_felice, unique
+from harness import free_port, run_felice, unique, wait_until
 from kclients import Rec
 
 
@@ -76,7 +76,7 @@ def test_config_file_is_honoured_and_overrides_win(tmp_path, make_broker):
     # and auto-creates topics with its num.partitions
     b = make_broker(config_file=props, address_from_config=True, port=port)
     topic = unique("from-file")
-    producer = kafka.KafkaProducer(bootstrap_servers=b.bootstrap, enable_idempotence=False)
+    producer = kafka.KafkaProducer(bootstrap_servers=b.bootstrap)
     try:
         md = producer.send(topic, value=b"hello").get(timeout=30)
         assert md.offset == 0
@@ -126,7 +126,10 @@ def test_unknown_key_in_config_file_fails_the_start(tmp_path):
 
 
 def test_log_names_the_listening_address(broker):
-    assert f"listening on 127.0.0.1:{broker.port}" in broker.log_text()
+    # The broker may answer its first request before the log line reaches
+    # the file: wait for it, with a bound.
+    wait_until(lambda: f"listening on 127.0.0.1:{broker.port}" in broker.log_text(), 10,
+               "the listening address in the broker log")
 
 
 def test_cluster_id_is_stable_across_restarts(broker):

@@ -89,6 +89,8 @@ def _produce_until_killed(broker, topic: str, partitions: int, start: int, min_a
     lock = threading.Lock()
 
     def produce_forever():
+        # The plain (non-idempotent) producer on purpose, librdkafka's default: this test is about
+        # acknowledged records surviving a crash; test_idempotence.py runs the idempotent one.
         producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 2,
                              "queue.buffering.max.messages": 5000, "message.timeout.ms": 60000,
                              "enable.idempotence": False})
