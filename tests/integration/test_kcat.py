@@ -53,3 +53,25 @@ def test_kcat_produce_then_consume_keys_and_values(broker, kcat):
     # offsets printed by kcat match the log's
     out = run([kcat, "-b", broker.bootstrap, "-C", "-t", topic, "-o", "4", "-e", "-f", "%o %k\\n"]).stdout
     assert out.splitlines() == ["4 k5", "5 key with spaces"]
+
+
+def test_kcat_idempotent_producer(broker, kcat):
+    """kcat with -X enable.idempotence=true: librdkafka takes a producer id
+    (InitProducerId) and numbers its batches; every line lands once, and the
+    partition remembers the producer (DescribeProducers)."""
+    import rawwire
+
+    topic = kc.create_topic(broker.bootstrap, unique("kcat-idem"))
+    lines = [f"line-{i}" for i in range(500)]
+    run([kcat, "-b", broker.bootstrap, "-P", "-t", topic, "-p", "0", "-X", "enable.idempotence=true",
+         "-X", "linger.ms=5"], stdin="\n".join(lines) + "\n")
+    assert kc.watermarks(broker.bootstrap, topic) == (0, len(lines))
+    out = run([kcat, "-b", broker.bootstrap, "-C", "-t", topic, "-o", "beginning", "-e"]).stdout
+    assert out.splitlines() == lines
+    with rawwire.Connection(broker.host, broker.port) as conn:
+        described = conn.describe_producers({topic: [0]})[(topic, 0)]
+    assert described["error"] == 0, described
+    assert len(described["producers"]) == 1, described
+    producer = described["producers"][0]
+    assert producer["producer_id"] >= 0 and producer["producer_epoch"] == 0
+    assert producer["last_sequence"] == len(lines) - 1, producer
