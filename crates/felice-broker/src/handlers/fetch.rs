@@ -170,7 +170,13 @@ pub async fn handle(
             remove_waiter(&slots, &waiter);
         }
     };
-    for (slot, data) in slots.iter().zip(partitions) {
+    // Kafka lists aborted transactions only for read_committed fetches
+    // (none yet: there are no transactions); a read_uncommitted read gets
+    // null, and a partition refused before any read an empty list (Kafka's
+    // FetchResponse.partitionResponse).
+    let read_committed = req.isolation_level == 1;
+    for (slot, mut data) in slots.iter().zip(partitions) {
+        data.aborted_transactions = (read_committed || slot.target.is_err()).then(Vec::new);
         if let Some(t) = topics.get_mut(slot.topic) {
             t.partitions.push(data);
         }
@@ -290,12 +296,14 @@ fn read_all(slots: &[Slot], response_max_bytes: usize, memory: &Arc<Semaphore>) 
                 );
             }
             Err(e) => {
+                // Kafka answers a failed read (OFFSET_OUT_OF_RANGE included)
+                // with unknown offsets, as for an unknown partition.
                 any_error = true;
                 out.push(
                     base.with_error_code(read_error_code(&e).code())
-                        .with_high_watermark(part.high_watermark())
-                        .with_last_stable_offset(part.high_watermark())
-                        .with_log_start_offset(part.log_start_offset())
+                        .with_high_watermark(-1)
+                        .with_last_stable_offset(-1)
+                        .with_log_start_offset(-1)
                         .with_records(Some(Bytes::new())),
                 );
             }

@@ -32,7 +32,13 @@ const FIRST_TOPIC_ID_VERSION: i16 = 13;
 /// Why one partition's data was refused before it reached the log.
 #[derive(Debug)]
 enum Rejected {
+    /// Refused with the request, before the log is consulted (Kafka's
+    /// KafkaApis/ProduceRequest checks, CRC, size): the answer carries no
+    /// offsets.
     Kafka(ResponseError, String),
+    /// Refused by the checks Kafka's LogValidator makes at the log: the
+    /// answer carries the partition's log start offset, as Kafka's does.
+    Validator(ResponseError, String),
 }
 
 fn batch_error_code(e: &BatchError) -> ResponseError {
@@ -150,13 +156,13 @@ fn check(
             .map_err(|e| Rejected::Kafka(batch_error_code(&e), e.to_string()))?;
         // Kafka's LogValidator checks for a client's batch.
         if header.is_control() {
-            return Err(Rejected::Kafka(
+            return Err(Rejected::Validator(
                 ResponseError::InvalidRecord,
                 "Clients are not allowed to write control records".into(),
             ));
         }
         if header.producer_id >= 0 && header.base_sequence < 0 {
-            return Err(Rejected::Kafka(
+            return Err(Rejected::Validator(
                 ResponseError::InvalidRecord,
                 format!(
                     "Invalid sequence number {} in record batch with producerId {}",
@@ -181,7 +187,7 @@ fn check(
     if settings.log.cleanup_compact && has_keyless_record(records, limit)? {
         // Kafka: a compacted topic keeps the last record per key; a record
         // without one could never be compacted.
-        return Err(Rejected::Kafka(
+        return Err(Rejected::Validator(
             ResponseError::InvalidRecord,
             "Compacted topic cannot accept message without key".into(),
         ));
@@ -270,6 +276,12 @@ pub async fn handle(
                     tracing::debug!(topic = %topic.name.0, partition = pd.index, error = %msg, "produce rejected");
                     partition_responses.push(error(code, Some(msg)));
                 }
+                Err(Rejected::Validator(code, msg)) => {
+                    tracing::debug!(topic = %topic.name.0, partition = pd.index, error = %msg, "produce rejected");
+                    partition_responses.push(
+                        error(code, Some(msg)).with_log_start_offset(partition.log_start_offset()),
+                    );
+                }
             }
         }
         responses.push(
@@ -299,7 +311,7 @@ pub async fn handle(
             w.partition.try_append_now(&w.data)
         }));
         match now {
-            Ok(Some(r)) => results.push((w.topic, w.slot, r)),
+            Ok(Some(r)) => results.push((w.topic, w.slot, r, w.partition.log_start_offset())),
             Ok(None) => later.push(w),
             Err(_) => {
                 tracing::error!(topic = %w.partition.topic, partition = w.partition.index, "append panicked");
@@ -320,7 +332,7 @@ pub async fn handle(
                 .into_iter()
                 .map(|w| {
                     let r = w.partition.append(&w.data);
-                    (w.topic, w.slot, r)
+                    (w.topic, w.slot, r, w.partition.log_start_offset())
                 })
                 .collect::<Vec<_>>()
         })
@@ -341,7 +353,7 @@ pub async fn handle(
             }
         }
     }
-    for (ti, slot, r) in results {
+    for (ti, slot, r, log_start_offset) in results {
         let Some(p) = responses
             .get_mut(ti)
             .and_then(|t| t.partition_responses.get_mut(slot))
@@ -360,7 +372,13 @@ pub async fn handle(
                 p.error_code = replica_error_code(&e).code();
                 p.base_offset = -1;
                 p.log_append_time_ms = -1;
-                p.log_start_offset = -1;
+                // Kafka reports the log start offset with the errors its
+                // producer-state checks raise, and -1 with storage and
+                // corruption errors.
+                p.log_start_offset = match &e {
+                    ReplicaError::Log(LogError::Producer(_)) => log_start_offset,
+                    _ => -1,
+                };
                 p.error_message = Some(str_bytes(&e.to_string()));
             }
         }
