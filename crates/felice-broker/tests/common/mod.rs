@@ -24,6 +24,14 @@ impl Conn {
         }
     }
 
+    /// A connection to any broker, e.g. the reference Apache Kafka.
+    pub async fn connect_to(addr: &str) -> Conn {
+        Conn {
+            stream: TcpStream::connect(addr).await.expect("connect"),
+            correlation: 0,
+        }
+    }
+
     pub async fn send_raw(&mut self, frame: &[u8]) {
         self.stream.write_all(frame).await.expect("write");
     }

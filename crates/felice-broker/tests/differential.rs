@@ -1,0 +1,775 @@
+//! Differential tests: the same scenario, request by request, against Apache
+//! Kafka (the reference broker `scripts/kafka-ref start` runs; its address in
+//! `FELICE_REF_BOOTSTRAP`) and against Felice (started here, in process),
+//! with the answers compared field by field.
+//!
+//! A response is rendered with `{:#?}` (every field of the `kafka-protocol`
+//! struct, one per line) and normalised before the comparison: fields that
+//! legitimately differ between two brokers are masked by name ([`MASKED`],
+//! each with its reason), and timestamps are reduced to their kind (-1 or
+//! "a time"). Everything else must be equal: error codes, offsets, partition
+//! lists, record bytes, group states and assignments. A difference that is
+//! intended is listed once in [`ALLOWED`] with its reason; any other fails
+//! the test with both renderings.
+//!
+//! Ignored by default (it needs the reference broker): `.ci/run` starts
+//! `scripts/kafka-ref`, then runs
+//! `FELICE_REF_BOOTSTRAP=127.0.0.1:PORT cargo test --release -p felice-broker
+//! --test differential -- --ignored`.
+
+use bytes::Bytes;
+use felice_broker::server::{self, RunningBroker};
+use felice_broker::BrokerConfig;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_producers_request::TopicRequest;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Request, StrBytes};
+use std::fmt::Debug;
+
+mod common;
+use common::{name, Conn};
+
+/// Fields whose values differ between any two brokers, by name, and why.
+const MASKED: &[(&str, &str)] = &[
+    ("cluster_id", "each cluster has its own id"),
+    ("port", "each broker listens on its own port"),
+    ("topic_id", "topic ids are random UUIDs"),
+    ("member_id", "member ids carry a random UUID"),
+    ("leader", "JoinGroup: the leader is a member id"),
+    ("error_message", "free text: only error codes are compared"),
+    ("throttle_time_ms", "quotas: Felice has none"),
+];
+
+/// Fields compared by kind only: -1 (none) or "a time".
+const TIMESTAMPS: &[&str] = &[
+    "log_append_time_ms",
+    "timestamp",
+    "last_timestamp",
+    "max_timestamp",
+];
+
+/// Intended or recorded differences: (scenario step prefix, a field on the
+/// path, reason). Each is also in ARCHITECTURE.md ("Intended differences",
+/// "Compatibility").
+const ALLOWED: &[(&str, &str, &str)] = &[(
+    "create_topics",
+    "configs",
+    "Felice's topic config set is not Kafka 4.1's yet: it lacks compression.{gzip,lz4,zstd}.level and the remote.log.* keys, and its message.timestamp.after.max.ms default is Long.MAX where Kafka 4 has 1 h",
+), (
+    "describe_producers",
+    "producer_id",
+    "producer ids come from each cluster's own blocks",
+), (
+    "init_producer_id bump",
+    "producer_id",
+    "KIP-360 bump: Felice keeps the id and bumps the epoch, Kafka hands an idempotent producer a new id (ARCHITECTURE.md, Intended differences)",
+), (
+    "init_producer_id bump",
+    "producer_epoch",
+    "KIP-360 bump: Felice keeps the id and bumps the epoch, Kafka hands an idempotent producer a new id",
+), (
+    "init_producer_id",
+    "producer_id",
+    "producer ids come from each cluster's own blocks",
+)];
+
+/// `{:#?}` of a response, normalised (see the module docs), one entry per line
+/// with its field path. Lists are compared as sets: their elements are
+/// sorted, since Kafka and Felice may order partitions or groups differently
+/// and clients match them by name and index.
+fn normalise<T: Debug>(value: &T) -> Vec<(String, String)> {
+    let text = format!("{value:#?}");
+    let masked = mask(&text);
+    let mut lines = masked.iter().map(String::as_str).peekable();
+    let mut roots = Vec::new();
+    while lines.peek().is_some() {
+        roots.push(parse(&mut lines));
+    }
+    let mut out = Vec::new();
+    for root in &mut roots {
+        sort_lists(root);
+        flatten(root, &mut Vec::new(), &mut out);
+    }
+    out
+}
+
+/// Masks the [`MASKED`] fields (a masked struct or list is dropped whole)
+/// and reduces [`TIMESTAMPS`] to their kind; keeps the indentation.
+fn mask(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip_until: Option<usize> = None;
+    for line in text.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let body = line.trim();
+        if let Some(level) = skip_until {
+            if indent > level {
+                continue;
+            }
+            skip_until = None;
+            if body.starts_with('}') || body.starts_with(']') || body.starts_with(')') {
+                continue;
+            }
+        }
+        let (field, value) = field_value(body);
+        let pad = " ".repeat(indent);
+        if !field.is_empty() && MASKED.iter().any(|(m, _)| *m == field) {
+            out.push(format!("{pad}{field}: <masked>,"));
+            if opens(value) {
+                skip_until = Some(indent);
+            }
+            continue;
+        }
+        if TIMESTAMPS.contains(&field) {
+            let kind = if value.trim_end_matches(',') == "-1" {
+                "-1"
+            } else {
+                "<time>"
+            };
+            out.push(format!("{pad}{field}: {kind},"));
+            continue;
+        }
+        out.push(line.to_string());
+    }
+    out
+}
+
+fn field_value(body: &str) -> (&str, &str) {
+    match body.split_once(": ") {
+        Some((f, v)) if !f.contains(' ') && !f.contains('"') => (f, v),
+        _ => ("", body),
+    }
+}
+
+fn opens(value: &str) -> bool {
+    value.ends_with('{') || value.ends_with('[') || value.ends_with('(')
+}
+
+/// One line of the rendering, with the lines it opens.
+struct Node {
+    line: String,
+    children: Vec<Node>,
+}
+
+fn parse<'a>(lines: &mut std::iter::Peekable<impl Iterator<Item = &'a str>>) -> Node {
+    let line = lines.next().unwrap_or_default();
+    let indent = line.len() - line.trim_start().len();
+    let mut node = Node {
+        line: line.to_string(),
+        children: Vec::new(),
+    };
+    if !opens(line.trim()) {
+        return node;
+    }
+    while let Some(next) = lines.peek() {
+        let next_indent = next.len() - next.trim_start().len();
+        if next_indent <= indent {
+            // The closing bracket belongs to this node.
+            lines.next();
+            break;
+        }
+        node.children.push(parse(lines));
+    }
+    node
+}
+
+fn render(node: &Node, out: &mut String) {
+    out.push_str(node.line.trim());
+    out.push('\n');
+    for c in &node.children {
+        render(c, out);
+    }
+}
+
+fn sort_lists(node: &mut Node) {
+    for c in &mut node.children {
+        sort_lists(c);
+    }
+    if node.line.trim_end().ends_with('[') {
+        node.children.sort_by_cached_key(|c| {
+            let mut s = String::new();
+            render(c, &mut s);
+            s
+        });
+    }
+}
+
+fn flatten(node: &Node, path: &mut Vec<String>, out: &mut Vec<(String, String)>) {
+    let (field, value) = field_value(node.line.trim());
+    out.push((join(path, field), value.to_string()));
+    if !node.children.is_empty() {
+        path.push(if field.is_empty() {
+            "[]".into()
+        } else {
+            field.to_string()
+        });
+        for c in &node.children {
+            flatten(c, path, out);
+        }
+        path.pop();
+    }
+}
+
+fn join(path: &[String], field: &str) -> String {
+    let mut p = path.join(".");
+    if !field.is_empty() {
+        if !p.is_empty() {
+            p.push('.');
+        }
+        p.push_str(field);
+    }
+    p
+}
+
+/// The two brokers of a run and what each answered so far.
+struct Pair {
+    kafka: Conn,
+    felice: Conn,
+    failures: Vec<String>,
+    compared: usize,
+}
+
+impl Pair {
+    /// Sends `req` at `version` to both brokers and compares the answers.
+    async fn both<R: Request + Clone>(&mut self, step: &str, req: &R, version: i16) -> R::Response
+    where
+        R::Response: Debug,
+    {
+        let k = kafka_call(&mut self.kafka, req, version).await;
+        let f = self.felice.call(req, version).await;
+        self.compare(step, &k, &f, version);
+        f
+    }
+
+    fn compare<T: Debug>(&mut self, step: &str, kafka: &T, felice: &T, version: i16) {
+        self.compared += 1;
+        let (k, f) = (normalise(kafka), normalise(felice));
+        let mut diffs = Vec::new();
+        for (side, (path, value)) in diff_lines(&k, &f) {
+            let allowed = ALLOWED.iter().any(|(s, field, _)| {
+                step.starts_with(s) && path.split('.').any(|seg| seg == *field)
+            });
+            if !allowed {
+                diffs.push(format!("  {side} {path}: {value}"));
+            }
+        }
+        if !diffs.is_empty() {
+            self.failures.push(format!(
+                "{step} (v{version}):\n{}\n--- kafka:\n{kafka:#?}\n--- felice:\n{felice:#?}",
+                diffs.join("\n")
+            ));
+        }
+    }
+}
+
+/// The lines only one side has, in order (a longest-common-subsequence diff,
+/// so a list one broker makes longer does not misalign the rest): `-` for
+/// Kafka's, `+` for Felice's.
+fn diff_lines<'a>(
+    k: &'a [(String, String)],
+    f: &'a [(String, String)],
+) -> Vec<(char, &'a (String, String))> {
+    let (n, m) = (k.len(), f.len());
+    let mut lcs = vec![vec![0u32; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if k[i] == f[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < n || j < m {
+        if i < n && j < m && k[i] == f[j] {
+            i += 1;
+            j += 1;
+        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            out.push(('+', &f[j]));
+            j += 1;
+        } else {
+            out.push(('-', &k[i]));
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Kafka's answer once its coordinators have loaded: a freshly started
+/// reference broker answers NOT_COORDINATOR (16) and
+/// COORDINATOR_LOAD_IN_PROGRESS (14) for a while, which Felice never does
+/// for a request that can succeed. Polled with a bound.
+async fn kafka_call<R: Request>(kafka: &mut Conn, req: &R, version: i16) -> R::Response
+where
+    R::Response: Debug,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = kafka.call(req, version).await;
+        let text = format!("{r:?}");
+        let loading = text.contains("error_code: 14,") || text.contains("error_code: 16,");
+        if !loading || std::time::Instant::now() > deadline {
+            return r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+fn topic_req(n: &str, partitions: i32) -> CreatableTopic {
+    CreatableTopic::default()
+        .with_name(name(n))
+        .with_num_partitions(partitions)
+        .with_replication_factor(1)
+}
+
+fn batch(values: &[&[u8]], ts: i64) -> Bytes {
+    let specs: Vec<_> = values.iter().map(|v| (None, Some(*v), ts)).collect();
+    Bytes::from(felice_wire::build_batch(&specs))
+}
+
+fn produce(topic: &str, partition: i32, records: Bytes, acks: i16) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(records))])])
+}
+
+fn list_offsets(topic: &str, partitions: &[i32], ts: i64) -> ListOffsetsRequest {
+    ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|p| {
+                        ListOffsetsPartition::default()
+                            .with_partition_index(*p)
+                            .with_timestamp(ts)
+                    })
+                    .collect(),
+            )])
+}
+
+fn fetch(topic: &str, partition: i32, offset: i64) -> FetchRequest {
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(10)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name(topic))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])])
+}
+
+async fn felice() -> (RunningBroker, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let overrides = vec![
+        "listeners=PLAINTEXT://127.0.0.1:0".to_string(),
+        format!("log.dirs={}", dir.path().display()),
+        // As scripts/kafka-ref configures the reference broker.
+        "group.initial.rebalance.delay.ms=0".to_string(),
+        "offsets.topic.replication.factor=1".to_string(),
+    ];
+    let config = BrokerConfig::load(None, &overrides).expect("config");
+    (server::start(config).await.expect("start"), dir)
+}
+
+async fn pair() -> Option<(Pair, RunningBroker, tempfile::TempDir)> {
+    let Ok(reference) = std::env::var("FELICE_REF_BOOTSTRAP") else {
+        eprintln!("FELICE_REF_BOOTSTRAP is not set: start scripts/kafka-ref and set it");
+        return None;
+    };
+    let (b, dir) = felice().await;
+    let reference = reference.split(',').next().unwrap_or_default().to_string();
+    let p = Pair {
+        kafka: Conn::connect_to(&reference).await,
+        felice: Conn::connect(&b).await,
+        failures: Vec::new(),
+        compared: 0,
+    };
+    Some((p, b, dir))
+}
+
+/// A name no earlier run on the (long-lived) reference broker has used.
+fn fresh(kind: &str) -> String {
+    format!(
+        "diff-{kind}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
+
+fn report(p: Pair) {
+    eprintln!(
+        "differential: {} responses compared, {} differences",
+        p.compared,
+        p.failures.len()
+    );
+    assert!(
+        p.failures.is_empty(),
+        "differences from Apache Kafka:\n\n{}",
+        p.failures.join("\n\n")
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the reference Apache Kafka (FELICE_REF_BOOTSTRAP)"]
+async fn topics_produce_fetch_and_offsets_match_kafka() {
+    let Some((mut p, b, _dir)) = pair().await else {
+        panic!("FELICE_REF_BOOTSTRAP not set");
+    };
+    let t = fresh("data");
+    let bad = fresh("bad");
+    // CreateTopics: valid, duplicate, invalid name, invalid counts, bad config,
+    // validate-only, at the newest and an old version.
+    for v in [7, 2] {
+        let t_v = format!("{t}-v{v}");
+        let req = CreateTopicsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![
+                topic_req(&t_v, 2),
+                topic_req("bad name!", 1),
+                topic_req(&format!("{bad}-zero"), 0),
+                topic_req(&format!("{bad}-neg"), -2),
+                topic_req(&format!("{bad}-cfg"), 1).with_configs(vec![
+                    CreatableTopicConfig::default()
+                        .with_name(StrBytes::from_static_str("cleanup.policy"))
+                        .with_value(Some(StrBytes::from_static_str("sometimes"))),
+                ]),
+                topic_req(&format!("{bad}-key"), 1).with_configs(vec![
+                    CreatableTopicConfig::default()
+                        .with_name(StrBytes::from_static_str("no.such.config"))
+                        .with_value(Some(StrBytes::from_static_str("1"))),
+                ]),
+            ]);
+        p.both(&format!("create_topics v{v}"), &req, v).await;
+        let dup = CreateTopicsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![topic_req(&t_v, 2)]);
+        p.both(&format!("create_topics duplicate v{v}"), &dup, v)
+            .await;
+        let validate = CreateTopicsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_validate_only(true)
+            .with_topics(vec![topic_req(&format!("{t_v}-validate"), 3)]);
+        p.both(&format!("create_topics validate_only v{v}"), &validate, v)
+            .await;
+    }
+    let t = format!("{t}-v7");
+    // Metadata: one topic, an unknown one (no auto-creation), at v12 and v1.
+    for v in [12, 4] {
+        let req = MetadataRequest::default()
+            .with_allow_auto_topic_creation(false)
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name(&t))),
+                MetadataRequestTopic::default().with_name(Some(name(&fresh("nope")))),
+            ]));
+        p.both(&format!("metadata v{v}"), &req, v).await;
+    }
+    // Produce: good batches, unknown partition, unknown topic, corrupt CRC,
+    // too large.
+    let ts = 1_700_000_000_000;
+    for (i, v) in [(0, 9), (1, 3)] {
+        let r = produce(&t, i, batch(&[b"a", b"b", b"c"], ts), -1);
+        p.both(&format!("produce v{v}"), &r, v).await;
+    }
+    p.both(
+        "produce unknown partition",
+        &produce(&t, 7, batch(&[b"x"], ts), 1),
+        9,
+    )
+    .await;
+    p.both(
+        "produce unknown topic",
+        &produce(&fresh("gone"), 0, batch(&[b"x"], ts), 1),
+        9,
+    )
+    .await;
+    let mut corrupt = batch(&[b"x"], ts).to_vec();
+    if let Some(last) = corrupt.last_mut() {
+        *last ^= 0xff;
+    }
+    p.both(
+        "produce corrupt",
+        &produce(&t, 0, Bytes::from(corrupt), 1),
+        9,
+    )
+    .await;
+    let big = vec![7u8; 1_100_000];
+    p.both(
+        "produce too large",
+        &produce(&t, 0, batch(&[&big], ts), 1),
+        9,
+    )
+    .await;
+    // ListOffsets: earliest, latest, by timestamp, unknown partition.
+    for v in [9, 1] {
+        for (what, stamp) in [("earliest", -2), ("latest", -1), ("time", ts)] {
+            p.both(
+                &format!("list_offsets {what} v{v}"),
+                &list_offsets(&t, &[0, 1], stamp),
+                v,
+            )
+            .await;
+        }
+        p.both(
+            &format!("list_offsets unknown partition v{v}"),
+            &list_offsets(&t, &[9], -1),
+            v,
+        )
+        .await;
+    }
+    // Fetch: the records (bytes compared), from the middle of a batch, out of
+    // range, unknown partition.
+    for v in [12, 4] {
+        p.both(&format!("fetch v{v}"), &fetch(&t, 0, 0), v).await;
+        p.both(&format!("fetch mid-batch v{v}"), &fetch(&t, 0, 1), v)
+            .await;
+        p.both(&format!("fetch out of range v{v}"), &fetch(&t, 0, 50), v)
+            .await;
+        p.both(
+            &format!("fetch unknown partition v{v}"),
+            &fetch(&t, 5, 0),
+            v,
+        )
+        .await;
+    }
+    // DeleteTopics: the topic and an unknown one.
+    let del = DeleteTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![
+            DeleteTopicState::default().with_name(Some(name(&t))),
+            DeleteTopicState::default().with_name(Some(name(&fresh("never")))),
+        ]);
+    p.both("delete_topics v6", &del, 6).await;
+    let del_old = DeleteTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topic_names(vec![name(&fresh("never"))]);
+    p.both("delete_topics v1", &del_old, 1).await;
+    report(p);
+    b.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the reference Apache Kafka (FELICE_REF_BOOTSTRAP)"]
+async fn groups_match_kafka() {
+    let Some((mut p, b, _dir)) = pair().await else {
+        panic!("FELICE_REF_BOOTSTRAP not set");
+    };
+    let t = fresh("g");
+    let g = fresh("group");
+    let create = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![topic_req(&t, 2)]);
+    p.both("create_topics", &create, 7).await;
+    // FindCoordinator: a group key, at v4 (batched) and v1; a transaction key.
+    let find = FindCoordinatorRequest::default()
+        .with_key_type(0)
+        .with_coordinator_keys(vec![StrBytes::from_string(g.clone())]);
+    p.both("find_coordinator v4", &find, 4).await;
+    let find_old = FindCoordinatorRequest::default()
+        .with_key(StrBytes::from_string(g.clone()))
+        .with_key_type(0);
+    p.both("find_coordinator v1", &find_old, 1).await;
+    // Heartbeat / SyncGroup / LeaveGroup for a group that does not exist.
+    let hb = HeartbeatRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(g.clone())))
+        .with_generation_id(1)
+        .with_member_id(StrBytes::from_static_str("nobody"));
+    p.both("heartbeat unknown group", &hb, 4).await;
+    // JoinGroup: invalid session timeout, then the two-step join (v4+:
+    // MEMBER_ID_REQUIRED first), SyncGroup with the leader's assignment.
+    let join = |member: &str, session: i32| {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(g.clone())))
+            .with_session_timeout_ms(session)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(StrBytes::from_string(member.to_string()))
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(Bytes::from_static(b"\x00\x01"))])
+    };
+    p.both("join_group bad session timeout", &join("", 1), 9)
+        .await;
+    let (k, f) = (
+        kafka_call(&mut p.kafka, &join("", 10_000), 9).await,
+        p.felice.call(&join("", 10_000), 9).await,
+    );
+    p.compare("join_group member id required", &k, &f, 9);
+    let (km, fm) = (k.member_id.to_string(), f.member_id.to_string());
+    let (k, f) = (
+        kafka_call(&mut p.kafka, &join(&km, 10_000), 9).await,
+        p.felice.call(&join(&fm, 10_000), 9).await,
+    );
+    p.compare("join_group", &k, &f, 9);
+    let sync = |member: &str, generation: i32| {
+        SyncGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(g.clone())))
+            .with_generation_id(generation)
+            .with_member_id(StrBytes::from_string(member.to_string()))
+            .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
+            .with_protocol_name(Some(StrBytes::from_static_str("range")))
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(StrBytes::from_string(member.to_string()))
+                .with_assignment(Bytes::from_static(b"\x00\x01assignment"))])
+    };
+    let (k, f) = (
+        kafka_call(&mut p.kafka, &sync(&km, k.generation_id + 5), 5).await,
+        p.felice.call(&sync(&fm, f.generation_id + 5), 5).await,
+    );
+    p.compare("sync_group bad generation", &k, &f, 5);
+    let (k, f) = (
+        kafka_call(&mut p.kafka, &sync(&km, 1), 5).await,
+        p.felice.call(&sync(&fm, 1), 5).await,
+    );
+    p.compare("sync_group", &k, &f, 5);
+    // OffsetCommit / OffsetFetch with the member's generation; an unknown
+    // partition; then a commit with a bad generation.
+    let commit = |member: &str, generation: i32, partition: i32| {
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(g.clone())))
+            .with_generation_id_or_member_epoch(generation)
+            .with_member_id(StrBytes::from_string(member.to_string()))
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(name(&t))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(partition)
+                    .with_committed_offset(0)
+                    .with_committed_metadata(Some(StrBytes::from_static_str("m")))])])
+    };
+    for (step, gen, part) in [
+        ("offset_commit", 1, 0),
+        ("offset_commit unknown partition", 1, 9),
+        ("offset_commit bad generation", 7, 0),
+    ] {
+        let (k, f) = (
+            kafka_call(&mut p.kafka, &commit(&km, gen, part), 8).await,
+            p.felice.call(&commit(&fm, gen, part), 8).await,
+        );
+        p.compare(step, &k, &f, 8);
+    }
+    let fetch_offsets = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(g.clone())))
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(name(&t))
+            .with_partition_indexes(vec![0, 1])]));
+    p.both("offset_fetch v7", &fetch_offsets, 7).await;
+    p.both("offset_fetch v1", &fetch_offsets, 1).await;
+    let describe = DescribeGroupsRequest::default().with_groups(vec![
+        GroupId(StrBytes::from_string(g.clone())),
+        GroupId(StrBytes::from_string(fresh("nogroup"))),
+    ]);
+    p.both("describe_groups", &describe, 5).await;
+    // Leave, then delete the (now empty) group, and an unknown one.
+    let leave = LeaveGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(g.clone())))
+        .with_member_id(StrBytes::from_string(km.clone()));
+    let k = kafka_call(&mut p.kafka, &leave, 0).await;
+    let leave = leave.with_member_id(StrBytes::from_string(fm.clone()));
+    let f = p.felice.call(&leave, 0).await;
+    p.compare("leave_group v0", &k, &f, 0);
+    let del = DeleteGroupsRequest::default().with_groups_names(vec![
+        GroupId(StrBytes::from_string(g.clone())),
+        GroupId(StrBytes::from_string(fresh("nogroup"))),
+    ]);
+    p.both("delete_groups", &del, 2).await;
+    report(p);
+    b.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the reference Apache Kafka (FELICE_REF_BOOTSTRAP)"]
+async fn idempotent_producers_match_kafka() {
+    let Some((mut p, b, _dir)) = pair().await else {
+        panic!("FELICE_REF_BOOTSTRAP not set");
+    };
+    let t = fresh("idem");
+    let create = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![topic_req(&t, 1)]);
+    p.both("create_topics", &create, 7).await;
+    let init = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let (k, f) = (
+        kafka_call(&mut p.kafka, &init, 4).await,
+        p.felice.call(&init, 4).await,
+    );
+    p.compare("init_producer_id", &k, &f, 4);
+    let half = init.clone().with_producer_id(ProducerId(k.producer_id.0));
+    let kh = kafka_call(&mut p.kafka, &half, 4).await;
+    let fh = p
+        .felice
+        .call(&half.with_producer_id(f.producer_id), 4)
+        .await;
+    p.compare("init_producer_id half a pair", &kh, &fh, 4);
+    let idem = |pid: i64, epoch: i16, seq: i32, values: usize| {
+        let specs: Vec<_> = (0..values)
+            .map(|_| (None, Some(&b"v"[..]), 1_700_000_000_000i64))
+            .collect();
+        let mut raw = felice_wire::build_batch(&specs);
+        felice_wire::set_producer(&mut raw, pid, epoch, seq).expect("producer");
+        produce(&t, 0, Bytes::from(raw), -1)
+    };
+    for (step, seq, n) in [
+        ("produce idempotent", 0, 3),
+        ("produce retry", 0, 3),
+        ("produce next", 3, 2),
+        ("produce gap", 9, 1),
+        ("produce negative sequence", -1, 1),
+    ] {
+        let (k2, f2) = (
+            kafka_call(&mut p.kafka, &idem(k.producer_id.0, 0, seq, n), 9).await,
+            p.felice.call(&idem(f.producer_id.0, 0, seq, n), 9).await,
+        );
+        p.compare(step, &k2, &f2, 9);
+    }
+    let describe = DescribeProducersRequest::default().with_topics(vec![
+        TopicRequest::default()
+            .with_name(name(&t))
+            .with_partition_indexes(vec![0, 4]),
+        TopicRequest::default()
+            .with_name(name(&fresh("nope")))
+            .with_partition_indexes(vec![0]),
+    ]);
+    let (kd, fd) = (
+        kafka_call(&mut p.kafka, &describe, 0).await,
+        p.felice.call(&describe, 0).await,
+    );
+    p.compare("describe_producers", &kd, &fd, 0);
+    let bump = init
+        .clone()
+        .with_producer_id(k.producer_id)
+        .with_producer_epoch(0);
+    let kb = kafka_call(&mut p.kafka, &bump, 4).await;
+    let fb = p
+        .felice
+        .call(&bump.with_producer_id(f.producer_id), 4)
+        .await;
+    p.compare("init_producer_id bump", &kb, &fb, 4);
+    report(p);
+    b.stop().await;
+}
