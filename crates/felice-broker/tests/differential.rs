@@ -411,6 +411,35 @@ async fn pair() -> Option<(Pair, RunningBroker, tempfile::TempDir)> {
     Some((p, b, dir))
 }
 
+/// Waits until Kafka's broker knows `topic` with a leader for every
+/// partition: KRaft answers CreateTopics once the controller committed the
+/// topic, and the broker's metadata follows a moment later (Felice applies
+/// it before answering).
+async fn kafka_wait_topic(kafka: &mut Conn, topic: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let req = MetadataRequest::default()
+        .with_allow_auto_topic_creation(false)
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name(topic)))
+        ]));
+    loop {
+        let r = kafka.call(&req, 12).await;
+        let ready = r.topics.iter().all(|t| {
+            t.error_code == 0
+                && !t.partitions.is_empty()
+                && t.partitions.iter().all(|p| p.leader_id.0 >= 0)
+        });
+        if ready {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Kafka never published {topic}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// A name no earlier run on the (long-lived) reference broker has used.
 fn fresh(kind: &str) -> String {
     format!(
@@ -474,6 +503,7 @@ async fn topics_produce_fetch_and_offsets_match_kafka() {
             .with_topics(vec![topic_req(&format!("{t_v}-validate"), 3)]);
         p.both(&format!("create_topics validate_only v{v}"), &validate, v)
             .await;
+        kafka_wait_topic(&mut p.kafka, &t_v).await;
     }
     let t = format!("{t}-v7");
     // Metadata: one topic, an unknown one (no auto-creation), at v12 and v1.
@@ -582,6 +612,7 @@ async fn groups_match_kafka() {
         .with_timeout_ms(10_000)
         .with_topics(vec![topic_req(&t, 2)]);
     p.both("create_topics", &create, 7).await;
+    kafka_wait_topic(&mut p.kafka, &t).await;
     // FindCoordinator: a group key, at v4 (batched) and v1; a transaction key.
     let find = FindCoordinatorRequest::default()
         .with_key_type(0)
@@ -681,6 +712,51 @@ async fn groups_match_kafka() {
         GroupId(StrBytes::from_string(fresh("nogroup"))),
     ]);
     p.both("describe_groups", &describe, 5).await;
+    p.both("describe_groups v0", &describe, 0).await;
+    // Heartbeat in the live group: right generation, wrong generation.
+    for (step, gen) in [("heartbeat", 1), ("heartbeat bad generation", 9)] {
+        let hb = |member: &str| {
+            HeartbeatRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(g.clone())))
+                .with_generation_id(gen)
+                .with_member_id(StrBytes::from_string(member.to_string()))
+        };
+        let (k, f) = (
+            kafka_call(&mut p.kafka, &hb(&km), 4).await,
+            p.felice.call(&hb(&fm), 4).await,
+        );
+        p.compare(step, &k, &f, 4);
+        let (k, f) = (
+            kafka_call(&mut p.kafka, &hb(&km), 0).await,
+            p.felice.call(&hb(&fm), 0).await,
+        );
+        p.compare(&format!("{step} v0"), &k, &f, 0);
+    }
+    // ListGroups, filtered by state (v4+) to this run's group's state.
+    let list =
+        ListGroupsRequest::default().with_states_filter(vec![StrBytes::from_static_str("Dead")]);
+    p.both("list_groups dead", &list, 5).await;
+    // OffsetDelete: a partition the Stable group consumes is refused
+    // (GROUP_SUBSCRIBED_TO_TOPIC needs the member's subscription; this
+    // member's metadata names none, so the delete succeeds), an unknown group.
+    let offset_delete = |group: &str| {
+        OffsetDeleteRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+            .with_topics(vec![
+                kafka_protocol::messages::offset_delete_request::OffsetDeleteRequestTopic::default()
+                    .with_name(name(&t))
+                    .with_partitions(vec![
+                        kafka_protocol::messages::offset_delete_request::OffsetDeleteRequestPartition::default()
+                            .with_partition_index(0),
+                    ]),
+            ])
+    };
+    p.both(
+        "offset_delete unknown group",
+        &offset_delete(&fresh("nogroup")),
+        0,
+    )
+    .await;
     // Leave, then delete the (now empty) group, and an unknown one.
     let leave = LeaveGroupRequest::default()
         .with_group_id(GroupId(StrBytes::from_string(g.clone())))
@@ -694,6 +770,7 @@ async fn groups_match_kafka() {
         GroupId(StrBytes::from_string(fresh("nogroup"))),
     ]);
     p.both("delete_groups", &del, 2).await;
+    p.both("delete_groups v0", &del, 0).await;
     report(p);
     b.stop().await;
 }
@@ -709,6 +786,7 @@ async fn idempotent_producers_match_kafka() {
         .with_timeout_ms(10_000)
         .with_topics(vec![topic_req(&t, 1)]);
     p.both("create_topics", &create, 7).await;
+    kafka_wait_topic(&mut p.kafka, &t).await;
     let init = InitProducerIdRequest::default()
         .with_transactional_id(None)
         .with_transaction_timeout_ms(60_000)
@@ -773,3 +851,52 @@ async fn idempotent_producers_match_kafka() {
     report(p);
     b.stop().await;
 }
+
+#[tokio::test]
+#[ignore = "needs the reference Apache Kafka (FELICE_REF_BOOTSTRAP)"]
+async fn cluster_apis_match_kafka() {
+    let Some((mut p, b, _dir)) = pair().await else {
+        panic!("FELICE_REF_BOOTSTRAP not set");
+    };
+    for v in [2, 0] {
+        let req = DescribeClusterRequest::default();
+        p.both(&format!("describe_cluster v{v}"), &req, v).await;
+    }
+    // ApiVersions: every API Felice advertises, Kafka advertises too, with
+    // the same range unless listed in API_RANGES_ALLOWED.
+    let unnamed = ApiVersionsRequest::default();
+    p.both("api_versions without a software name", &unnamed, 3)
+        .await;
+    let named = ApiVersionsRequest::default()
+        .with_client_software_name(StrBytes::from_static_str("felice-differential"))
+        .with_client_software_version(StrBytes::from_static_str("1.0"));
+    let k = kafka_call(&mut p.kafka, &named, 3).await;
+    let f = p.felice.call(&named, 3).await;
+    p.compared += 1;
+    assert_eq!((k.error_code, f.error_code), (0, 0));
+    for api in &f.api_keys {
+        let theirs = k.api_keys.iter().find(|a| a.api_key == api.api_key);
+        let same = theirs
+            .is_some_and(|t| (t.min_version, t.max_version) == (api.min_version, api.max_version));
+        let allowed = API_RANGES_ALLOWED
+            .iter()
+            .any(|(key, _)| *key == api.api_key);
+        if !same && !allowed {
+            p.failures.push(format!(
+                "api_versions: api {} felice {}-{} kafka {:?}",
+                api.api_key,
+                api.min_version,
+                api.max_version,
+                theirs.map(|t| (t.min_version, t.max_version))
+            ));
+        }
+    }
+    report(p);
+    b.stop().await;
+}
+
+/// ApiVersions ranges that differ on purpose: (api key, reason).
+const API_RANGES_ALLOWED: &[(i16, &str)] = &[(
+    0,
+    "Produce: Kafka 4 advertises v0-2 (and refuses them); Felice advertises what it handles, v3-13",
+)];

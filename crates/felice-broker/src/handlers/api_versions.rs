@@ -29,11 +29,32 @@ pub fn advertised() -> Vec<ApiVersion> {
         .collect()
 }
 
+/// Kafka's rule for v3+ `client_software_name` and `_version`:
+/// `[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?`.
+fn valid_software_field(s: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_alphanumeric();
+    s.starts_with(alnum)
+        && s.ends_with(alnum)
+        && s.chars().all(|c| alnum(c) || c == '-' || c == '.')
+}
+
+/// First version carrying the client's software name and version (KIP-511).
+const FIRST_SOFTWARE_NAME_VERSION: i16 = 3;
+
 pub async fn handle(
     _broker: &Arc<Broker>,
-    _header: &RequestHeader,
-    _req: ApiVersionsRequest,
+    header: &RequestHeader,
+    req: ApiVersionsRequest,
 ) -> ApiVersionsResponse {
+    if header.request_api_version >= FIRST_SOFTWARE_NAME_VERSION
+        && !(valid_software_field(req.client_software_name.as_str())
+            && valid_software_field(req.client_software_version.as_str()))
+    {
+        // Kafka answers INVALID_REQUEST and no API list.
+        return ApiVersionsResponse::default()
+            .with_error_code(ResponseError::InvalidRequest.code())
+            .with_throttle_time_ms(0);
+    }
     ApiVersionsResponse::default()
         .with_error_code(0)
         .with_api_keys(advertised())
@@ -54,4 +75,26 @@ pub fn unsupported_version_response(correlation_id: i32) -> BytesMut {
     let len = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&len.to_be_bytes());
     buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_software_field;
+
+    #[test]
+    fn software_names_follow_kafkas_pattern() {
+        for ok in [
+            "librdkafka",
+            "2.12.1",
+            "apache-kafka-java",
+            "a",
+            "kafka-python",
+            "1.0-SNAPSHOT",
+        ] {
+            assert!(valid_software_field(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", ".", "a b", "a_b", "é"] {
+            assert!(!valid_software_field(bad), "{bad:?}");
+        }
+    }
 }
