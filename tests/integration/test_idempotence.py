@@ -106,6 +106,19 @@ def _check_partition_log(got: list[kc.Consumed], partition: int, sent: int,
             f"partition {partition}: {len(seqs)} records of {sent} sent, all acknowledged"
 
 
+def _assert_one_producer(described: dict, topic: str, records: list[int]) -> None:
+    """DescribeProducers shows one producer, at epoch 0, on every partition,
+    its last sequence that of the partition's last record (records[p] - 1)."""
+    pids = set()
+    for p, n in enumerate(records):
+        d = described[(topic, p)]
+        assert d["error"] == 0 and len(d["producers"]) == 1, f"partition {p}: {d}"
+        (prod,) = d["producers"]
+        assert (prod["producer_epoch"], prod["last_sequence"]) == (0, n - 1), f"partition {p}: {prod}"
+        pids.add(prod["producer_id"])
+    assert len(pids) == 1, f"one producer wrote all partitions, DescribeProducers says {pids}"
+
+
 def _first_bad(offsets: list[int]):
     return next((i for i, o in enumerate(offsets) if o != i), None)
 
@@ -183,14 +196,7 @@ def test_lost_produce_responses_are_retried_without_duplicates(make_broker, prox
         for p in range(partitions):
             assert conn.latest_offset(topic, p) == (0, per_partition[p]), f"partition {p}: log end offset"
         described = conn.describe_producers({topic: list(range(partitions))})
-    pids = set()
-    for p in range(partitions):
-        d = described[(topic, p)]
-        assert d["error"] == 0 and len(d["producers"]) == 1, f"partition {p}: {d}"
-        (prod,) = d["producers"]
-        assert (prod["producer_epoch"], prod["last_sequence"]) == (0, per_partition[p] - 1), f"partition {p}: {prod}"
-        pids.add(prod["producer_id"])
-    assert len(pids) == 1, f"one producer wrote all partitions, DescribeProducers says {pids}"
+    _assert_one_producer(described, topic, [per_partition[p] for p in range(partitions)])
 
 
 class _Load:
@@ -512,14 +518,7 @@ def test_python_clients_idempotent_exactly_once_in_order(make_broker, proxy, cli
         _check_partition_log(got, p, per_partition, acked, all_acked=True)
     with rawwire.Connection(b.host, b.port) as conn:
         described = conn.describe_producers({topic: list(range(partitions))})
-    pids = set()
-    for p in range(partitions):
-        d = described[(topic, p)]
-        assert d["error"] == 0 and len(d["producers"]) == 1, f"partition {p}: {d}"
-        (prod,) = d["producers"]
-        assert (prod["producer_epoch"], prod["last_sequence"]) == (0, per_partition - 1), prod
-        pids.add(prod["producer_id"])
-    assert len(pids) == 1, pids
+    _assert_one_producer(described, topic, [per_partition] * partitions)
 
 
 # --------------------------------------------------------------------------
