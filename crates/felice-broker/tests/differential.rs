@@ -516,6 +516,32 @@ async fn topics_produce_fetch_and_offsets_match_kafka() {
             ]));
         p.both(&format!("metadata v{v}"), &req, v).await;
     }
+    // Metadata by topic id (v12+), with the empty name the Java client
+    // sends beside it; each broker gets its own topic's id.
+    let by_name = MetadataRequest::default()
+        .with_allow_auto_topic_creation(false)
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name(&t)))
+        ]));
+    let k_id = kafka_call(&mut p.kafka, &by_name, 12).await.topics[0].topic_id;
+    let f_id = p.felice.call(&by_name, 12).await.topics[0].topic_id;
+    let by_id = |id| {
+        MetadataRequest::default()
+            .with_allow_auto_topic_creation(false)
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default()
+                    .with_name(Some(name("")))
+                    .with_topic_id(id),
+                MetadataRequestTopic::default()
+                    .with_name(None)
+                    .with_topic_id(uuid::Uuid::from_u128(7)),
+            ]))
+    };
+    let (k, f) = (
+        kafka_call(&mut p.kafka, &by_id(k_id), 12).await,
+        p.felice.call(&by_id(f_id), 12).await,
+    );
+    p.compare("metadata by topic id", &k, &f, 12);
     // Produce: good batches, unknown partition, unknown topic, corrupt CRC,
     // too large.
     let ts = 1_700_000_000_000;
@@ -861,6 +887,9 @@ async fn cluster_apis_match_kafka() {
     for v in [2, 0] {
         let req = DescribeClusterRequest::default();
         p.both(&format!("describe_cluster v{v}"), &req, v).await;
+        let ops = req.with_include_cluster_authorized_operations(true);
+        p.both(&format!("describe_cluster with operations v{v}"), &ops, v)
+            .await;
     }
     // ApiVersions: every API Felice advertises, Kafka advertises too, with
     // the same range unless listed in API_RANGES_ALLOWED.

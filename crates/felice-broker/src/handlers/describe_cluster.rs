@@ -3,7 +3,7 @@
 //! UNSUPPORTED_ENDPOINT_TYPE, as a Kafka broker (not a controller) does.
 
 use crate::broker::Broker;
-use crate::handlers::str_bytes;
+use crate::handlers::{str_bytes, ALL_CLUSTER_OPERATIONS, OPERATIONS_NOT_REQUESTED};
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{
     BrokerId, DescribeClusterRequest, DescribeClusterResponse, RequestHeader,
@@ -14,9 +14,6 @@ use std::sync::Arc;
 
 pub const VERSIONS: VersionRange = DescribeClusterRequest::VERSIONS;
 
-/// Kafka's "authorized operations not requested" marker.
-const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
-
 pub async fn handle(
     broker: &Arc<Broker>,
     _header: &RequestHeader,
@@ -26,7 +23,11 @@ pub async fn handle(
         .with_endpoint_type(req.endpoint_type)
         .with_cluster_id(str_bytes(&broker.cluster_id))
         .with_controller_id(BrokerId(broker.config.node_id))
-        .with_cluster_authorized_operations(OPERATIONS_NOT_REQUESTED);
+        .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
+            ALL_CLUSTER_OPERATIONS
+        } else {
+            OPERATIONS_NOT_REQUESTED
+        });
     if req.endpoint_type != 1 {
         return resp
             .with_error_code(ResponseError::UnsupportedEndpointType.code())

@@ -19,13 +19,11 @@ use std::sync::Arc;
 
 pub const VERSIONS: VersionRange = MetadataRequest::VERSIONS;
 
-const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
+use crate::handlers::{ALL_CLUSTER_OPERATIONS, OPERATIONS_NOT_REQUESTED};
+
 /// With no authorizer every operation is allowed: READ, WRITE, CREATE,
 /// DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS (bits 3-8, 10, 11).
 const ALL_TOPIC_OPERATIONS: i32 = 0b1101_1111_1000;
-/// CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS,
-/// IDEMPOTENT_WRITE, CREATE_TOKENS, DESCRIBE_TOKENS (bits 5, 7-14).
-const ALL_CLUSTER_OPERATIONS: i32 = 0b111_1111_1010_0000;
 
 pub fn is_internal(name: &str) -> bool {
     name == "__consumer_offsets" || name == "__transaction_state"
@@ -74,7 +72,9 @@ pub async fn handle(
         Some(list) => list
             .into_iter()
             .map(|t| match (&t.name, t.topic_id) {
-                (Some(name), _) => match image.topic(name.0.as_str()) {
+                // A topic id wins (the Java client sends an empty name
+                // beside it), as in Kafka.
+                (Some(name), id) if id.is_nil() => match image.topic(name.0.as_str()) {
                     Some(topic) => topic_response(&image, topic, include_ops),
                     None => {
                         let code = match controller::validate_topic_name(name.0.as_str()) {
@@ -87,9 +87,10 @@ pub async fn handle(
                             .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED)
                     }
                 },
-                (None, id) => match image.topic_by_id(&id) {
+                (_, id) => match image.topic_by_id(&id) {
                     Some(topic) => topic_response(&image, topic, include_ops),
                     None => MetadataResponseTopic::default()
+                        .with_name(None)
                         .with_topic_id(id)
                         .with_error_code(ResponseError::UnknownTopicId.code())
                         .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED),

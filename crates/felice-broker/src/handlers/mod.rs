@@ -54,6 +54,13 @@ pub const HANDLED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::DescribeProducers, describe_producers::VERSIONS),
 ];
 
+/// Kafka's "authorized operations not requested" marker.
+pub const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
+/// With no authorizer every cluster operation is allowed, as Kafka lists
+/// them: CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS,
+/// ALTER_CONFIGS, IDEMPOTENT_WRITE (AclOperation codes 5, 7-12).
+pub const ALL_CLUSTER_OPERATIONS: i32 = 0b1_1111_1010_0000;
+
 pub fn supported_versions(api: ApiKey) -> Option<VersionRange> {
     HANDLED.iter().find(|(k, _)| *k == api).map(|(_, v)| *v)
 }
