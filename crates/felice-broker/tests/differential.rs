@@ -308,7 +308,8 @@ fn diff_lines<'a>(
 }
 
 /// Kafka's answer once its coordinators have loaded: a freshly started
-/// reference broker answers NOT_COORDINATOR (16) and
+/// reference broker answers COORDINATOR_NOT_AVAILABLE (15, while it creates
+/// `__consumer_offsets`), NOT_COORDINATOR (16) and
 /// COORDINATOR_LOAD_IN_PROGRESS (14) for a while, which Felice never does
 /// for a request that can succeed. Polled with a bound.
 async fn kafka_call<R: Request>(kafka: &mut Conn, req: &R, version: i16) -> R::Response
@@ -319,7 +320,9 @@ where
     loop {
         let r = kafka.call(req, version).await;
         let text = format!("{r:?}");
-        let loading = text.contains("error_code: 14,") || text.contains("error_code: 16,");
+        let loading = ["error_code: 14,", "error_code: 15,", "error_code: 16,"]
+            .iter()
+            .any(|code| text.contains(code));
         if !loading || std::time::Instant::now() > deadline {
             return r;
         }
@@ -435,6 +438,29 @@ async fn kafka_wait_topic(kafka: &mut Conn, topic: &str) {
         assert!(
             std::time::Instant::now() < deadline,
             "Kafka never published {topic}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until Kafka's group coordinator for `group` has loaded its
+/// `__consumer_offsets` partition (created on the first FindCoordinator):
+/// until then a fresh Kafka answers group requests with coordinator errors,
+/// and answered one heartbeat for an unknown group with 0.
+async fn kafka_group_ready(kafka: &mut Conn, group: &str) {
+    let find = FindCoordinatorRequest::default()
+        .with_key_type(0)
+        .with_coordinator_keys(vec![StrBytes::from_string(group.to_string())]);
+    kafka_call(kafka, &find, 4).await;
+    let fetch = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_topics(None)
+        .with_require_stable(true);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while kafka.call(&fetch, 7).await.error_code != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Kafka never loaded the coordinator of {group}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
@@ -639,6 +665,7 @@ async fn groups_match_kafka() {
         .with_topics(vec![topic_req(&t, 2)]);
     p.both("create_topics", &create, 7).await;
     kafka_wait_topic(&mut p.kafka, &t).await;
+    kafka_group_ready(&mut p.kafka, &g).await;
     // FindCoordinator: a group key, at v4 (batched) and v1; a transaction key.
     let find = FindCoordinatorRequest::default()
         .with_key_type(0)
@@ -929,3 +956,143 @@ const API_RANGES_ALLOWED: &[(i16, &str)] = &[(
     0,
     "Produce: Kafka 4 advertises v0-2 (and refuses them); Felice advertises what it handles, v3-13",
 )];
+
+/// The group APIs at their oldest supported versions, and their errors:
+/// an empty group id, a member unknown to the group, a protocol type the
+/// group does not use.
+#[tokio::test]
+#[ignore = "needs the reference Apache Kafka (FELICE_REF_BOOTSTRAP)"]
+async fn old_group_versions_and_errors_match_kafka() {
+    let Some((mut p, b, _dir)) = pair().await else {
+        panic!("FELICE_REF_BOOTSTRAP not set");
+    };
+    let t = fresh("og");
+    let g = fresh("oldgroup");
+    let create = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![topic_req(&t, 1)]);
+    p.both("create_topics", &create, 7).await;
+    kafka_wait_topic(&mut p.kafka, &t).await;
+    let gid = |s: &str| GroupId(StrBytes::from_string(s.to_string()));
+    // Clients find the coordinator first (Kafka creates __consumer_offsets
+    // on that first lookup); v0 is the oldest version.
+    let find = FindCoordinatorRequest::default().with_key(StrBytes::from_string(g.clone()));
+    p.both("find_coordinator v0", &find, 0).await;
+    kafka_group_ready(&mut p.kafka, &g).await;
+    let join = |group: &str, member: &str, protocol_type: &'static str| {
+        JoinGroupRequest::default()
+            .with_group_id(gid(group))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(StrBytes::from_string(member.to_string()))
+            .with_protocol_type(StrBytes::from_static_str(protocol_type))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(Bytes::from_static(b"\x00\x01"))])
+    };
+    // v0/v1 JoinGroup: no MEMBER_ID_REQUIRED round; an empty group id.
+    p.both("join_group empty group id v1", &join("", "", "consumer"), 1)
+        .await;
+    let (k, f) = (
+        kafka_call(&mut p.kafka, &join(&g, "", "consumer"), 1).await,
+        p.felice.call(&join(&g, "", "consumer"), 1).await,
+    );
+    p.compare("join_group v1", &k, &f, 1);
+    let (km, fm) = (k.member_id.to_string(), f.member_id.to_string());
+    // Another protocol type for the same group: INCONSISTENT_GROUP_PROTOCOL.
+    p.both(
+        "join_group inconsistent protocol",
+        &join(&g, "", "connect"),
+        1,
+    )
+    .await;
+    // SyncGroup v0 for the member; one for a member the group does not know.
+    let sync = |member: &str| {
+        SyncGroupRequest::default()
+            .with_group_id(gid(&g))
+            .with_generation_id(1)
+            .with_member_id(StrBytes::from_string(member.to_string()))
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(StrBytes::from_string(member.to_string()))
+                .with_assignment(Bytes::from_static(b"\x00\x01a"))])
+    };
+    p.both("sync_group unknown member v0", &sync("stranger"), 0)
+        .await;
+    let (k, f) = (
+        kafka_call(&mut p.kafka, &sync(&km), 0).await,
+        p.felice.call(&sync(&fm), 0).await,
+    );
+    p.compare("sync_group v0", &k, &f, 0);
+    // OffsetCommit v2 (with retention time) and an empty group id.
+    let commit = |group: &str, member: &str| {
+        OffsetCommitRequest::default()
+            .with_group_id(gid(group))
+            .with_generation_id_or_member_epoch(1)
+            .with_member_id(StrBytes::from_string(member.to_string()))
+            .with_retention_time_ms(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(name(&t))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(0)
+                    .with_committed_metadata(Some(StrBytes::from_static_str("")))])])
+    };
+    let (k, f) = (
+        kafka_call(&mut p.kafka, &commit(&g, &km), 2).await,
+        p.felice.call(&commit(&g, &fm), 2).await,
+    );
+    p.compare("offset_commit v2", &k, &f, 2);
+    p.both("offset_commit empty group id", &commit("", "x"), 8)
+        .await;
+    // ListGroups v0 lists (at least) this group: compare only whether it is
+    // there with its protocol type, since the reference broker keeps other
+    // runs' groups.
+    let (k, f) = (
+        kafka_call(&mut p.kafka, &ListGroupsRequest::default(), 0).await,
+        p.felice.call(&ListGroupsRequest::default(), 0).await,
+    );
+    let mine = |r: &ListGroupsResponse| {
+        r.groups
+            .iter()
+            .filter(|x| x.group_id.0.as_str() == g)
+            .map(|x| x.protocol_type.to_string())
+            .collect::<Vec<_>>()
+    };
+    p.compared += 1;
+    if (k.error_code, mine(&k)) != (f.error_code, mine(&f)) {
+        p.failures.push(format!(
+            "list_groups v0: kafka {:?} / felice {:?}",
+            (k.error_code, mine(&k)),
+            (f.error_code, mine(&f))
+        ));
+    }
+    // LeaveGroup v5 (batched members): the member, and one unknown.
+    let leave = |member: &str| {
+        LeaveGroupRequest::default()
+            .with_group_id(gid(&g))
+            .with_members(vec![
+                kafka_protocol::messages::leave_group_request::MemberIdentity::default()
+                    .with_member_id(StrBytes::from_string(member.to_string())),
+                kafka_protocol::messages::leave_group_request::MemberIdentity::default()
+                    .with_member_id(StrBytes::from_static_str("stranger")),
+            ])
+    };
+    let (k, f) = (
+        kafka_call(&mut p.kafka, &leave(&km), 5).await,
+        p.felice.call(&leave(&fm), 5).await,
+    );
+    p.compare("leave_group v5", &k, &f, 5);
+    // InitProducerId v0 (no id/epoch fields) and v2 (flexible).
+    for v in [0, 2] {
+        let init = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000);
+        let (k, f) = (
+            kafka_call(&mut p.kafka, &init, v).await,
+            p.felice.call(&init, v).await,
+        );
+        p.compare(&format!("init_producer_id v{v}"), &k, &f, v);
+    }
+    report(p);
+    b.stop().await;
+}
