@@ -532,8 +532,8 @@ async fn topics_produce_fetch_and_offsets_match_kafka() {
         kafka_wait_topic(&mut p.kafka, &t_v).await;
     }
     let t = format!("{t}-v7");
-    // Metadata: one topic, an unknown one (no auto-creation), at v12 and v1.
-    for v in [12, 4] {
+    // Metadata: one topic, an unknown one (no auto-creation), at v13 and v4.
+    for v in [13, 4] {
         let req = MetadataRequest::default()
             .with_allow_auto_topic_creation(false)
             .with_topics(Some(vec![
@@ -605,7 +605,7 @@ async fn topics_produce_fetch_and_offsets_match_kafka() {
     )
     .await;
     // ListOffsets: earliest, latest, by timestamp, unknown partition.
-    for v in [9, 1] {
+    for v in [10, 1] {
         for (what, stamp) in [("earliest", -2), ("latest", -1), ("time", ts)] {
             p.both(
                 &format!("list_offsets {what} v{v}"),
@@ -670,7 +670,7 @@ async fn groups_match_kafka() {
     let find = FindCoordinatorRequest::default()
         .with_key_type(0)
         .with_coordinator_keys(vec![StrBytes::from_string(g.clone())]);
-    p.both("find_coordinator v4", &find, 4).await;
+    p.both("find_coordinator v6", &find, 6).await;
     let find_old = FindCoordinatorRequest::default()
         .with_key(StrBytes::from_string(g.clone()))
         .with_key_type(0);
@@ -748,10 +748,10 @@ async fn groups_match_kafka() {
         ("offset_commit bad generation", 7, 0),
     ] {
         let (k, f) = (
-            kafka_call(&mut p.kafka, &commit(&km, gen, part), 8).await,
-            p.felice.call(&commit(&fm, gen, part), 8).await,
+            kafka_call(&mut p.kafka, &commit(&km, gen, part), 9).await,
+            p.felice.call(&commit(&fm, gen, part), 9).await,
         );
-        p.compare(step, &k, &f, 8);
+        p.compare(step, &k, &f, 9);
     }
     let fetch_offsets = OffsetFetchRequest::default()
         .with_group_id(GroupId(StrBytes::from_string(g.clone())))
@@ -759,6 +759,17 @@ async fn groups_match_kafka() {
             .with_name(name(&t))
             .with_partition_indexes(vec![0, 1])]));
     p.both("offset_fetch v7", &fetch_offsets, 7).await;
+    let fetch_groups = OffsetFetchRequest::default().with_groups(vec![
+        kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup::default()
+            .with_group_id(GroupId(StrBytes::from_string(g.clone())))
+            .with_member_epoch(-1)
+            .with_topics(Some(vec![
+                kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopics::default()
+                    .with_name(name(&t))
+                    .with_partition_indexes(vec![0, 1]),
+            ])),
+    ]);
+    p.both("offset_fetch v9", &fetch_groups, 9).await;
     p.both("offset_fetch v1", &fetch_offsets, 1).await;
     let describe = DescribeGroupsRequest::default().with_groups(vec![
         GroupId(StrBytes::from_string(g.clone())),
@@ -846,10 +857,10 @@ async fn idempotent_producers_match_kafka() {
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
     let (k, f) = (
-        kafka_call(&mut p.kafka, &init, 4).await,
-        p.felice.call(&init, 4).await,
+        kafka_call(&mut p.kafka, &init, 5).await,
+        p.felice.call(&init, 5).await,
     );
-    p.compare("init_producer_id", &k, &f, 4);
+    p.compare("init_producer_id", &k, &f, 5);
     let half = init.clone().with_producer_id(ProducerId(k.producer_id.0));
     let kh = kafka_call(&mut p.kafka, &half, 4).await;
     let fh = p
