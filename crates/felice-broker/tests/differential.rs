@@ -14,8 +14,8 @@
 //!
 //! Ignored by default (it needs the reference broker): `.ci/run` starts
 //! `scripts/kafka-ref`, then runs
-//! `FELICE_REF_BOOTSTRAP=127.0.0.1:PORT cargo test --release -p felice-broker
-//! --test differential -- --ignored`.
+//! `FELICE_REF_BOOTSTRAP=127.0.0.1:PORT cargo test --workspace --test
+//! differential -- --ignored`.
 
 use bytes::Bytes;
 use felice_broker::server::{self, RunningBroker};
