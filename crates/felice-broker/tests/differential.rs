@@ -636,6 +636,63 @@ async fn topics_produce_fetch_and_offsets_match_kafka() {
         )
         .await;
     }
+    // The newest Produce (v13) and Fetch (v18) name topics by id: each
+    // broker gets its own topic's id, and an id neither knows.
+    let produce_by_id = |id: uuid::Uuid| {
+        let mut r = produce("", 0, batch(&[b"by-id"], ts), -1);
+        for td in &mut r.topic_data {
+            td.topic_id = id;
+        }
+        r
+    };
+    let fetch_by_id = |id: uuid::Uuid, offset: i64| {
+        let mut r = fetch("", 0, offset);
+        for ft in &mut r.topics {
+            ft.topic_id = id;
+        }
+        r
+    };
+    for (step, k_req, f_req) in [
+        (
+            "produce v13 by topic id",
+            produce_by_id(k_id),
+            produce_by_id(f_id),
+        ),
+        (
+            "produce v13 unknown topic id",
+            produce_by_id(uuid::Uuid::from_u128(9)),
+            produce_by_id(uuid::Uuid::from_u128(9)),
+        ),
+    ] {
+        let (k, f) = (
+            kafka_call(&mut p.kafka, &k_req, 13).await,
+            p.felice.call(&f_req, 13).await,
+        );
+        p.compare(step, &k, &f, 13);
+    }
+    for (step, k_req, f_req) in [
+        (
+            "fetch v18 by topic id",
+            fetch_by_id(k_id, 0),
+            fetch_by_id(f_id, 0),
+        ),
+        (
+            "fetch v18 out of range",
+            fetch_by_id(k_id, 99),
+            fetch_by_id(f_id, 99),
+        ),
+        (
+            "fetch v18 unknown topic id",
+            fetch_by_id(uuid::Uuid::from_u128(9), 0),
+            fetch_by_id(uuid::Uuid::from_u128(9), 0),
+        ),
+    ] {
+        let (k, f) = (
+            kafka_call(&mut p.kafka, &k_req, 18).await,
+            p.felice.call(&f_req, 18).await,
+        );
+        p.compare(step, &k, &f, 18);
+    }
     // DeleteTopics: the topic and an unknown one.
     let del = DeleteTopicsRequest::default()
         .with_timeout_ms(10_000)
