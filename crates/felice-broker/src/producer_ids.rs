@@ -40,9 +40,15 @@ pub struct ProducerIdManager {
 }
 
 impl ProducerIdManager {
-    /// A new id when the current block has one left, without blocking.
+    /// A new id when the current block has one left, without blocking: an
+    /// async task may call it (`None` also while another request is
+    /// recording the next block under the lock).
     pub fn try_next(&self) -> Option<i64> {
-        let mut block = self.block.lock().unwrap_or_else(|p| p.into_inner());
+        let mut block = match self.block.try_lock() {
+            Ok(block) => block,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
         (block.next < block.end).then(|| {
             block.next += 1;
             block.next - 1
