@@ -311,16 +311,9 @@ class KafkaPythonMember(Member):
         super().__init__(bootstrap, group, topics, name, config, commit_each)
 
     def _run(self):
-        # metadata_max_age_ms: kafka-python does not wait for its subscribed
-        # topics' metadata before joining; a leader whose join completes first
-        # (the broker answers at once with a zero initial rebalance delay)
-        # assigns nothing ("No partition metadata") and rejoins only when its
-        # metadata next refreshes, by default 5 minutes later. Seen once in
-        # ~40 CI runs of test_offsets_of_an_empty_group_expire.
         conf = {"bootstrap_servers": self.bootstrap, "group_id": self.group, "client_id": self.name,
                 "enable_auto_commit": False, "auto_offset_reset": "earliest",
-                "session_timeout_ms": 10_000, "heartbeat_interval_ms": 1000,
-                "metadata_max_age_ms": 1000}
+                "session_timeout_ms": 10_000, "heartbeat_interval_ms": 1000}
         conf.update(self.config)
         c = kafka.KafkaConsumer(**conf)
         try:
