@@ -317,6 +317,13 @@ class KafkaPythonMember(Member):
         conf.update(self.config)
         c = kafka.KafkaConsumer(**conf)
         try:
+            # kafka-python's group leader assigns from the metadata it has when
+            # it joins; with a zero initial rebalance delay it may join before
+            # its first metadata answer and assign itself nothing until the
+            # next refresh (5 minutes). Learn the topics first, as a long-lived
+            # application would have.
+            for topic in self.topics:
+                c.partitions_for_topic(topic)
             c.subscribe(self.topics, listener=_KafkaPythonListener(self))
             while not self._stop.is_set():
                 self._serve_calls(c)
