@@ -337,11 +337,11 @@ impl BrokerConfig {
             ));
         }
         let compression = get("compression.type").unwrap_or("producer");
-        if !crate::topic_config::COMPRESSION_TYPES.contains(&compression) {
+        if !COMPRESSION_TYPES.contains(&compression) {
             return Err(invalid("compression.type", "unknown compression type"));
         }
         let cleanup = get("log.cleanup.policy").unwrap_or("delete");
-        if !crate::topic_config::valid_cleanup_policy(cleanup) {
+        if !valid_cleanup_policy(cleanup) {
             return Err(invalid(
                 "log.cleanup.policy",
                 "must be delete and/or compact",
@@ -515,6 +515,17 @@ fn parse_listener(value: &str) -> Option<Listener> {
         host: host.to_string(),
         port: port.parse().ok()?,
     })
+}
+
+/// `compression.type` values, broker-wide and per topic.
+pub const COMPRESSION_TYPES: &[&str] =
+    &["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"];
+
+/// `cleanup.policy`: `delete`, `compact` or both, comma-separated.
+pub fn valid_cleanup_policy(v: &str) -> bool {
+    !v.is_empty()
+        && v.split(',')
+            .all(|p| matches!(p.trim(), "delete" | "compact"))
 }
 
 #[cfg(test)]

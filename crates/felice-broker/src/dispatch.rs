@@ -8,12 +8,17 @@
 
 use crate::broker::Broker;
 use crate::handlers::{self, api_versions};
-use crate::net::ConnError;
 use crate::response::{ChunkedBuf, Response, Source};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, Message};
 use std::sync::Arc;
+
+/// A request that does not decode, or names an API or version Felice does not
+/// serve: the connection is closed, as Kafka does.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid request: {0}")]
+pub struct InvalidRequest(pub String);
 
 /// Handles one request frame; `None` means no response is due (acks=0).
 /// `peer` is the client's address (JoinGroup records it as the member's host).
@@ -21,21 +26,19 @@ pub async fn handle_frame(
     broker: &Arc<Broker>,
     mut frame: Bytes,
     peer: Option<std::net::SocketAddr>,
-) -> Result<Option<Response>, ConnError> {
-    let field = |at: usize| -> Result<[u8; 4], ConnError> {
+) -> Result<Option<Response>, InvalidRequest> {
+    let field = |at: usize| -> Result<[u8; 4], InvalidRequest> {
         frame
             .get(at..at + 4)
             .and_then(|s| s.try_into().ok())
-            .ok_or_else(|| ConnError::InvalidRequest("short header".into()))
+            .ok_or_else(|| InvalidRequest("short header".into()))
     };
     let head = field(0)?;
     let api_key = i16::from_be_bytes([head[0], head[1]]);
     let version = i16::from_be_bytes([head[2], head[3]]);
     let correlation_id = i32::from_be_bytes(field(4)?);
     let Ok(api) = ApiKey::try_from(api_key) else {
-        return Err(ConnError::InvalidRequest(format!(
-            "unknown api key {api_key}"
-        )));
+        return Err(InvalidRequest(format!("unknown api key {api_key}")));
     };
     if api == ApiKey::ApiVersions && !contains(ApiVersionsRequest::VERSIONS, version) {
         return Ok(Some(Response::from(
@@ -45,18 +48,18 @@ pub async fn handle_frame(
     match handlers::supported_versions(api) {
         Some(range) if contains(range, version) => {}
         _ => {
-            return Err(ConnError::InvalidRequest(format!(
+            return Err(InvalidRequest(format!(
                 "unsupported request {api:?} v{version}"
             )))
         }
     }
     let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
-        .map_err(|e| ConnError::InvalidRequest(format!("{api:?} v{version} header: {e}")))?;
+        .map_err(|e| InvalidRequest(format!("{api:?} v{version} header: {e}")))?;
 
     macro_rules! route {
         ($req:ty, $handler:path) => {{
             let req = <$req>::decode(&mut frame, version)
-                .map_err(|e| ConnError::InvalidRequest(format!("{api:?} v{version} body: {e}")))?;
+                .map_err(|e| InvalidRequest(format!("{api:?} v{version} body: {e}")))?;
             let resp = $handler(broker, &header, req).await;
             Some(Response::from(encode(api, version, correlation_id, &resp)?))
         }};
@@ -64,7 +67,7 @@ pub async fn handle_frame(
     let response = match api {
         ApiKey::Produce => {
             let req = ProduceRequest::decode(&mut frame, version)
-                .map_err(|e| ConnError::InvalidRequest(format!("{api:?} v{version} body: {e}")))?;
+                .map_err(|e| InvalidRequest(format!("{api:?} v{version} body: {e}")))?;
             match handlers::produce::handle(broker, &header, req).await {
                 Some(resp) => Some(Response::from(encode(api, version, correlation_id, &resp)?)),
                 None => None,
@@ -72,7 +75,7 @@ pub async fn handle_frame(
         }
         ApiKey::Fetch => {
             let req = FetchRequest::decode(&mut frame, version)
-                .map_err(|e| ConnError::InvalidRequest(format!("{api:?} v{version} body: {e}")))?;
+                .map_err(|e| InvalidRequest(format!("{api:?} v{version} body: {e}")))?;
             // Records read from segments go out as their own chunks
             // (`sendfile` from the segment file for the large ones).
             let (resp, sources, budget) = handlers::fetch::handle(broker, &header, req).await;
@@ -93,7 +96,7 @@ pub async fn handle_frame(
         }
         ApiKey::JoinGroup => {
             let req = JoinGroupRequest::decode(&mut frame, version)
-                .map_err(|e| ConnError::InvalidRequest(format!("{api:?} v{version} body: {e}")))?;
+                .map_err(|e| InvalidRequest(format!("{api:?} v{version} body: {e}")))?;
             // Kafka shows the member's host as Java's InetAddress.toString().
             let host = peer.map(|p| format!("/{}", p.ip())).unwrap_or_default();
             let resp = handlers::join_group::handle(broker, &header, req, &host).await;
@@ -120,9 +123,7 @@ pub async fn handle_frame(
         other => {
             // supported_versions() and this match are built from the same
             // list; reaching here means they disagree.
-            return Err(ConnError::InvalidRequest(format!(
-                "no handler for {other:?}"
-            )));
+            return Err(InvalidRequest(format!("no handler for {other:?}")));
         }
     };
     Ok(response)
@@ -140,11 +141,10 @@ pub fn encode_chunks<R: Encodable>(
     correlation_id: i32,
     body: &R,
     sources: Vec<Source>,
-) -> Result<Response, ConnError> {
+) -> Result<Response, InvalidRequest> {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let header_version = api.response_header_version(version);
-    let error =
-        |e: String| ConnError::InvalidRequest(format!("encoding {api:?} v{version} response: {e}"));
+    let error = |e: String| InvalidRequest(format!("encoding {api:?} v{version} response: {e}"));
     let size = header
         .compute_size(header_version)
         .and_then(|h| body.compute_size(version).map(|b| h + b))
@@ -165,22 +165,18 @@ pub fn encode<R: Encodable>(
     version: i16,
     correlation_id: i32,
     body: &R,
-) -> Result<BytesMut, ConnError> {
+) -> Result<BytesMut, InvalidRequest> {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let header_version = api.response_header_version(version);
     let size = header
         .compute_size(header_version)
         .and_then(|h| body.compute_size(version).map(|b| h + b))
-        .map_err(|e| {
-            ConnError::InvalidRequest(format!("encoding {api:?} v{version} response: {e}"))
-        })?;
+        .map_err(|e| InvalidRequest(format!("encoding {api:?} v{version} response: {e}")))?;
     let mut buf = BytesMut::with_capacity(4 + size);
     buf.put_i32(size as i32);
     header
         .encode(&mut buf, header_version)
         .and_then(|()| body.encode(&mut buf, version))
-        .map_err(|e| {
-            ConnError::InvalidRequest(format!("encoding {api:?} v{version} response: {e}"))
-        })?;
+        .map_err(|e| InvalidRequest(format!("encoding {api:?} v{version} response: {e}")))?;
     Ok(buf)
 }

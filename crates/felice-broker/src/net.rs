@@ -81,8 +81,8 @@ pub enum ConnError {
     Io(#[from] std::io::Error),
     #[error("frame length {0} outside [{MIN_REQUEST_FRAME_BYTES}, socket.request.max.bytes={1}]")]
     FrameSize(i32, i32),
-    #[error("invalid request: {0}")]
-    InvalidRequest(String),
+    #[error(transparent)]
+    InvalidRequest(#[from] dispatch::InvalidRequest),
     #[error("broker shutting down")]
     Shutdown,
 }
@@ -114,7 +114,7 @@ async fn connection(
             Ok(None) => {}
             Err(e) => {
                 tracing::info!(peer = ?peer, error = %e, "closing connection after an invalid request");
-                return Err(e);
+                return Err(e.into());
             }
         }
     }

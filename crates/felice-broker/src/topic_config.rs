@@ -2,17 +2,8 @@
 //! of overrides (CreateTopics, later IncrementalAlterConfigs), and the
 //! effective settings the log and the produce path use.
 
-use crate::config::BrokerConfig;
+use crate::config::{valid_cleanup_policy, BrokerConfig, COMPRESSION_TYPES};
 use std::collections::BTreeMap;
-
-pub const COMPRESSION_TYPES: &[&str] =
-    &["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"];
-
-pub fn valid_cleanup_policy(v: &str) -> bool {
-    !v.is_empty()
-        && v.split(',')
-            .all(|p| matches!(p.trim(), "delete" | "compact"))
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
