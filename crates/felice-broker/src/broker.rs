@@ -2,9 +2,14 @@
 //! recovery), the background housekeeping, and the state every handler reads.
 
 use crate::config::BrokerConfig;
-use crate::coordinator::GroupCoordinator;
+use crate::controller::{self, NewTopic};
+use crate::coordinator::{CoordinatorPort, GroupCoordinator};
 use crate::producer_ids::ProducerIdManager;
+use crate::publisher::{AppliedImage, ApplyTimedOut};
+use crate::replica::Partition;
 use crate::replica::ReplicaManager;
+use felice_coord::GroupError;
+use felice_metadata::TopicId;
 use felice_metadata::{CommitError, MetadataImage, MetadataRecord, MetadataStore};
 use std::path::Path;
 use std::sync::Arc;
@@ -41,7 +46,11 @@ pub struct Broker {
     /// Budget of fetched records held in memory (see
     /// [`crate::limits::FETCH_MEMORY_BUDGET_BYTES`]).
     pub fetch_memory: Arc<tokio::sync::Semaphore>,
-    reconcile_lock: std::sync::Mutex<()>,
+    /// The newest image this broker's partitions and coordinator have applied:
+    /// what handlers read.
+    applied: AppliedImage,
+    /// Serialises [`Broker::apply`].
+    apply_lock: std::sync::Mutex<()>,
 }
 
 impl Broker {
@@ -57,6 +66,7 @@ impl Broker {
         let metadata = MetadataStore::open(&dir.join("__cluster_metadata-0").join("records.log"))?;
         let replicas = ReplicaManager::new(&dir, config.node_id);
         let groups = GroupCoordinator::new(&config);
+        let applied = AppliedImage::new(Arc::new(felice_metadata::MetadataImage::default()));
         let broker = Broker {
             config,
             cluster_id,
@@ -67,12 +77,13 @@ impl Broker {
             fetch_memory: Arc::new(tokio::sync::Semaphore::new(
                 crate::limits::FETCH_MEMORY_BUDGET_BYTES,
             )),
-            reconcile_lock: std::sync::Mutex::new(()),
+            applied,
+            apply_lock: std::sync::Mutex::new(()),
         };
         broker.register(advertised_port)?;
-        broker
-            .replicas
-            .reconcile(&broker.metadata.image(), &broker.config)?;
+        let image = broker.metadata.image();
+        broker.replicas.reconcile(&image, &broker.config)?;
+        broker.applied.publish(image);
         // Groups and offsets come back from __consumer_offsets before serving.
         broker.groups.load(&broker);
         Ok(broker)
@@ -102,34 +113,99 @@ impl Broker {
         }
     }
 
+    /// The newest applied image (see [`crate::publisher`]).
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.metadata.image()
+        self.applied.get()
     }
 
-    /// Commits metadata records and brings the hosted partitions in line with
-    /// the new image. Blocking (fsync, log creation): call on a blocking thread.
-    pub fn commit_and_apply<E>(
+    /// Commits metadata records; returns the committed image, which this
+    /// broker applies asynchronously (wait for it with [`Self::applied`]).
+    /// Blocking (fsync): call on a blocking thread.
+    pub fn commit<E>(
         &self,
         build: impl FnOnce(&MetadataImage) -> Result<Vec<MetadataRecord>, E>,
     ) -> Result<Arc<MetadataImage>, CommitError<E>> {
-        let image = self.metadata.commit(build)?;
-        if let Err(e) = self.reconcile() {
-            tracing::error!(error = %e, "could not apply metadata to the hosted partitions");
-        }
-        Ok(image)
+        self.metadata.commit(build)
     }
 
-    /// Brings the hosted partitions in line with the CURRENT image. Serialised:
-    /// two commits racing must not reconcile against an older image after a
-    /// newer one (that would drop the newer image's partitions), nor open the
-    /// same log twice.
-    fn reconcile(&self) -> Result<(), crate::replica::ReplicaError> {
-        let _serial = match self.reconcile_lock.lock() {
+    /// Waits until this broker has applied the metadata log up to `offset`.
+    pub async fn applied(
+        &self,
+        offset: u64,
+        timeout: std::time::Duration,
+    ) -> Result<Arc<MetadataImage>, ApplyTimedOut> {
+        self.applied.wait_for(offset, timeout).await
+    }
+
+    /// [`Self::applied`] for blocking threads.
+    pub fn applied_blocking(
+        &self,
+        offset: u64,
+        timeout: std::time::Duration,
+    ) -> Result<Arc<MetadataImage>, ApplyTimedOut> {
+        self.applied.wait_for_blocking(offset, timeout)
+    }
+
+    /// Brings this broker's derived state in line with a committed image,
+    /// then publishes it as applied: partitions are opened or deleted
+    /// (reconcile), and the group coordinator drops the committed offsets of
+    /// deleted topics, as Kafka's does. Blocking (log creation): call on a
+    /// blocking thread. Serialised, so that two images never apply out of
+    /// order.
+    pub fn apply(&self, image: Arc<MetadataImage>) {
+        let _serial = match self.apply_lock.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        self.replicas
-            .reconcile(&self.metadata.image(), &self.config)
+        let previous = self.applied.get();
+        if image.offset <= previous.offset {
+            return;
+        }
+        if let Err(e) = self.replicas.reconcile(&image, &self.config) {
+            tracing::error!(error = %e, "could not apply metadata to the hosted partitions");
+        }
+        let deleted: Vec<String> = previous
+            .topics()
+            .into_iter()
+            .filter(|t| image.topic_by_id(&t.topic_id).is_none())
+            .map(|t| t.name.clone())
+            .collect();
+        // Offsets exist only once `__consumer_offsets` was applied.
+        if !deleted.is_empty() && previous.topic(crate::coordinator::OFFSETS_TOPIC).is_some() {
+            self.groups.remove_offsets_of_topics(self, &deleted);
+        }
+        self.applied.publish(image);
+    }
+}
+
+impl CoordinatorPort for Broker {
+    fn image(&self) -> Arc<MetadataImage> {
+        Broker::image(self)
+    }
+
+    fn create_topic(&self, topic: &NewTopic) -> Result<Arc<MetadataImage>, GroupError> {
+        let committed = self
+            .commit(|image| {
+                if image.topic(&topic.name).is_some() {
+                    return Ok(vec![]);
+                }
+                let mut budget = controller::PartitionBudget::per_request();
+                controller::create_topic_records(image, &self.config, topic, &mut budget)
+                    .map(|(_, records)| records)
+            })
+            .map_err(|e| {
+                tracing::error!(topic = %topic.name, error = ?e, "could not create an internal topic");
+                GroupError::CoordinatorNotAvailable
+            })?;
+        self.applied_blocking(committed.offset, crate::limits::MAX_METADATA_APPLY_WAIT)
+            .map_err(|e| {
+                tracing::error!(topic = %topic.name, error = %e, "internal topic not applied");
+                GroupError::CoordinatorNotAvailable
+            })
+    }
+
+    fn partition(&self, topic_id: &TopicId, index: i32) -> Option<Arc<Partition>> {
+        self.replicas.get(topic_id, index)
     }
 }
 

@@ -22,15 +22,15 @@
 //! join or sync, and each handler stops waiting after the rebalance timeout
 //! plus [`PARK_SLACK`].
 
-use crate::broker::Broker;
 use crate::config::BrokerConfig;
-use crate::controller::{self, NewTopic};
+use crate::controller::NewTopic;
 use crate::replica::{now_ms, Partition};
 use felice_coord::group::{
     GroupDescription, JoinRequest, JoinResponse, StoreReason, SyncRequest, SyncResponse,
 };
 use felice_coord::records::{self, OffsetValue, OffsetsKey};
 use felice_coord::{Effect, Group, GroupConfig, GroupError, GroupState, RequestId};
+use felice_metadata::{MetadataImage, TopicId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -45,6 +45,21 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub const PARK_SLACK: Duration = Duration::from_secs(5);
 /// Bytes read at a time while replaying a `__consumer_offsets` partition.
 const REPLAY_READ_BYTES: usize = 1 << 20;
+
+/// The broker as the group coordinator sees it: a narrow port, so that the
+/// coordinator knows nothing of `Broker` and a test (or a simulation) can
+/// host it. Blocking methods: call on a blocking thread.
+pub trait CoordinatorPort: Send + Sync {
+    /// The newest metadata image the broker has applied.
+    fn image(&self) -> Arc<MetadataImage>;
+    /// Creates `topic` unless a topic of its name exists; returns an applied
+    /// image that has it. Blocking.
+    fn create_topic(&self, topic: &NewTopic) -> Result<Arc<MetadataImage>, GroupError>;
+    /// The hosted partition `index` of topic `topic_id`: the coordinator
+    /// appends its records there (an append returns once the record is as
+    /// durable as an acknowledged write must be) and replays it.
+    fn partition(&self, topic_id: &TopicId, index: i32) -> Option<Arc<Partition>>;
+}
 
 enum Parked {
     Join(oneshot::Sender<JoinResponse>),
@@ -110,6 +125,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     }
 }
 
+/// How `__consumer_offsets` is created (`offsets.topic.*`).
+struct OffsetsTopicConfig {
+    num_partitions: i32,
+    replication_factor: i16,
+    segment_bytes: i32,
+}
+
 pub struct GroupCoordinator {
     cfg: GroupConfig,
     /// `message.max.bytes`: the largest batch the coordinator writes.
@@ -117,6 +139,7 @@ pub struct GroupCoordinator {
     max_groups: usize,
     offset_metadata_max_bytes: usize,
     offsets_retention_ms: i64,
+    offsets_topic: OffsetsTopicConfig,
     groups: Mutex<HashMap<String, GroupRef>>,
     parked: Mutex<HashMap<RequestId, Parked>>,
     next_request: AtomicU64,
@@ -136,10 +159,59 @@ impl GroupCoordinator {
             max_groups: config.group_max_count,
             offset_metadata_max_bytes: config.offset_metadata_max_bytes,
             offsets_retention_ms: config.offsets_retention_ms,
+            offsets_topic: OffsetsTopicConfig {
+                num_partitions: config.offsets_topic_num_partitions,
+                replication_factor: config.offsets_topic_replication_factor,
+                segment_bytes: config.offsets_topic_segment_bytes,
+            },
             groups: Mutex::new(HashMap::new()),
             parked: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
         }
+    }
+
+    /// The `__consumer_offsets` partition of a group, created on first use.
+    fn offsets_partition(
+        &self,
+        port: &dyn CoordinatorPort,
+        group_id: &str,
+    ) -> Result<Arc<Partition>, GroupError> {
+        let image = self.ensure_offsets_topic(port)?;
+        let topic = image
+            .topic(OFFSETS_TOPIC)
+            .ok_or(GroupError::CoordinatorNotAvailable)?;
+        let index = records::partition_for(group_id, topic.partitions.len() as i32);
+        port.partition(&topic.topic_id, index)
+            .ok_or(GroupError::CoordinatorNotAvailable)
+    }
+
+    /// Creates `__consumer_offsets` if it does not exist (Kafka creates it on
+    /// the first FindCoordinator): `offsets.topic.num.partitions` partitions,
+    /// compacted, `offsets.topic.segment.bytes` segments. Blocking.
+    pub fn ensure_offsets_topic(
+        &self,
+        port: &dyn CoordinatorPort,
+    ) -> Result<Arc<MetadataImage>, GroupError> {
+        let image = port.image();
+        if image.topic(OFFSETS_TOPIC).is_some() {
+            return Ok(image);
+        }
+        let t = &self.offsets_topic;
+        let brokers = image.brokers.len().max(1) as i16;
+        let topic = NewTopic {
+            name: OFFSETS_TOPIC.to_string(),
+            num_partitions: t.num_partitions,
+            replication_factor: t.replication_factor.min(brokers),
+            assignments: vec![],
+            configs: vec![
+                ("cleanup.policy".into(), Some("compact".into())),
+                ("compression.type".into(), Some("producer".into())),
+                ("segment.bytes".into(), Some(t.segment_bytes.to_string())),
+            ],
+        };
+        let image = port.create_topic(&topic)?;
+        tracing::info!(partitions = t.num_partitions, "created {OFFSETS_TOPIC}");
+        Ok(image)
     }
 
     pub fn group_count(&self) -> usize {
@@ -204,7 +276,7 @@ impl GroupCoordinator {
     /// that depend on the record wait for the write), then delivers answers.
     fn run(
         &self,
-        broker: &Broker,
+        port: &dyn CoordinatorPort,
         slot: &Slot,
         now: i64,
         f: impl FnOnce(&mut Group) -> Vec<Effect>,
@@ -214,7 +286,7 @@ impl GroupCoordinator {
         while let Some((reason, value)) = g.take_store() {
             let key = records::encode_group_key(&g.group_id);
             let value = records::encode_group_value(&value);
-            let result = self.append(broker, &g.group_id, vec![(key, Some(value))], now);
+            let result = self.append(port, &g.group_id, vec![(key, Some(value))], now);
             if let (Err(e), StoreReason::Snapshot) = (&result, &reason) {
                 tracing::warn!(group = %g.group_id, error = %e, "could not write the group record");
             }
@@ -230,12 +302,12 @@ impl GroupCoordinator {
     /// (creating the topic if it does not exist yet). Blocking.
     fn append(
         &self,
-        broker: &Broker,
+        port: &dyn CoordinatorPort,
         group_id: &str,
         recs: Vec<(Vec<u8>, Option<Vec<u8>>)>,
         now: i64,
     ) -> Result<(), GroupError> {
-        let partition = offsets_partition(broker, group_id)?;
+        let partition = self.offsets_partition(port, group_id)?;
         let specs: Vec<felice_wire::RecordSpec<'_>> = recs
             .iter()
             .map(|(k, v)| (Some(k.as_slice()), v.as_deref(), now))
@@ -261,7 +333,7 @@ impl GroupCoordinator {
     /// Nothing changes in memory when the write fails. Blocking.
     fn tombstone(
         &self,
-        broker: &Broker,
+        port: &dyn CoordinatorPort,
         g: &mut Group,
         offsets: &[(String, i32)],
         with_group: bool,
@@ -278,7 +350,7 @@ impl GroupCoordinator {
         if recs.is_empty() {
             return Ok(());
         }
-        self.append(broker, &id, recs, now)?;
+        self.append(port, &id, recs, now)?;
         for (t, p) in offsets {
             g.remove_offset(t, *p);
         }
@@ -306,7 +378,7 @@ impl GroupCoordinator {
     /// the answer, at once or when the join phase completes.
     pub fn join(
         &self,
-        broker: &Broker,
+        port: &dyn CoordinatorPort,
         group_id: &str,
         req: JoinRequest,
     ) -> (RequestId, oneshot::Receiver<JoinResponse>) {
@@ -337,7 +409,7 @@ impl GroupCoordinator {
         };
         match group {
             Ok(g) => {
-                self.run(broker, &g, now, |g| g.join(&self.cfg, req, id, now));
+                self.run(port, &g, now, |g| g.join(&self.cfg, req, id, now));
                 // A join that was refused leaves nothing behind: a client
                 // cycling through group ids cannot fill group.max.count.
                 // Map, then group (the lock order); a join that already holds
@@ -363,7 +435,7 @@ impl GroupCoordinator {
     /// SyncGroup. Blocking (the leader's assignment is written first).
     pub fn sync(
         &self,
-        broker: &Broker,
+        port: &dyn CoordinatorPort,
         group_id: &str,
         req: SyncRequest,
     ) -> (RequestId, oneshot::Receiver<SyncResponse>) {
@@ -371,7 +443,7 @@ impl GroupCoordinator {
         let id = self.park(Parked::Sync(tx));
         let now = now_ms();
         match self.group(group_id) {
-            Some(g) => self.run(broker, &g, now, |g| g.sync(req, id, now)),
+            Some(g) => self.run(port, &g, now, |g| g.sync(req, id, now)),
             None => {
                 let e = if group_id.is_empty() {
                     GroupError::InvalidGroupId
@@ -402,7 +474,7 @@ impl GroupCoordinator {
     /// LeaveGroup: per-member results. Blocking (an emptied group's record is written).
     pub fn leave(
         &self,
-        broker: &Broker,
+        port: &dyn CoordinatorPort,
         group_id: &str,
         members: &[(String, Option<String>)],
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
@@ -417,7 +489,7 @@ impl GroupCoordinator {
         };
         let now = now_ms();
         let mut results = Vec::new();
-        self.run(broker, &g, now, |g| {
+        self.run(port, &g, now, |g| {
             let (r, fx) = g.leave(members, now);
             results = r;
             fx
@@ -429,7 +501,7 @@ impl GroupCoordinator {
     /// Blocking (writes the offsets).
     pub fn commit(
         &self,
-        broker: &Broker,
+        port: &dyn CoordinatorPort,
         group_id: &str,
         who: &Committer<'_>,
         topics: &[(String, Vec<CommitPartition>)],
@@ -437,7 +509,7 @@ impl GroupCoordinator {
         let now = now_ms();
         // Partitions of unknown topics are refused before the group is
         // looked at (as Kafka's request layer does); metadata too large, too.
-        let image = broker.image();
+        let image = port.image();
         let mut results: Vec<Vec<Result<(), GroupError>>> = topics
             .iter()
             .map(|(topic, partitions)| {
@@ -521,7 +593,7 @@ impl GroupCoordinator {
                 }
             }
         }
-        if let Err(e) = self.append(broker, group_id, recs, now) {
+        if let Err(e) = self.append(port, group_id, recs, now) {
             fail_valid(&mut results, e);
             return results;
         }
@@ -593,7 +665,7 @@ impl GroupCoordinator {
 
     /// DeleteGroups of one group: only an empty group; its offsets and its
     /// record are tombstoned. Blocking.
-    pub fn delete(&self, broker: &Broker, group_id: &str) -> Result<(), GroupError> {
+    pub fn delete(&self, port: &dyn CoordinatorPort, group_id: &str) -> Result<(), GroupError> {
         let group = self.group(group_id).ok_or(GroupError::GroupIdNotFound)?;
         let mut g = lock(&group.group);
         match g.state() {
@@ -602,7 +674,7 @@ impl GroupCoordinator {
             _ => return Err(GroupError::NonEmptyGroup),
         }
         let offsets: Vec<(String, i32)> = g.offsets().map(|(t, p, _)| (t.to_string(), p)).collect();
-        self.tombstone(broker, &mut g, &offsets, true, now_ms())?;
+        self.tombstone(port, &mut g, &offsets, true, now_ms())?;
         self.forget(&group, g);
         Ok(())
     }
@@ -611,7 +683,7 @@ impl GroupCoordinator {
     /// subscribe to. Blocking.
     pub fn delete_offsets(
         &self,
-        broker: &Broker,
+        port: &dyn CoordinatorPort,
         group_id: &str,
         topics: &[(String, Vec<i32>)],
     ) -> Result<Vec<Vec<Result<(), GroupError>>>, GroupError> {
@@ -653,13 +725,13 @@ impl GroupCoordinator {
                 .collect();
             results.push(row);
         }
-        self.tombstone(broker, &mut g, &doomed, false, now_ms())?;
+        self.tombstone(port, &mut g, &doomed, false, now_ms())?;
         Ok(results)
     }
 
     /// Kafka drops the committed offsets of deleted topics: tombstones them
     /// in every group that has some (blocking).
-    pub fn remove_offsets_of_topics(&self, broker: &Broker, topics: &[String]) {
+    pub fn remove_offsets_of_topics(&self, port: &dyn CoordinatorPort, topics: &[String]) {
         if topics.is_empty() {
             return;
         }
@@ -675,7 +747,7 @@ impl GroupCoordinator {
                 .filter(|(t, _, _)| topics.iter().any(|d| d == t))
                 .map(|(t, p, _)| (t.to_string(), p))
                 .collect();
-            if let Err(e) = self.tombstone(broker, &mut g, &doomed, false, now) {
+            if let Err(e) = self.tombstone(port, &mut g, &doomed, false, now) {
                 tracing::warn!(group = %id, error = %e, "could not remove offsets of deleted topics")
             }
         }
@@ -684,7 +756,7 @@ impl GroupCoordinator {
     // -------------------------------------------------------------- timers
 
     /// Session, join and sync deadlines of every group. Blocking.
-    pub fn tick(&self, broker: &Broker) {
+    pub fn tick(&self, port: &dyn CoordinatorPort) {
         let now = now_ms();
         // One atomic read per group under the map lock; only due groups are
         // taken out and locked.
@@ -694,13 +766,13 @@ impl GroupCoordinator {
             .cloned()
             .collect();
         for g in due {
-            self.run(broker, &g, now, |g| g.tick(now));
+            self.run(port, &g, now, |g| g.tick(now));
         }
     }
 
     /// KIP-211 offset expiry; groups left empty with no offsets are removed
     /// (their record tombstoned). Blocking.
-    pub fn expire_offsets(&self, broker: &Broker) {
+    pub fn expire_offsets(&self, port: &dyn CoordinatorPort) {
         let now = now_ms();
         let groups: Vec<(String, GroupRef)> = lock(&self.groups)
             .iter()
@@ -714,7 +786,7 @@ impl GroupCoordinator {
             if expired.is_empty() && !drop_group {
                 continue;
             }
-            if let Err(e) = self.tombstone(broker, &mut g, &expired, drop_group, now) {
+            if let Err(e) = self.tombstone(port, &mut g, &expired, drop_group, now) {
                 tracing::warn!(group = %id, error = %e, "could not expire offsets");
                 continue;
             }
@@ -731,8 +803,8 @@ impl GroupCoordinator {
     // -------------------------------------------------------------- replay
 
     /// Rebuilds every group from `__consumer_offsets` (start-up; blocking).
-    pub fn load(&self, broker: &Broker) {
-        let image = broker.image();
+    pub fn load(&self, port: &dyn CoordinatorPort) {
+        let image = port.image();
         let Some(topic) = image.topic(OFFSETS_TOPIC) else {
             return;
         };
@@ -740,7 +812,7 @@ impl GroupCoordinator {
         let mut groups: HashMap<String, Group> = HashMap::new();
         let mut loaded = 0usize;
         for index in 0..topic.partitions.len() as i32 {
-            let Some(p) = broker.replicas.get(&topic.topic_id, index) else {
+            let Some(p) = port.partition(&topic.topic_id, index) else {
                 continue;
             };
             match replay_partition(&p, |key, value| {
@@ -886,65 +958,4 @@ fn subscription_topics(metadata: &bytes::Bytes) -> Option<Vec<String>> {
     let version = version.clamp(0, 3);
     let sub = ConsumerProtocolSubscription::decode(&mut buf, version).ok()?;
     Some(sub.topics.into_iter().map(|t| t.to_string()).collect())
-}
-
-/// The `__consumer_offsets` partition of a group, created on first use.
-fn offsets_partition(broker: &Broker, group_id: &str) -> Result<Arc<Partition>, GroupError> {
-    let image = ensure_offsets_topic(broker)?;
-    let topic = image
-        .topic(OFFSETS_TOPIC)
-        .ok_or(GroupError::CoordinatorNotAvailable)?;
-    let index = records::partition_for(group_id, topic.partitions.len() as i32);
-    broker
-        .replicas
-        .get(&topic.topic_id, index)
-        .ok_or(GroupError::CoordinatorNotAvailable)
-}
-
-/// Creates `__consumer_offsets` if it does not exist (Kafka creates it on
-/// the first FindCoordinator): `offsets.topic.num.partitions` partitions,
-/// compacted, `offsets.topic.segment.bytes` segments. Blocking.
-pub fn ensure_offsets_topic(
-    broker: &Broker,
-) -> Result<Arc<felice_metadata::MetadataImage>, GroupError> {
-    let image = broker.image();
-    if image.topic(OFFSETS_TOPIC).is_some() {
-        return Ok(image);
-    }
-    let cfg = &broker.config;
-    let brokers = image.brokers.len().max(1) as i16;
-    let t = NewTopic {
-        name: OFFSETS_TOPIC.to_string(),
-        num_partitions: cfg.offsets_topic_num_partitions,
-        replication_factor: cfg.offsets_topic_replication_factor.min(brokers),
-        assignments: vec![],
-        configs: vec![
-            ("cleanup.policy".into(), Some("compact".into())),
-            ("compression.type".into(), Some("producer".into())),
-            (
-                "segment.bytes".into(),
-                Some(cfg.offsets_topic_segment_bytes.to_string()),
-            ),
-        ],
-    };
-    let r = broker.commit_and_apply(|image| {
-        if image.topic(OFFSETS_TOPIC).is_some() {
-            return Ok(vec![]);
-        }
-        let mut budget = controller::PartitionBudget::per_request();
-        controller::create_topic_records(image, cfg, &t, &mut budget).map(|(_, recs)| recs)
-    });
-    match r {
-        Ok(image) => {
-            tracing::info!(
-                partitions = cfg.offsets_topic_num_partitions,
-                "created {OFFSETS_TOPIC}"
-            );
-            Ok(image)
-        }
-        Err(e) => {
-            tracing::error!(error = ?e, "could not create {OFFSETS_TOPIC}");
-            Err(GroupError::CoordinatorNotAvailable)
-        }
-    }
 }

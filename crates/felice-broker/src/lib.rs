@@ -11,6 +11,7 @@ pub mod handlers;
 pub mod limits;
 pub mod net;
 pub mod producer_ids;
+pub mod publisher;
 pub mod replica;
 pub mod response;
 pub mod server;

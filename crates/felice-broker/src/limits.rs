@@ -67,3 +67,10 @@ const _: () = assert!(MIN_REQUEST_FRAME_BYTES < CONNECTION_READ_BUFFER_BYTES);
 /// through new ids therefore cannot grow the broker's memory without bound.
 pub const MAX_PRODUCER_IDS_PER_BROKER: usize = 1_000_000;
 const _: () = assert!(MAX_PRODUCER_IDS_PER_BROKER >= felice_log::MAX_PRODUCERS_PER_PARTITION);
+
+/// Longest a request that changed metadata itself (CreateTopics' timeout is
+/// capped by it, Metadata auto-creation, the creation of `__consumer_offsets`)
+/// waits for this broker to apply the image containing its change. Applying
+/// opens or deletes partition logs, milliseconds each; the wait costs one
+/// parked task (async) or one blocking thread, and is woken, never polled.
+pub const MAX_METADATA_APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);

@@ -57,7 +57,8 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     let serve = tokio::spawn(net::serve(broker.clone(), listener, rx.clone()));
     let housekeeping = tokio::spawn(housekeeping(broker.clone(), rx.clone()));
     let group_timers = tokio::spawn(group_timers(broker.clone(), rx.clone()));
-    let cleaner = tokio::spawn(log_cleaner(broker.clone(), rx));
+    let cleaner = tokio::spawn(log_cleaner(broker.clone(), rx.clone()));
+    let publisher = tokio::spawn(apply_metadata(broker.clone(), rx));
     tracing::info!(
         "felice listening on {local_addr} (PLAINTEXT), data in {}, cluster id {}, node id {}, {} partitions, started in {} ms",
         broker.config.log_dir.display(),
@@ -70,7 +71,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         local_addr,
         broker,
         shutdown,
-        tasks: vec![serve, housekeeping, group_timers, cleaner],
+        tasks: vec![serve, housekeeping, group_timers, cleaner, publisher],
     })
 }
 
@@ -124,9 +125,9 @@ async fn group_timers(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) 
         }
         let b = broker.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            b.groups.tick(&b);
+            b.groups.tick(&*b);
             if expire {
-                b.groups.expire_offsets(&b);
+                b.groups.expire_offsets(&*b);
             }
         })
         .await;
@@ -147,6 +148,26 @@ async fn log_cleaner(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
         }
         let b = broker.clone();
         let _ = tokio::task::spawn_blocking(move || b.replicas.clean_logs()).await;
+    }
+}
+
+/// Applies every committed image, in order of arrival, until shutdown. A
+/// watcher that falls behind skips to the newest image (each image is the
+/// whole state, so nothing is lost).
+async fn apply_metadata(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let mut committed = broker.metadata.subscribe();
+    loop {
+        let image = committed.borrow_and_update().clone();
+        if image.offset > broker.image().offset {
+            let b = broker.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || b.apply(image)).await {
+                tracing::error!(error = %e, "applying a metadata image failed");
+            }
+        }
+        tokio::select! {
+            r = committed.changed() => if r.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
     }
 }
 

@@ -4,16 +4,24 @@
 //! clone under a read lock held for nanoseconds). [`MetadataStore::commit`]
 //! serialises writers on a mutex and does blocking file I/O (an fsync): call
 //! it from a blocking thread, not from an async runtime worker.
+//!
+//! Committing is not applying: every committed image is published on a watch
+//! channel ([`MetadataStore::subscribe`]), and whoever keeps state derived from
+//! the image (the broker's partitions, the group coordinator) follows that
+//! channel at its own pace. A watcher that falls behind sees only the newest
+//! image, which is a pure function of the log, so nothing is lost by skipping.
 
 use crate::image::MetadataImage;
 use crate::log::{MetadataLog, MetadataLogError};
 use crate::records::MetadataRecord;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
 
 pub struct MetadataStore {
     log: Mutex<MetadataLog>,
-    image: RwLock<Arc<MetadataImage>>,
+    /// The newest committed image; its receivers are the appliers.
+    image: watch::Sender<Arc<MetadataImage>>,
 }
 
 impl MetadataStore {
@@ -26,22 +34,27 @@ impl MetadataStore {
         }
         Ok(MetadataStore {
             log: Mutex::new(log),
-            image: RwLock::new(Arc::new(image)),
+            image: watch::Sender::new(Arc::new(image)),
         })
     }
 
-    /// The current image.
+    /// The newest committed image.
     pub fn image(&self) -> Arc<MetadataImage> {
-        match self.image.read() {
-            Ok(g) => g.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.image.borrow().clone()
+    }
+
+    /// Follows the committed images, starting from the current one (already
+    /// marked seen).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
+        self.image.subscribe()
     }
 
     /// Validates and commits records atomically with respect to other commits:
     /// `build` sees the current image and returns the records to append (or an
     /// error, which commits nothing). The records are made durable, then
-    /// applied; the new image is returned.
+    /// the new image is published to the subscribers and returned. Who needs
+    /// the change applied to derived state waits for an applied image with
+    /// `offset >= ` the returned image's.
     pub fn commit<E>(
         &self,
         build: impl FnOnce(&MetadataImage) -> Result<Vec<MetadataRecord>, E>,
@@ -61,10 +74,7 @@ impl MetadataStore {
             next.apply_mut(record);
         }
         let next = Arc::new(next);
-        match self.image.write() {
-            Ok(mut g) => *g = next.clone(),
-            Err(poisoned) => *poisoned.into_inner() = next.clone(),
-        }
+        self.image.send_replace(next.clone());
         Ok(next)
     }
 }

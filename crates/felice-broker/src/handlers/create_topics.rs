@@ -8,6 +8,7 @@
 use crate::broker::Broker;
 use crate::controller::{self, NewTopic, TopicError};
 use crate::handlers::str_bytes;
+use crate::limits::MAX_METADATA_APPLY_WAIT;
 use crate::topic_config;
 use felice_metadata::CommitError;
 use kafka_protocol::messages::create_topics_response::{
@@ -18,6 +19,7 @@ use kafka_protocol::protocol::{Message, VersionRange};
 use kafka_protocol::ResponseError;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub const VERSIONS: VersionRange = CreateTopicsRequest::VERSIONS;
 
@@ -72,11 +74,12 @@ pub async fn handle(
         }));
     }
     let validate_only = req.validate_only;
+    let timeout_ms = req.timeout_ms;
     let b = broker.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         // Per-topic outcome: the topic id when created (or valid).
         let mut outcomes: Vec<Result<Created, TopicError>> = Vec::new();
-        let commit = b.commit_and_apply(|image| {
+        let commit = b.commit(|image| {
             let mut scratch = image.clone();
             let mut budget = controller::PartitionBudget::per_request();
             let mut records = Vec::new();
@@ -125,15 +128,24 @@ pub async fn handle(
             return CreateTopicsResponse::default();
         }
     };
-    let storage_error = match commit {
+    let failure = match commit {
+        // Answer once this broker serves the new partitions; a request with
+        // no timeout gets the committed outcome at once, as from Kafka.
+        Ok(image) if !validate_only && timeout_ms > 0 => {
+            let wait = Duration::from_millis(timeout_ms as u64).min(MAX_METADATA_APPLY_WAIT);
+            match broker.applied(image.offset, wait).await {
+                Ok(_) => None,
+                Err(e) => Some((ResponseError::RequestTimedOut, e.to_string())),
+            }
+        }
         Ok(_) => None,
-        Err(CommitError::Log(e)) => Some(e.to_string()),
+        Err(CommitError::Log(e)) => Some((ResponseError::KafkaStorageError, e.to_string())),
         Err(CommitError::Rejected(never)) => match never {},
     };
     let topics = names
         .into_iter()
         .zip(outcomes)
-        .map(|(name, outcome)| result(broker, name, outcome, storage_error.as_deref()))
+        .map(|(name, outcome)| result(broker, name, outcome, failure.as_ref()))
         .collect();
     CreateTopicsResponse::default().with_topics(topics)
 }
@@ -142,17 +154,17 @@ fn result(
     broker: &Broker,
     name: String,
     outcome: Result<Created, TopicError>,
-    storage_error: Option<&str>,
+    failure: Option<&(ResponseError, String)>,
 ) -> CreatableTopicResult {
     let base = CreatableTopicResult::default().with_name(crate::handlers::topic_name(&name));
-    match (outcome, storage_error) {
+    match (outcome, failure) {
         (Err(e), _) => base
             .with_error_code(e.code.code())
             .with_error_message(Some(str_bytes(&e.message)))
             .with_num_partitions(-1)
             .with_replication_factor(-1),
-        (Ok(_), Some(msg)) => base
-            .with_error_code(ResponseError::KafkaStorageError.code())
+        (Ok(_), Some((code, msg))) => base
+            .with_error_code(code.code())
             .with_error_message(Some(str_bytes(msg)))
             .with_num_partitions(-1)
             .with_replication_factor(-1),

@@ -1,10 +1,13 @@
 //! DeleteTopics (key 20): by name (v0-v5) or by name or topic id (v6+).
-//! Removal is one metadata record per topic; the replica manager then closes
-//! and deletes the partition directories (renamed to `*-delete` first, so a
-//! crash mid-way leaves nothing that looks alive).
+//! Removal is one metadata record per topic; applying it, the replica manager
+//! closes and deletes the partition directories (renamed to `*-delete` first,
+//! so a crash mid-way leaves nothing that looks alive) and the group
+//! coordinator drops the topics' committed offsets. The answer waits for that
+//! (bounded by the request's timeout).
 
 use crate::broker::Broker;
 use crate::handlers::{str_bytes, topic_name};
+use crate::limits::MAX_METADATA_APPLY_WAIT;
 use felice_metadata::{CommitError, MetadataRecord};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
@@ -13,6 +16,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Message, VersionRange};
 use kafka_protocol::ResponseError;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub const VERSIONS: VersionRange = DeleteTopicsRequest::VERSIONS;
 
@@ -45,10 +49,11 @@ pub async fn handle(
             .collect();
         return DeleteTopicsResponse::default().with_responses(responses);
     }
+    let timeout_ms = req.timeout_ms;
     let b = broker.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         let mut results = Vec::new();
-        let commit = b.commit_and_apply(|image| {
+        let commit = b.commit(|image| {
             let mut records = Vec::new();
             let mut seen = std::collections::HashSet::new();
             for (name, id) in &wanted {
@@ -80,32 +85,23 @@ pub async fn handle(
             }
             Ok::<_, std::convert::Infallible>(records)
         });
-        if commit.is_ok() {
-            // As Kafka: committed offsets of deleted topics go with them.
-            let deleted: Vec<String> = results
-                .iter()
-                .filter(|r| r.error_code == 0)
-                .filter_map(|r| r.name.as_ref().map(|n| n.0.to_string()))
-                .collect();
-            b.groups.remove_offsets_of_topics(&b, &deleted);
-        }
         (commit, results)
     })
     .await;
     match outcome {
-        Ok((Ok(_), results)) => DeleteTopicsResponse::default().with_responses(results),
+        Ok((Ok(image), results)) => {
+            // Answer once this broker deleted the logs and the topics'
+            // committed offsets; with no timeout, at the commit, as Kafka.
+            let wait = Duration::from_millis(timeout_ms.max(0) as u64).min(MAX_METADATA_APPLY_WAIT);
+            let results = match broker.applied(image.offset, wait).await {
+                Ok(_) => results,
+                Err(_) if timeout_ms <= 0 => results,
+                Err(e) => with_error(results, ResponseError::RequestTimedOut, &e.to_string()),
+            };
+            DeleteTopicsResponse::default().with_responses(results)
+        }
         Ok((Err(CommitError::Log(e)), results)) => DeleteTopicsResponse::default().with_responses(
-            results
-                .into_iter()
-                .map(|r| {
-                    if r.error_code == 0 {
-                        r.with_error_code(ResponseError::KafkaStorageError.code())
-                            .with_error_message(Some(str_bytes(&e.to_string())))
-                    } else {
-                        r
-                    }
-                })
-                .collect(),
+            with_error(results, ResponseError::KafkaStorageError, &e.to_string()),
         ),
         Ok((Err(CommitError::Rejected(never)), _)) => match never {},
         Err(e) => {
@@ -113,4 +109,23 @@ pub async fn handle(
             DeleteTopicsResponse::default()
         }
     }
+}
+
+/// Gives every result that succeeded so far `code`.
+fn with_error(
+    results: Vec<DeletableTopicResult>,
+    code: ResponseError,
+    message: &str,
+) -> Vec<DeletableTopicResult> {
+    results
+        .into_iter()
+        .map(|r| {
+            if r.error_code == 0 {
+                r.with_error_code(code.code())
+                    .with_error_message(Some(str_bytes(message)))
+            } else {
+                r
+            }
+        })
+        .collect()
 }

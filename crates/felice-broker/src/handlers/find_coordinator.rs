@@ -5,7 +5,7 @@
 //! answers an unsupported key type with INVALID_REQUEST.
 
 use crate::broker::Broker;
-use crate::coordinator::{self, OFFSETS_TOPIC};
+use crate::coordinator::OFFSETS_TOPIC;
 use crate::handlers::{groups, str_bytes};
 use felice_coord::records::partition_for;
 use felice_coord::GroupError;
@@ -35,7 +35,7 @@ pub async fn handle(
     let key_type = req.key_type;
     let found = if key_type == KEY_TYPE_GROUP {
         groups::blocking(broker, Err(GroupError::CoordinatorNotAvailable), |b| {
-            coordinator::ensure_offsets_topic(b).map(|_| ())
+            b.groups.ensure_offsets_topic(b).map(|_| ())
         })
         .await
     } else {

@@ -48,7 +48,9 @@ pub async fn handle(
         (-1, _) | (_, -1) => return fail(ResponseError::InvalidRequest),
         (pid, epoch)
             if pid >= 0
-                && pid < broker.image().next_producer_id
+                // The committed image: a block is handed out as soon as it
+                // is committed, before this broker applies it.
+                && pid < broker.metadata.image().next_producer_id
                 && (0..MAX_BUMPABLE_EPOCH).contains(&epoch) =>
         {
             return InitProducerIdResponse::default()

@@ -167,7 +167,7 @@ fn topic_response(
 async fn auto_create(broker: &Arc<Broker>, names: Vec<String>) -> Option<Arc<MetadataImage>> {
     let b = broker.clone();
     let r = tokio::task::spawn_blocking(move || {
-        b.commit_and_apply(|image| {
+        b.commit(|image| {
             let mut records = Vec::new();
             let mut scratch = image.clone();
             let mut budget = controller::PartitionBudget::per_request();
@@ -194,7 +194,16 @@ async fn auto_create(broker: &Arc<Broker>, names: Vec<String>) -> Option<Arc<Met
     })
     .await;
     match r {
-        Ok(Ok(image)) => Some(image),
+        Ok(Ok(committed)) => match broker
+            .applied(committed.offset, crate::limits::MAX_METADATA_APPLY_WAIT)
+            .await
+        {
+            Ok(image) => Some(image),
+            Err(e) => {
+                tracing::warn!(error = %e, "auto-created topics not applied");
+                None
+            }
+        },
         Ok(Err(e)) => {
             tracing::warn!(error = ?e, "auto-creating topics failed");
             None
