@@ -1,6 +1,7 @@
 //! The broker process: start-up (log dir, cluster id, metadata replay, log
 //! recovery), the background housekeeping, and the state every handler reads.
 
+use crate::clock::SharedClock;
 use crate::config::BrokerConfig;
 use crate::controller::{self, NewTopic};
 use crate::coordinator::{CoordinatorPort, GroupCoordinator};
@@ -38,14 +39,14 @@ pub enum StartError {
 pub struct Broker {
     pub config: BrokerConfig,
     pub cluster_id: String,
-    pub metadata: MetadataStore,
-    pub replicas: ReplicaManager,
-    pub groups: GroupCoordinator,
+    pub(crate) metadata: MetadataStore,
+    pub(crate) replicas: ReplicaManager,
+    pub(crate) groups: GroupCoordinator,
     /// Producer ids for InitProducerId.
-    pub producer_ids: ProducerIdManager,
+    pub(crate) producer_ids: ProducerIdManager,
     /// Budget of fetched records held in memory (see
     /// [`crate::limits::FETCH_MEMORY_BUDGET_BYTES`]).
-    pub fetch_memory: Arc<tokio::sync::Semaphore>,
+    pub(crate) fetch_memory: Arc<tokio::sync::Semaphore>,
     /// The newest image this broker's partitions and coordinator have applied:
     /// what handlers read.
     applied: AppliedImage,
@@ -56,7 +57,11 @@ pub struct Broker {
 impl Broker {
     /// Opens the log dir and replays state (blocking: run before serving, or on
     /// a blocking thread). `advertised_port` is the port actually bound.
-    pub fn open(config: BrokerConfig, advertised_port: u16) -> Result<Broker, StartError> {
+    pub fn open(
+        config: BrokerConfig,
+        advertised_port: u16,
+        clock: SharedClock,
+    ) -> Result<Broker, StartError> {
         let dir = config.log_dir.clone();
         std::fs::create_dir_all(&dir).map_err(|source| StartError::Io {
             path: dir.display().to_string(),
@@ -64,8 +69,8 @@ impl Broker {
         })?;
         let cluster_id = read_or_create_meta_properties(&dir, config.node_id)?;
         let metadata = MetadataStore::open(&dir.join("__cluster_metadata-0").join("records.log"))?;
-        let replicas = ReplicaManager::new(&dir, config.node_id);
-        let groups = GroupCoordinator::new(&config);
+        let replicas = ReplicaManager::new(&dir, config.node_id, clock.clone());
+        let groups = GroupCoordinator::new(&config, clock.clone());
         let applied = AppliedImage::new(Arc::new(felice_metadata::MetadataImage::default()));
         let broker = Broker {
             config,
@@ -116,6 +121,16 @@ impl Broker {
     /// The newest applied image (see [`crate::publisher`]).
     pub fn image(&self) -> Arc<MetadataImage> {
         self.applied.get()
+    }
+
+    /// The fetch memory budget (see [`crate::limits::FETCH_MEMORY_BUDGET_BYTES`]).
+    pub fn fetch_memory(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.fetch_memory
+    }
+
+    /// Hosted partitions.
+    pub fn partition_count(&self) -> usize {
+        self.replicas.len()
     }
 
     /// Commits metadata records; returns the committed image, which this

@@ -22,9 +22,10 @@
 //! join or sync, and each handler stops waiting after the rebalance timeout
 //! plus [`PARK_SLACK`].
 
+use crate::clock::SharedClock;
 use crate::config::BrokerConfig;
 use crate::controller::NewTopic;
-use crate::replica::{now_ms, Partition};
+use crate::replica::Partition;
 use felice_coord::group::{
     GroupDescription, JoinRequest, JoinResponse, StoreReason, SyncRequest, SyncResponse,
 };
@@ -140,13 +141,14 @@ pub struct GroupCoordinator {
     offset_metadata_max_bytes: usize,
     offsets_retention_ms: i64,
     offsets_topic: OffsetsTopicConfig,
+    clock: SharedClock,
     groups: Mutex<HashMap<String, GroupRef>>,
     parked: Mutex<HashMap<RequestId, Parked>>,
     next_request: AtomicU64,
 }
 
 impl GroupCoordinator {
-    pub fn new(config: &BrokerConfig) -> GroupCoordinator {
+    pub fn new(config: &BrokerConfig, clock: SharedClock) -> GroupCoordinator {
         GroupCoordinator {
             cfg: GroupConfig {
                 min_session_timeout_ms: config.group_min_session_timeout_ms,
@@ -164,6 +166,7 @@ impl GroupCoordinator {
                 replication_factor: config.offsets_topic_replication_factor,
                 segment_bytes: config.offsets_topic_segment_bytes,
             },
+            clock,
             groups: Mutex::new(HashMap::new()),
             parked: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
@@ -212,10 +215,6 @@ impl GroupCoordinator {
         let image = port.create_topic(&topic)?;
         tracing::info!(partitions = t.num_partitions, "created {OFFSETS_TOPIC}");
         Ok(image)
-    }
-
-    pub fn group_count(&self) -> usize {
-        lock(&self.groups).len()
     }
 
     fn group(&self, group_id: &str) -> Option<GroupRef> {
@@ -384,7 +383,7 @@ impl GroupCoordinator {
     ) -> (RequestId, oneshot::Receiver<JoinResponse>) {
         let (tx, rx) = oneshot::channel();
         let id = self.park(Parked::Join(tx));
-        let now = now_ms();
+        let now = self.clock.now_ms();
         if group_id.is_empty() {
             self.deliver(vec![Effect::Join(
                 id,
@@ -441,7 +440,7 @@ impl GroupCoordinator {
     ) -> (RequestId, oneshot::Receiver<SyncResponse>) {
         let (tx, rx) = oneshot::channel();
         let id = self.park(Parked::Sync(tx));
-        let now = now_ms();
+        let now = self.clock.now_ms();
         match self.group(group_id) {
             Some(g) => self.run(port, &g, now, |g| g.sync(req, id, now)),
             None => {
@@ -467,7 +466,7 @@ impl GroupCoordinator {
             return Err(GroupError::InvalidGroupId);
         }
         let g = self.group(group_id).ok_or(GroupError::UnknownMemberId)?;
-        let r = lock(&g.group).heartbeat(member_id, instance, generation_id, now_ms());
+        let r = lock(&g.group).heartbeat(member_id, instance, generation_id, self.clock.now_ms());
         r
     }
 
@@ -487,7 +486,7 @@ impl GroupCoordinator {
                 .map(|_| Err(GroupError::UnknownMemberId))
                 .collect());
         };
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut results = Vec::new();
         self.run(port, &g, now, |g| {
             let (r, fx) = g.leave(members, now);
@@ -506,7 +505,7 @@ impl GroupCoordinator {
         who: &Committer<'_>,
         topics: &[(String, Vec<CommitPartition>)],
     ) -> Vec<Vec<Result<(), GroupError>>> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         // Partitions of unknown topics are refused before the group is
         // looked at (as Kafka's request layer does); metadata too large, too.
         let image = port.image();
@@ -674,7 +673,7 @@ impl GroupCoordinator {
             _ => return Err(GroupError::NonEmptyGroup),
         }
         let offsets: Vec<(String, i32)> = g.offsets().map(|(t, p, _)| (t.to_string(), p)).collect();
-        self.tombstone(port, &mut g, &offsets, true, now_ms())?;
+        self.tombstone(port, &mut g, &offsets, true, self.clock.now_ms())?;
         self.forget(&group, g);
         Ok(())
     }
@@ -725,7 +724,7 @@ impl GroupCoordinator {
                 .collect();
             results.push(row);
         }
-        self.tombstone(port, &mut g, &doomed, false, now_ms())?;
+        self.tombstone(port, &mut g, &doomed, false, self.clock.now_ms())?;
         Ok(results)
     }
 
@@ -735,7 +734,7 @@ impl GroupCoordinator {
         if topics.is_empty() {
             return;
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let groups: Vec<(String, GroupRef)> = lock(&self.groups)
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -757,7 +756,7 @@ impl GroupCoordinator {
 
     /// Session, join and sync deadlines of every group. Blocking.
     pub fn tick(&self, port: &dyn CoordinatorPort) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         // One atomic read per group under the map lock; only due groups are
         // taken out and locked.
         let due: Vec<GroupRef> = lock(&self.groups)
@@ -773,7 +772,7 @@ impl GroupCoordinator {
     /// KIP-211 offset expiry; groups left empty with no offsets are removed
     /// (their record tombstoned). Blocking.
     pub fn expire_offsets(&self, port: &dyn CoordinatorPort) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let groups: Vec<(String, GroupRef)> = lock(&self.groups)
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -808,7 +807,7 @@ impl GroupCoordinator {
         let Some(topic) = image.topic(OFFSETS_TOPIC) else {
             return;
         };
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut groups: HashMap<String, Group> = HashMap::new();
         let mut loaded = 0usize;
         for index in 0..topic.partitions.len() as i32 {

@@ -3,19 +3,20 @@
 //! logic that turns admin requests into metadata records.
 
 pub mod broker;
+pub mod clock;
 pub mod config;
-pub mod controller;
-pub mod coordinator;
+pub(crate) mod controller;
+pub(crate) mod coordinator;
 pub mod dispatch;
 pub mod handlers;
 pub mod limits;
-pub mod net;
-pub mod producer_ids;
-pub mod publisher;
-pub mod replica;
-pub mod response;
+pub(crate) mod net;
+pub(crate) mod producer_ids;
+pub(crate) mod publisher;
+pub(crate) mod replica;
+pub(crate) mod response;
 pub mod server;
-pub mod topic_config;
+pub(crate) mod topic_config;
 
 pub use broker::Broker;
 pub use config::BrokerConfig;

@@ -20,6 +20,7 @@
 //! number of fetches in flight, itself bounded by `max.connections` (one
 //! request at a time per connection).
 
+use crate::clock::SharedClock;
 use crate::config::BrokerConfig;
 use crate::limits::{INLINE_APPEND_PAUSE_MS, MAX_PRODUCER_IDS_PER_BROKER, SLOW_INLINE_APPEND};
 use crate::topic_config::TopicSettings;
@@ -31,11 +32,27 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use tokio::sync::Notify;
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+/// What a broker's partitions share: its clock, and the switch that sends
+/// appends to blocking threads for a while after a slow inline append (see
+/// [`SLOW_INLINE_APPEND`]). One per broker, not per process, so that brokers
+/// in one test process do not slow each other down.
+pub struct ReplicaContext {
+    clock: SharedClock,
+    /// Until when (ms since the epoch) appends skip the inline path.
+    inline_appends_off_until_ms: AtomicI64,
+}
+
+impl ReplicaContext {
+    pub fn new(clock: SharedClock) -> Arc<ReplicaContext> {
+        Arc::new(ReplicaContext {
+            clock,
+            inline_appends_off_until_ms: AtomicI64::new(0),
+        })
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
 }
 
 /// One hosted partition.
@@ -51,6 +68,7 @@ pub struct Partition {
     log_end_offset: AtomicI64,
     settings: RwLock<TopicSettings>,
     waiters: Mutex<Vec<Arc<Notify>>>,
+    ctx: Arc<ReplicaContext>,
 }
 
 /// A read planned under the log lock, to be completed without it.
@@ -111,7 +129,7 @@ impl Partition {
 
     /// Appends validated batches (blocking I/O: call from a blocking thread).
     pub fn append(&self, batches: &[u8]) -> Result<felice_log::AppendInfo, ReplicaError> {
-        let info = self.with_log(|log| self.append_locked(log, batches, now_ms()))?;
+        let info = self.with_log(|log| self.append_locked(log, batches, self.ctx.now_ms()))?;
         if !info.duplicate {
             self.wake_waiters();
         }
@@ -135,8 +153,8 @@ impl Partition {
         &self,
         batches: &[u8],
     ) -> Option<Result<felice_log::AppendInfo, ReplicaError>> {
-        let now = now_ms();
-        if now < INLINE_APPENDS_OFF_UNTIL_MS.load(Ordering::Relaxed) {
+        let now = self.ctx.now_ms();
+        if now < self.ctx.inline_appends_off_until_ms.load(Ordering::Relaxed) {
             return None;
         }
         let started = std::time::Instant::now();
@@ -155,7 +173,9 @@ impl Partition {
         drop(guard);
         let took = started.elapsed();
         if took >= SLOW_INLINE_APPEND {
-            INLINE_APPENDS_OFF_UNTIL_MS.store(now + INLINE_APPEND_PAUSE_MS, Ordering::Relaxed);
+            self.ctx
+                .inline_appends_off_until_ms
+                .store(now + INLINE_APPEND_PAUSE_MS, Ordering::Relaxed);
             tracing::debug!(
                 topic = %self.topic,
                 partition = self.index,
@@ -196,6 +216,14 @@ impl Partition {
         // One node: the ISR is this broker alone, so the high watermark
         // follows the log end offset at once.
         self.high_watermark.store(leo, Ordering::Release);
+        debug_assert!(
+            self.log_start_offset() <= self.high_watermark()
+                && self.high_watermark() <= self.log_end_offset(),
+            "log start offset {} <= high watermark {} <= log end offset {} broken",
+            self.log_start_offset(),
+            self.high_watermark(),
+            self.log_end_offset()
+        );
         Ok(info)
     }
 
@@ -258,6 +286,7 @@ impl Partition {
 
 /// All partitions hosted by this broker.
 pub struct ReplicaManager {
+    ctx: Arc<ReplicaContext>,
     log_dir: PathBuf,
     node_id: i32,
     /// Idempotent producer ids held by all partitions together.
@@ -273,8 +302,9 @@ const OPEN_THREADS: usize = 8;
 const DELETE_SUFFIX: &str = "-delete";
 
 impl ReplicaManager {
-    pub fn new(log_dir: &Path, node_id: i32) -> ReplicaManager {
+    pub fn new(log_dir: &Path, node_id: i32, clock: SharedClock) -> ReplicaManager {
         ReplicaManager {
+            ctx: ReplicaContext::new(clock),
             log_dir: log_dir.to_path_buf(),
             node_id,
             producer_budget: ProducerBudget::new(MAX_PRODUCER_IDS_PER_BROKER),
@@ -301,10 +331,6 @@ impl ReplicaManager {
             Ok(g) => g.len(),
             Err(p) => p.into_inner().len(),
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Makes the hosted partitions match the image: opens (creating or
@@ -356,7 +382,7 @@ impl ReplicaManager {
         // Opening is file-system latency (mkdir, create, or recovery reads):
         // spread it over a few threads. One failure does not stop the rest.
         let mut first_error = None;
-        for opened in open_all(to_open, &self.producer_budget) {
+        for opened in open_all(to_open, &self.producer_budget, &self.ctx) {
             match opened {
                 Ok(p) => {
                     let key = (p.topic_id, p.index);
@@ -428,7 +454,7 @@ impl ReplicaManager {
     /// Applies retention, producer expiry and due flushes to every partition
     /// (blocking).
     pub fn housekeeping(&self, retention: bool, expire_producers: bool) {
-        let now = now_ms();
+        let now = self.ctx.now_ms();
         for p in self.all() {
             let r = p.with_log(|log| {
                 if expire_producers {
@@ -455,7 +481,7 @@ impl ReplicaManager {
     /// Only planning and installing hold the partition's lock; rewriting the
     /// segments, the long part, does not, so appends and fetches go on.
     pub fn clean_logs(&self) {
-        let now = now_ms();
+        let now = self.ctx.now_ms();
         for p in self.all() {
             if !p.settings().log.cleanup_compact {
                 continue;
@@ -504,11 +530,6 @@ impl ReplicaManager {
     }
 }
 
-/// Until when (ms since the epoch) appends skip the inline path, process
-/// wide: the kernel's write throttling that trips it is machine wide too
-/// (see [`SLOW_INLINE_APPEND`]).
-static INLINE_APPENDS_OFF_UNTIL_MS: AtomicI64 = AtomicI64::new(0);
-
 /// A partition log to open during reconcile.
 struct ToOpen {
     dir: PathBuf,
@@ -523,17 +544,10 @@ struct ToOpen {
 fn open_all(
     list: Vec<ToOpen>,
     budget: &Arc<ProducerBudget>,
+    ctx: &Arc<ReplicaContext>,
 ) -> Vec<Result<Partition, ReplicaError>> {
     let open = |t: &ToOpen| {
-        open_partition(
-            &t.dir,
-            &t.topic,
-            t.topic_id,
-            t.index,
-            t.leader_epoch,
-            t.settings.clone(),
-        )
-        .inspect(|p| {
+        open_partition(t, ctx.clone()).inspect(|p| {
             if let Some(log) = lock(&p.log).as_mut() {
                 log.set_producer_budget(budget.clone());
             }
@@ -562,14 +576,8 @@ fn open_all(
     })
 }
 
-fn open_partition(
-    dir: &Path,
-    topic: &str,
-    topic_id: TopicId,
-    index: i32,
-    leader_epoch: i32,
-    settings: TopicSettings,
-) -> Result<Partition, ReplicaError> {
+fn open_partition(t: &ToOpen, ctx: Arc<ReplicaContext>) -> Result<Partition, ReplicaError> {
+    let (dir, topic_id) = (t.dir.as_path(), t.topic_id);
     let meta_path = dir.join(PARTITION_METADATA);
     // A directory left by an older topic of the same name: start afresh.
     if let Ok(text) = std::fs::read_to_string(&meta_path) {
@@ -578,8 +586,8 @@ fn open_partition(
             let _ = std::fs::remove_dir_all(dir);
         }
     }
-    let log_config: LogConfig = settings.log.clone();
-    let log = Log::open(dir, log_config, now_ms())?;
+    let log_config: LogConfig = t.settings.log.clone();
+    let log = Log::open(dir, log_config, ctx.now_ms())?;
     if !meta_path.exists() {
         let text = format!("version: 0\ntopic_id: {topic_id}\n");
         std::fs::write(&meta_path, text).map_err(|source| LogError::Io {
@@ -590,17 +598,18 @@ fn open_partition(
     let leo = log.log_end_offset();
     let lso = log.log_start_offset();
     Ok(Partition {
-        topic: topic.to_string(),
+        topic: t.topic.clone(),
         topic_id,
-        index,
-        leader_epoch,
+        index: t.index,
+        leader_epoch: t.leader_epoch,
         dir: dir.to_path_buf(),
         high_watermark: AtomicI64::new(leo),
         log_start_offset: AtomicI64::new(lso),
         log_end_offset: AtomicI64::new(leo),
         log: Mutex::new(Some(log)),
-        settings: RwLock::new(settings),
+        settings: RwLock::new(t.settings.clone()),
         waiters: Mutex::new(Vec::new()),
+        ctx,
     })
 }
 

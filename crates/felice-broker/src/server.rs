@@ -32,6 +32,14 @@ impl RunningBroker {
 
 /// Binds the listener, opens the log dir (recovering it) and starts serving.
 pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
+    start_with_clock(config, crate::clock::system()).await
+}
+
+/// [`start`] with the wall clock the broker reads.
+pub async fn start_with_clock(
+    config: BrokerConfig,
+    clock: crate::clock::SharedClock,
+) -> Result<RunningBroker, StartError> {
     let started = Instant::now();
     let addr = format!("{}:{}", config.listener.host, config.listener.port);
     let listener = TcpListener::bind(&addr)
@@ -49,7 +57,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     } else {
         config.advertised.port
     };
-    let broker = tokio::task::spawn_blocking(move || Broker::open(config, advertised_port))
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config, advertised_port, clock))
         .await
         .map_err(|e| StartError::MetaProperties(format!("start-up task failed: {e}")))??;
     let broker = Arc::new(broker);

@@ -206,8 +206,6 @@ pub struct DescribedConfig {
     pub value: String,
     /// The override is the topic's own (DYNAMIC_TOPIC_CONFIG) or a default.
     pub is_override: bool,
-    /// The default came from a broker key set explicitly (STATIC_BROKER_CONFIG).
-    pub from_broker_key: bool,
 }
 
 /// Every topic config with its effective value for a topic with `overrides`.
@@ -223,7 +221,6 @@ pub fn describe(
                     name,
                     value: v.clone(),
                     is_override: true,
-                    from_broker_key: false,
                 };
             }
             let value = match (*name, default) {
@@ -237,7 +234,6 @@ pub fn describe(
                 name,
                 value,
                 is_override: false,
-                from_broker_key: false,
             }
         })
         .collect()

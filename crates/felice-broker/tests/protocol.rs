@@ -713,7 +713,7 @@ async fn fetch_memory_budget_bounds_in_memory_records() {
                     .collect(),
             )]);
     let budget = felice_broker::limits::FETCH_MEMORY_BUDGET_BYTES;
-    let memory = b.broker.fetch_memory.clone();
+    let memory = b.broker.fetch_memory().clone();
     for exhausted in [false, true, false] {
         let held = exhausted.then(|| {
             memory
