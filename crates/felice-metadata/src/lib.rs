@@ -17,6 +17,7 @@
 mod codec;
 mod image;
 mod log;
+pub mod raft;
 mod records;
 mod store;
 
