@@ -14,7 +14,10 @@
 //!
 //! [openraft]: https://docs.rs/openraft/0.9
 
+#[cfg(test)]
+mod cluster_tests;
 mod log_store;
+pub mod network;
 mod state_machine;
 #[cfg(test)]
 mod tests;
