@@ -11,7 +11,7 @@ use crate::replica::Partition;
 use crate::replica::ReplicaManager;
 use felice_coord::GroupError;
 use felice_metadata::TopicId;
-use felice_metadata::{CommitError, MetadataImage, MetadataRecord, MetadataStore};
+use felice_metadata::{CommitError, MetadataImage, MetadataQuorum, MetadataRecord};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -25,7 +25,9 @@ pub enum StartError {
     #[error("{0}")]
     MetaProperties(String),
     #[error(transparent)]
-    Metadata(#[from] felice_metadata::MetadataLogError),
+    Metadata(#[from] felice_metadata::QuorumError),
+    #[error("registering with the metadata quorum: {0}")]
+    Register(String),
     #[error(transparent)]
     Replica(#[from] crate::replica::ReplicaError),
     #[error("cannot listen on {addr}: {source}")]
@@ -39,7 +41,7 @@ pub enum StartError {
 pub struct Broker {
     pub config: BrokerConfig,
     pub cluster_id: String,
-    pub(crate) metadata: MetadataStore,
+    pub(crate) metadata: MetadataQuorum,
     pub(crate) replicas: ReplicaManager,
     pub(crate) groups: GroupCoordinator,
     /// Producer ids for InitProducerId.
@@ -55,21 +57,32 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Opens the log dir and replays state (blocking: run before serving, or on
-    /// a blocking thread). `advertised_port` is the port actually bound.
-    pub fn open(
-        config: BrokerConfig,
-        advertised_port: u16,
-        clock: SharedClock,
-    ) -> Result<Broker, StartError> {
-        let dir = config.log_dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|source| StartError::Io {
+    /// Creates the log dir and reads (or writes, on first start) its
+    /// `meta.properties`; returns the cluster id. Blocking.
+    pub fn prepare_log_dir(config: &BrokerConfig) -> Result<String, StartError> {
+        let dir = &config.log_dir;
+        std::fs::create_dir_all(dir).map_err(|source| StartError::Io {
             path: dir.display().to_string(),
             source,
         })?;
-        let cluster_id = read_or_create_meta_properties(&dir, config.node_id)?;
-        let metadata = MetadataStore::open(&dir.join("__cluster_metadata-0").join("records.log"))?;
-        let replicas = ReplicaManager::new(&dir, config.node_id, clock.clone());
+        read_or_create_meta_properties(dir, config.node_id)
+    }
+
+    /// Where this node keeps the metadata quorum's storage.
+    pub fn metadata_dir(config: &BrokerConfig) -> std::path::PathBuf {
+        config.log_dir.join("__cluster_metadata-0")
+    }
+
+    /// Opens the partition logs the image assigns to this broker (recovering
+    /// them) and replays the group coordinator's state (blocking: run before
+    /// serving, or on a blocking thread).
+    pub fn open(
+        config: BrokerConfig,
+        cluster_id: String,
+        metadata: MetadataQuorum,
+        clock: SharedClock,
+    ) -> Result<Broker, StartError> {
+        let replicas = ReplicaManager::new(&config.log_dir, config.node_id, clock.clone());
         let groups = GroupCoordinator::new(&config, clock.clone());
         let applied = AppliedImage::new(Arc::new(felice_metadata::MetadataImage::default()));
         let broker = Broker {
@@ -85,7 +98,6 @@ impl Broker {
             applied,
             apply_lock: std::sync::Mutex::new(()),
         };
-        broker.register(advertised_port)?;
         let image = broker.metadata.image();
         broker.replicas.reconcile(&image, &broker.config)?;
         broker.applied.publish(image);
@@ -94,27 +106,31 @@ impl Broker {
         Ok(broker)
     }
 
-    /// Records this broker's endpoint in the metadata log when it changed.
-    fn register(&self, port: u16) -> Result<(), StartError> {
+    /// Records this broker's endpoint in the metadata log when it changed;
+    /// returns the committed image (not yet applied here).
+    pub async fn register(&self, port: u16) -> Result<Arc<MetadataImage>, StartError> {
         let node_id = self.config.node_id;
         let host = self.config.advertised.host.clone();
         let port = i32::from(port);
-        let r = self.metadata.commit::<std::convert::Infallible>(|image| {
-            let current = image.brokers.get(&node_id);
-            if current.is_some_and(|b| b.host == host && b.port == port) {
-                return Ok(vec![]);
-            }
-            Ok(vec![MetadataRecord::RegisterBroker {
-                node_id,
-                host: host.clone(),
-                port,
-                rack: None,
-            }])
-        });
+        let r = self
+            .metadata
+            .commit::<std::convert::Infallible>(|image| {
+                let current = image.brokers.get(&node_id);
+                if current.is_some_and(|b| b.host == host && b.port == port) {
+                    return Ok(vec![]);
+                }
+                Ok(vec![MetadataRecord::RegisterBroker {
+                    node_id,
+                    host: host.clone(),
+                    port,
+                    rack: None,
+                }])
+            })
+            .await;
         match r {
-            Ok(_) => Ok(()),
-            Err(CommitError::Log(e)) => Err(e.into()),
+            Ok(image) => Ok(image),
             Err(CommitError::Rejected(never)) => match never {},
+            Err(e) => Err(StartError::Register(e.to_string())),
         }
     }
 
@@ -135,12 +151,11 @@ impl Broker {
 
     /// Commits metadata records; returns the committed image, which this
     /// broker applies asynchronously (wait for it with [`Self::applied`]).
-    /// Blocking (fsync): call on a blocking thread.
-    pub fn commit<E>(
+    pub async fn commit<E>(
         &self,
         build: impl FnOnce(&MetadataImage) -> Result<Vec<MetadataRecord>, E>,
     ) -> Result<Arc<MetadataImage>, CommitError<E>> {
-        self.metadata.commit(build)
+        self.metadata.commit(build).await
     }
 
     /// Waits until this broker has applied the metadata log up to `offset`.
@@ -199,15 +214,17 @@ impl CoordinatorPort for Broker {
     }
 
     fn create_topic(&self, topic: &NewTopic) -> Result<Arc<MetadataImage>, GroupError> {
-        let committed = self
-            .commit(|image| {
-                if image.topic(&topic.name).is_some() {
-                    return Ok(vec![]);
-                }
-                let mut budget = controller::PartitionBudget::per_request();
-                controller::create_topic_records(image, &self.config, topic, &mut budget)
-                    .map(|(_, records)| records)
-            })
+        // On a blocking thread (the coordinator's), so it may wait here.
+        let commit = self.commit(|image| {
+            if image.topic(&topic.name).is_some() {
+                return Ok(vec![]);
+            }
+            let mut budget = controller::PartitionBudget::per_request();
+            controller::create_topic_records(image, &self.config, topic, &mut budget)
+                .map(|(_, records)| records)
+        });
+        let committed = tokio::runtime::Handle::current()
+            .block_on(commit)
             .map_err(|e| {
                 tracing::error!(topic = %topic.name, error = ?e, "could not create an internal topic");
                 GroupError::CoordinatorNotAvailable

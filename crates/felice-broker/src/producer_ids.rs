@@ -6,12 +6,12 @@
 //! with a controller quorum the block comes from the controller instead of a
 //! local commit.
 //!
-//! Concurrency: one mutex around the current block; a request that finds the
-//! block used up commits the next one (an fsync) under it, from a blocking
-//! thread.
+//! Concurrency: one async mutex around the current block; a request that
+//! finds the block used up commits the next one under it (a metadata commit:
+//! a Raft round), and the others wait for it without holding a thread.
 
-use felice_metadata::{CommitError, MetadataRecord, MetadataStore, NodeId};
-use std::sync::Mutex;
+use felice_metadata::{CommitError, MetadataQuorum, MetadataRecord, NodeId};
+use tokio::sync::Mutex;
 
 /// Ids per block, as Kafka's `ProducerIdsBlock.PRODUCER_ID_BLOCK_SIZE`.
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
@@ -25,7 +25,7 @@ pub enum ProducerIdError {
     #[error("producer ids are exhausted")]
     Exhausted,
     #[error("cannot record a producer id block: {0}")]
-    Metadata(#[from] felice_metadata::MetadataLogError),
+    Metadata(String),
 }
 
 #[derive(Debug, Default)]
@@ -44,40 +44,41 @@ impl ProducerIdManager {
     /// async task may call it (`None` also while another request is
     /// recording the next block under the lock).
     pub fn try_next(&self) -> Option<i64> {
-        let mut block = match self.block.try_lock() {
-            Ok(block) => block,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return None,
-        };
+        let mut block = self.block.try_lock().ok()?;
         (block.next < block.end).then(|| {
             block.next += 1;
             block.next - 1
         })
     }
 
-    /// A new id, recording a new block first when the current one is used up
-    /// (blocking: the metadata commit fsyncs).
-    pub fn next(&self, metadata: &MetadataStore, node_id: NodeId) -> Result<i64, ProducerIdError> {
-        let mut block = self.block.lock().unwrap_or_else(|p| p.into_inner());
+    /// A new id, recording a new block first when the current one is used up.
+    pub async fn next(
+        &self,
+        metadata: &MetadataQuorum,
+        node_id: NodeId,
+    ) -> Result<i64, ProducerIdError> {
+        let mut block = self.block.lock().await;
         if block.next >= block.end {
             let mut start = 0;
-            let committed = metadata.commit(|image| {
-                start = image.next_producer_id;
-                let next = start
-                    .checked_add(PRODUCER_ID_BLOCK_SIZE)
-                    .ok_or(ProducerIdError::Exhausted)?;
-                Ok(vec![MetadataRecord::ProducerIds {
-                    broker_id: node_id,
-                    // No broker epochs before broker registration with a
-                    // controller exists; -1 is Kafka's "unknown".
-                    broker_epoch: -1,
-                    next_producer_id: next,
-                }])
-            });
+            let committed = metadata
+                .commit(|image| {
+                    start = image.next_producer_id;
+                    let next = start
+                        .checked_add(PRODUCER_ID_BLOCK_SIZE)
+                        .ok_or(ProducerIdError::Exhausted)?;
+                    Ok(vec![MetadataRecord::ProducerIds {
+                        broker_id: node_id,
+                        // No broker epochs before broker registration with a
+                        // controller exists; -1 is Kafka's "unknown".
+                        broker_epoch: -1,
+                        next_producer_id: next,
+                    }])
+                })
+                .await;
             match committed {
                 Ok(_) => {}
                 Err(CommitError::Rejected(e)) => return Err(e),
-                Err(CommitError::Log(e)) => return Err(e.into()),
+                Err(e) => return Err(ProducerIdError::Metadata(e.to_string())),
             }
             *block = Block {
                 next: start,
@@ -94,20 +95,23 @@ impl ProducerIdManager {
 mod tests {
     use super::*;
 
-    #[test]
-    fn ids_are_unique_across_blocks_and_restarts() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ids_are_unique_across_blocks_and_restarts() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("records.log");
         let mut seen = std::collections::HashSet::new();
         for _restart in 0..3 {
-            let store = MetadataStore::open(&path).expect("open");
+            let store =
+                MetadataQuorum::open(dir.path(), felice_metadata::QuorumConfig::single(1), None)
+                    .await
+                    .expect("open");
             let ids = ProducerIdManager::default();
             assert_eq!(ids.try_next(), None, "no block before the first commit");
             for _ in 0..(PRODUCER_ID_BLOCK_SIZE + 10) {
-                let id = ids.next(&store, 1).expect("id");
+                let id = ids.next(&store, 1).await.expect("id");
                 assert!(seen.insert(id), "id {id} handed out twice");
             }
             assert_eq!(store.image().next_producer_id % PRODUCER_ID_BLOCK_SIZE, 0);
+            store.shutdown().await;
         }
         assert_eq!(seen.len() as i64, 3 * (PRODUCER_ID_BLOCK_SIZE + 10));
     }

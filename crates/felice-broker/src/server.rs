@@ -5,6 +5,7 @@
 use crate::broker::{Broker, StartError};
 use crate::config::BrokerConfig;
 use crate::net;
+use felice_metadata::{MetadataQuorum, QuorumConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -27,6 +28,7 @@ impl RunningBroker {
         }
         let broker = self.broker.clone();
         let _ = tokio::task::spawn_blocking(move || broker.replicas.shutdown()).await;
+        self.broker.metadata.shutdown().await;
     }
 }
 
@@ -57,10 +59,32 @@ pub async fn start_with_clock(
     } else {
         config.advertised.port
     };
-    let broker = tokio::task::spawn_blocking(move || Broker::open(config, advertised_port, clock))
-        .await
-        .map_err(|e| StartError::MetaProperties(format!("start-up task failed: {e}")))??;
+    let task_failed = |e: tokio::task::JoinError| {
+        StartError::MetaProperties(format!("start-up task failed: {e}"))
+    };
+    let cluster_id = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || Broker::prepare_log_dir(&config))
+            .await
+            .map_err(task_failed)??
+    };
+    let metadata = MetadataQuorum::open(
+        &Broker::metadata_dir(&config),
+        QuorumConfig::single(config.node_id as u64),
+        None,
+    )
+    .await?;
+    let broker =
+        tokio::task::spawn_blocking(move || Broker::open(config, cluster_id, metadata, clock))
+            .await
+            .map_err(task_failed)??;
     let broker = Arc::new(broker);
+    // Serve only once this broker is in the image it answers Metadata from.
+    let registered = broker.register(advertised_port).await?;
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || b.apply(registered))
+        .await
+        .map_err(task_failed)?;
     let (shutdown, rx) = watch::channel(false);
     let serve = tokio::spawn(net::serve(broker.clone(), listener, rx.clone()));
     let housekeeping = tokio::spawn(housekeeping(broker.clone(), rx.clone()));

@@ -75,11 +75,10 @@ pub async fn handle(
     }
     let validate_only = req.validate_only;
     let timeout_ms = req.timeout_ms;
-    let b = broker.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        // Per-topic outcome: the topic id when created (or valid).
-        let mut outcomes: Vec<Result<Created, TopicError>> = Vec::new();
-        let commit = b.commit(|image| {
+    // Per-topic outcome: the topic id when created (or valid).
+    let mut outcomes: Vec<Result<Created, TopicError>> = Vec::new();
+    let commit = broker
+        .commit(|image| {
             let mut scratch = image.clone();
             let mut budget = controller::PartitionBudget::per_request();
             let mut records = Vec::new();
@@ -91,7 +90,7 @@ pub async fn handle(
                         continue;
                     }
                 };
-                match controller::create_topic_records(&scratch, &b.config, t, &mut budget) {
+                match controller::create_topic_records(&scratch, &broker.config, t, &mut budget) {
                     Ok((id, recs)) => {
                         for rec in &recs {
                             scratch.apply_mut(rec);
@@ -117,17 +116,8 @@ pub async fn handle(
                 }
             }
             Ok::<_, std::convert::Infallible>(records)
-        });
-        (commit, outcomes, results)
-    })
-    .await;
-    let (commit, outcomes, _requested) = match outcome {
-        Ok(x) => x,
-        Err(e) => {
-            tracing::error!(error = %e, "create topics task failed");
-            return CreateTopicsResponse::default();
-        }
-    };
+        })
+        .await;
     let failure = match commit {
         // Answer once this broker serves the new partitions; a request with
         // no timeout gets the committed outcome at once, as from Kafka.
@@ -139,9 +129,27 @@ pub async fn handle(
             }
         }
         Ok(_) => None,
-        Err(CommitError::Log(e)) => Some((ResponseError::KafkaStorageError, e.to_string())),
+        Err(CommitError::NotController(_)) => Some((
+            ResponseError::NotController,
+            "this broker is not the active controller".to_string(),
+        )),
+        Err(CommitError::Failed(e)) => Some((ResponseError::KafkaStorageError, e)),
         Err(CommitError::Rejected(never)) => match never {},
     };
+    if outcomes.len() != names.len() {
+        // The commit failed before validation ran: every topic gets its
+        // own request error, or the commit's.
+        let (code, message) = failure
+            .clone()
+            .unwrap_or((ResponseError::UnknownServerError, "no outcome".into()));
+        outcomes = results
+            .iter()
+            .map(|r| match r {
+                Err(e) => Err(e.clone()),
+                Ok(_) => Err(TopicError::new(code, message.clone())),
+            })
+            .collect();
+    }
     let topics = names
         .into_iter()
         .zip(outcomes)

@@ -50,10 +50,9 @@ pub async fn handle(
         return DeleteTopicsResponse::default().with_responses(responses);
     }
     let timeout_ms = req.timeout_ms;
-    let b = broker.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let mut results = Vec::new();
-        let commit = b.commit(|image| {
+    let mut results = Vec::new();
+    let commit = broker
+        .commit(|image| {
             let mut records = Vec::new();
             let mut seen = std::collections::HashSet::new();
             for (name, id) in &wanted {
@@ -84,12 +83,10 @@ pub async fn handle(
                 results.push(result);
             }
             Ok::<_, std::convert::Infallible>(records)
-        });
-        (commit, results)
-    })
-    .await;
-    match outcome {
-        Ok((Ok(image), results)) => {
+        })
+        .await;
+    match commit {
+        Ok(image) => {
             // Answer once this broker deleted the logs and the topics'
             // committed offsets; with no timeout, at the commit, as Kafka.
             let wait = Duration::from_millis(timeout_ms.max(0) as u64).min(MAX_METADATA_APPLY_WAIT);
@@ -100,15 +97,39 @@ pub async fn handle(
             };
             DeleteTopicsResponse::default().with_responses(results)
         }
-        Ok((Err(CommitError::Log(e)), results)) => DeleteTopicsResponse::default().with_responses(
-            with_error(results, ResponseError::KafkaStorageError, &e.to_string()),
-        ),
-        Ok((Err(CommitError::Rejected(never)), _)) => match never {},
-        Err(e) => {
-            tracing::error!(error = %e, "delete topics task failed");
-            DeleteTopicsResponse::default()
+        Err(CommitError::NotController(_)) => {
+            let message = "this broker is not the active controller";
+            DeleteTopicsResponse::default().with_responses(not_run(
+                wanted,
+                ResponseError::NotController,
+                message,
+            ))
         }
+        Err(CommitError::Failed(e)) => DeleteTopicsResponse::default().with_responses(not_run(
+            wanted,
+            ResponseError::KafkaStorageError,
+            &e,
+        )),
+        Err(CommitError::Rejected(never)) => match never {},
     }
+}
+
+/// Every topic of a request whose commit failed before it ran gets `code`.
+fn not_run(
+    wanted: Vec<(Option<String>, uuid::Uuid)>,
+    code: ResponseError,
+    message: &str,
+) -> Vec<DeletableTopicResult> {
+    wanted
+        .into_iter()
+        .map(|(name, id)| {
+            DeletableTopicResult::default()
+                .with_name(name.as_deref().map(topic_name))
+                .with_topic_id(id)
+                .with_error_code(code.code())
+                .with_error_message(Some(str_bytes(message)))
+        })
+        .collect()
 }
 
 /// Gives every result that succeeded so far `code`.

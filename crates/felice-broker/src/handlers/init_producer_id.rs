@@ -63,10 +63,10 @@ pub async fn handle(
     let id = match broker.producer_ids.try_next() {
         Some(id) => Ok(id),
         None => {
-            let b = broker.clone();
-            tokio::task::spawn_blocking(move || b.producer_ids.next(&b.metadata, b.config.node_id))
+            broker
+                .producer_ids
+                .next(&broker.metadata, broker.config.node_id)
                 .await
-                .unwrap_or(Err(crate::producer_ids::ProducerIdError::Exhausted))
         }
     };
     match id {

@@ -165,9 +165,8 @@ fn topic_response(
 /// Creates `names` with the broker defaults; returns the new image. Topics
 /// that another request created meanwhile are simply skipped.
 async fn auto_create(broker: &Arc<Broker>, names: Vec<String>) -> Option<Arc<MetadataImage>> {
-    let b = broker.clone();
-    let r = tokio::task::spawn_blocking(move || {
-        b.commit(|image| {
+    let r = broker
+        .commit(|image| {
             let mut records = Vec::new();
             let mut scratch = image.clone();
             let mut budget = controller::PartitionBudget::per_request();
@@ -179,7 +178,7 @@ async fn auto_create(broker: &Arc<Broker>, names: Vec<String>) -> Option<Arc<Met
                     assignments: vec![],
                     configs: vec![],
                 };
-                match controller::create_topic_records(&scratch, &b.config, &t, &mut budget) {
+                match controller::create_topic_records(&scratch, &broker.config, &t, &mut budget) {
                     Ok((_, recs)) => {
                         for r in &recs {
                             scratch.apply_mut(r);
@@ -191,10 +190,9 @@ async fn auto_create(broker: &Arc<Broker>, names: Vec<String>) -> Option<Arc<Met
             }
             Ok::<_, ()>(records)
         })
-    })
-    .await;
+        .await;
     match r {
-        Ok(Ok(committed)) => match broker
+        Ok(committed) => match broker
             .applied(committed.offset, crate::limits::MAX_METADATA_APPLY_WAIT)
             .await
         {
@@ -204,12 +202,8 @@ async fn auto_create(broker: &Arc<Broker>, names: Vec<String>) -> Option<Arc<Met
                 None
             }
         },
-        Ok(Err(e)) => {
-            tracing::warn!(error = ?e, "auto-creating topics failed");
-            None
-        }
         Err(e) => {
-            tracing::error!(error = %e, "auto-create task failed");
+            tracing::warn!(error = %e, "auto-creating topics failed");
             None
         }
     }

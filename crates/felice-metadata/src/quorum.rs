@@ -1,0 +1,345 @@
+//! [`MetadataQuorum`]: this node's member of the metadata quorum, the one
+//! handle the broker holds: the newest applied image, the channel of applied
+//! images, and [`MetadataQuorum::commit`] on the active controller.
+//!
+//! A single node is a quorum of one voter: the same code, elected at once
+//! (it triggers its own election instead of waiting for a timeout).
+//!
+//! Commits: `build` validates against the image and returns the records of
+//! one decision; they are proposed as one Raft entry and the call returns
+//! once the entry is committed and applied here. Commits are serialised by
+//! a mutex, and each first confirms leadership and waits until every entry
+//! committed before it is applied (`ensure_linearizable`), so `build` never
+//! validates against a stale image, also just after a leader change.
+//!
+//! Upgrade: a data folder of the single-file metadata log (`records.log`,
+//! before Raft) is migrated once: its records become the first entry after
+//! the quorum's own, and the file is renamed `records.log.migrated`.
+
+use crate::image::MetadataImage;
+use crate::log::MetadataLog;
+use crate::raft::network::{Network, RaftRpc, RaftTransport, TransportError, TransportFuture};
+use crate::raft::{FileLogStore, MetaRaft, MetadataBatch, MetadataStateMachine};
+use crate::records::MetadataRecord;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How this node takes part in the quorum.
+#[derive(Debug, Clone)]
+pub struct QuorumConfig {
+    pub node_id: u64,
+    /// The voters and their controller addresses (`controller.quorum.voters`).
+    pub voters: BTreeMap<u64, BasicNode>,
+    /// `controller.quorum.election.timeout.ms`: the least time a follower
+    /// waits without hearing from a leader before it stands (up to twice).
+    pub election_timeout_ms: u64,
+    /// Entries between snapshots (then the log before the snapshot is
+    /// purged): bounds the log and its memory.
+    pub snapshot_every_entries: u64,
+    /// How long `open` waits for a leader and the applied image.
+    pub start_timeout: Duration,
+}
+
+impl QuorumConfig {
+    /// One node, its own only voter.
+    pub fn single(node_id: u64) -> QuorumConfig {
+        QuorumConfig {
+            node_id,
+            voters: BTreeMap::from([(node_id, BasicNode::new("local"))]),
+            election_timeout_ms: 1000,
+            snapshot_every_entries: 10_000,
+            start_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuorumError {
+    #[error("metadata quorum storage in {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("metadata quorum: {0}")]
+    Raft(String),
+    #[error("migrating {path}: {why}")]
+    Migration { path: PathBuf, why: String },
+}
+
+/// Why a commit did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError<E> {
+    #[error("rejected")]
+    Rejected(E),
+    /// This node is not the active controller; the leader, when known.
+    #[error("not the active controller (leader: {0:?})")]
+    NotController(Option<u64>),
+    /// The quorum could not commit (its storage failed, or it is stopping).
+    #[error("metadata commit failed: {0}")]
+    Failed(String),
+}
+
+pub struct MetadataQuorum {
+    raft: Raft<MetaRaft>,
+    sm: MetadataStateMachine,
+    node_id: u64,
+    commit_lock: tokio::sync::Mutex<()>,
+}
+
+/// The transport of a quorum with no other node.
+struct NoPeers;
+
+impl RaftTransport for NoPeers {
+    fn call(
+        &self,
+        target: u64,
+        _node: &BasicNode,
+        _rpc: RaftRpc,
+        _body: Vec<u8>,
+        _timeout: Duration,
+    ) -> TransportFuture {
+        Box::pin(async move { Err(TransportError(format!("no route to node {target}"))) })
+    }
+}
+
+fn raft_config(cfg: &QuorumConfig) -> Result<Arc<Config>, QuorumError> {
+    let election = cfg.election_timeout_ms.max(10);
+    let config = Config {
+        cluster_name: "felice-metadata".into(),
+        heartbeat_interval: (election / 5).max(1),
+        election_timeout_min: election,
+        election_timeout_max: election * 2,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every_entries.max(1)),
+        max_in_snapshot_log_to_keep: 0,
+        ..Default::default()
+    };
+    config
+        .validate()
+        .map(Arc::new)
+        .map_err(|e| QuorumError::Raft(e.to_string()))
+}
+
+impl MetadataQuorum {
+    /// Opens this node's metadata storage in `dir` (`raft/` inside it),
+    /// joins the quorum, and returns once a leader is known and the image
+    /// has every entry committed so far. A single-node quorum with
+    /// `transport = None`.
+    pub async fn open(
+        dir: &Path,
+        cfg: QuorumConfig,
+        transport: Option<Arc<dyn RaftTransport>>,
+    ) -> Result<MetadataQuorum, QuorumError> {
+        let raft_dir = dir.join("raft");
+        let io = |path: PathBuf| move |source| QuorumError::Io { path, source };
+        let (log, sm) = {
+            let raft_dir = raft_dir.clone();
+            tokio::task::spawn_blocking(move || {
+                Ok::<_, QuorumError>((
+                    FileLogStore::open(&raft_dir.join("log")).map_err(io(raft_dir.join("log")))?,
+                    MetadataStateMachine::open(&raft_dir.join("sm"))
+                        .map_err(io(raft_dir.join("sm")))?,
+                ))
+            })
+            .await
+            .map_err(|e| QuorumError::Raft(e.to_string()))??
+        };
+        let transport = transport.unwrap_or_else(|| Arc::new(NoPeers));
+        let raft = Raft::new(
+            cfg.node_id,
+            raft_config(&cfg)?,
+            Network::new(transport),
+            log,
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| QuorumError::Raft(e.to_string()))?;
+        let quorum = MetadataQuorum {
+            raft,
+            sm,
+            node_id: cfg.node_id,
+            commit_lock: tokio::sync::Mutex::new(()),
+        };
+        quorum.join(&cfg).await?;
+        quorum.migrate(&dir.join("records.log")).await?;
+        Ok(quorum)
+    }
+
+    /// Initialises a pristine quorum (every voter does, with the same
+    /// voters: openraft makes that safe), stands for election at once when
+    /// this node is the only voter, then waits for a leader and the image.
+    async fn join(&self, cfg: &QuorumConfig) -> Result<(), QuorumError> {
+        let raft_err = |e: &dyn std::fmt::Display| QuorumError::Raft(e.to_string());
+        let initialized = self.raft.is_initialized().await.map_err(|e| raft_err(&e))?;
+        if !initialized && cfg.voters.contains_key(&cfg.node_id) {
+            if let Err(e) = self.raft.initialize(cfg.voters.clone()).await {
+                // Another voter may have initialised the quorum first.
+                tracing::debug!(error = %e, "metadata quorum initialisation");
+            }
+        } else if cfg.voters.len() == 1 && cfg.voters.contains_key(&cfg.node_id) {
+            self.raft
+                .trigger()
+                .elect()
+                .await
+                .map_err(|e| raft_err(&e))?;
+        }
+        self.raft
+            .wait(Some(cfg.start_timeout))
+            .metrics(|m| m.current_leader.is_some(), "a metadata leader")
+            .await
+            .map_err(|e| raft_err(&e))?;
+        if self.raft.current_leader().await == Some(self.node_id) {
+            tokio::time::timeout(cfg.start_timeout, self.raft.ensure_linearizable())
+                .await
+                .map_err(|e| raft_err(&e))?
+                .map_err(|e| raft_err(&e))?;
+        }
+        Ok(())
+    }
+
+    /// Moves the records of a pre-Raft single-file metadata log into the
+    /// quorum, once.
+    async fn migrate(&self, legacy: &Path) -> Result<(), QuorumError> {
+        if !legacy.exists() {
+            return Ok(());
+        }
+        let fail = |why: String| QuorumError::Migration {
+            path: legacy.to_path_buf(),
+            why,
+        };
+        let path = legacy.to_path_buf();
+        let records = tokio::task::spawn_blocking(move || MetadataLog::open(&path))
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| fail(e.to_string()))?
+            .1;
+        let migrated = legacy.with_extension("log.migrated");
+        let count = records.len();
+        let r = self
+            .commit(|image| {
+                // Already migrated (a crash before the rename): nothing to add.
+                if image.topic_count() > 0 || !image.brokers.is_empty() {
+                    return Ok::<_, std::convert::Infallible>(vec![]);
+                }
+                Ok(records)
+            })
+            .await;
+        match r {
+            Ok(_) => {}
+            Err(CommitError::Rejected(never)) => match never {},
+            Err(e) => return Err(fail(e.to_string())),
+        }
+        std::fs::rename(legacy, &migrated).map_err(|e| fail(e.to_string()))?;
+        tracing::info!(records = count, from = %legacy.display(), "migrated the single-node metadata log into the metadata quorum");
+        Ok(())
+    }
+
+    /// The newest image applied on this node.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.sm.image()
+    }
+
+    /// Follows the applied images, from the current one (marked seen).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
+        self.sm.subscribe()
+    }
+
+    pub fn raft(&self) -> &Raft<MetaRaft> {
+        &self.raft
+    }
+
+    /// Validates with `build` against the current image and commits the
+    /// records it returns as one entry; returns the image that has them.
+    /// An empty list commits nothing and returns the current image.
+    pub async fn commit<E>(
+        &self,
+        build: impl FnOnce(&MetadataImage) -> Result<Vec<MetadataRecord>, E>,
+    ) -> Result<Arc<MetadataImage>, CommitError<E>> {
+        let _serial = self.commit_lock.lock().await;
+        if let Err(e) = self.raft.ensure_linearizable().await {
+            return Err(match e {
+                RaftError::APIError(e) => CommitError::NotController(forward_to(&e)),
+                RaftError::Fatal(e) => CommitError::Failed(e.to_string()),
+            });
+        }
+        let current = self.sm.image();
+        let records = build(&current).map_err(CommitError::Rejected)?;
+        if records.is_empty() {
+            return Ok(current);
+        }
+        match self.raft.client_write(MetadataBatch(records)).await {
+            Ok(_) => Ok(self.sm.image()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(CommitError::NotController(f.leader_id))
+            }
+            Err(RaftError::APIError(e)) => Err(CommitError::Failed(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(CommitError::Failed(e.to_string())),
+        }
+    }
+
+    /// Stops this node's Raft (its storage is already durable).
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "metadata quorum shutdown");
+        }
+    }
+}
+
+fn forward_to(e: &openraft::error::CheckIsLeaderError<u64, BasicNode>) -> Option<u64> {
+    match e {
+        openraft::error::CheckIsLeaderError::ForwardToLeader(f) => f.leader_id,
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_single_node_commits_restarts_and_migrates_the_old_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A data folder of the single-file log, as the release before Raft left it.
+        let legacy_id = uuid::Uuid::new_v4();
+        {
+            let (mut old, _) = MetadataLog::open(&dir.path().join("records.log")).expect("old");
+            old.append(&[MetadataRecord::Topic {
+                name: "old".into(),
+                topic_id: legacy_id,
+            }])
+            .expect("old append");
+        }
+        let id = uuid::Uuid::new_v4();
+        {
+            let q = MetadataQuorum::open(dir.path(), QuorumConfig::single(1), None)
+                .await
+                .expect("open");
+            assert_eq!(q.image().topic("old").map(|t| t.topic_id), Some(legacy_id));
+            assert!(dir.path().join("records.log.migrated").exists());
+            let image = q
+                .commit::<()>(|_| {
+                    Ok(vec![MetadataRecord::Topic {
+                        name: "new".into(),
+                        topic_id: id,
+                    }])
+                })
+                .await
+                .expect("commit");
+            assert!(image.topic("new").is_some());
+            let r = q.commit(|_| Err::<Vec<MetadataRecord>, _>("no")).await;
+            assert!(matches!(r, Err(CommitError::Rejected("no"))));
+            q.shutdown().await;
+        }
+        let q = MetadataQuorum::open(dir.path(), QuorumConfig::single(1), None)
+            .await
+            .expect("reopen");
+        let image = q.image();
+        assert_eq!(image.topic("new").map(|t| t.topic_id), Some(id));
+        assert_eq!(image.topic("old").map(|t| t.topic_id), Some(legacy_id));
+        q.shutdown().await;
+    }
+}
