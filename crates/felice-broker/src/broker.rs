@@ -3,7 +3,7 @@
 
 use crate::clock::SharedClock;
 use crate::config::BrokerConfig;
-use crate::controller::{self, NewTopic};
+use crate::controller::NewTopic;
 use crate::coordinator::{CoordinatorPort, GroupCoordinator};
 use crate::producer_ids::ProducerIdManager;
 use crate::publisher::{AppliedImage, ApplyTimedOut};
@@ -11,7 +11,7 @@ use crate::replica::Partition;
 use crate::replica::ReplicaManager;
 use felice_coord::GroupError;
 use felice_metadata::TopicId;
-use felice_metadata::{CommitError, MetadataImage, MetadataQuorum, MetadataRecord};
+use felice_metadata::{MetadataImage, MetadataQuorum};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -41,7 +41,9 @@ pub enum StartError {
 pub struct Broker {
     pub config: BrokerConfig,
     pub cluster_id: String,
-    pub(crate) metadata: MetadataQuorum,
+    pub(crate) metadata: Arc<MetadataQuorum>,
+    /// Requests to the active controller (in process or forwarded).
+    pub(crate) controller: crate::controller_channel::ControllerChannel,
     pub(crate) replicas: ReplicaManager,
     pub(crate) groups: GroupCoordinator,
     /// Producer ids for InitProducerId.
@@ -52,6 +54,8 @@ pub struct Broker {
     /// The newest image this broker's partitions and coordinator have applied:
     /// what handlers read.
     applied: AppliedImage,
+    /// This process's incarnation (BrokerRegistration): a new one per start.
+    incarnation_id: uuid::Uuid,
     /// Serialises [`Broker::apply`].
     apply_lock: std::sync::Mutex<()>,
 }
@@ -79,9 +83,11 @@ impl Broker {
     pub fn open(
         config: BrokerConfig,
         cluster_id: String,
-        metadata: MetadataQuorum,
+        controller: Arc<crate::controller::ControllerContext>,
         clock: SharedClock,
     ) -> Result<Broker, StartError> {
+        let metadata = controller.quorum.clone();
+        let controller = crate::controller_channel::ControllerChannel::new(controller);
         let replicas = ReplicaManager::new(&config.log_dir, config.node_id, clock.clone());
         let groups = GroupCoordinator::new(&config, clock.clone());
         let applied = AppliedImage::new(Arc::new(felice_metadata::MetadataImage::default()));
@@ -89,6 +95,7 @@ impl Broker {
             config,
             cluster_id,
             metadata,
+            controller,
             replicas,
             groups,
             producer_ids: ProducerIdManager::default(),
@@ -96,42 +103,46 @@ impl Broker {
                 crate::limits::FETCH_MEMORY_BUDGET_BYTES,
             )),
             applied,
+            incarnation_id: uuid::Uuid::new_v4(),
             apply_lock: std::sync::Mutex::new(()),
         };
         let image = broker.metadata.image();
         broker.replicas.reconcile(&image, &broker.config)?;
+        broker.groups.on_image(&image);
         broker.applied.publish(image);
         // Groups and offsets come back from __consumer_offsets before serving.
         broker.groups.load(&broker);
         Ok(broker)
     }
 
-    /// Records this broker's endpoint in the metadata log when it changed;
-    /// returns the committed image (not yet applied here).
-    pub async fn register(&self, port: u16) -> Result<Arc<MetadataImage>, StartError> {
-        let node_id = self.config.node_id;
-        let host = self.config.advertised.host.clone();
-        let port = i32::from(port);
-        let r = self
-            .metadata
-            .commit::<std::convert::Infallible>(|image| {
-                let current = image.brokers.get(&node_id);
-                if current.is_some_and(|b| b.host == host && b.port == port) {
-                    return Ok(vec![]);
-                }
-                Ok(vec![MetadataRecord::RegisterBroker {
-                    node_id,
-                    host: host.clone(),
-                    port,
-                    rack: None,
-                }])
-            })
-            .await;
-        match r {
-            Ok(image) => Ok(image),
-            Err(CommitError::Rejected(never)) => match never {},
-            Err(e) => Err(StartError::Register(e.to_string())),
+    /// Registers this broker with the active controller (BrokerRegistration:
+    /// its client endpoint and rack); returns the broker epoch.
+    pub async fn register(&self, port: u16) -> Result<i64, StartError> {
+        use kafka_protocol::messages::broker_registration_request::Listener;
+        use kafka_protocol::messages::{BrokerId, BrokerRegistrationRequest};
+        use kafka_protocol::protocol::StrBytes;
+        let req = BrokerRegistrationRequest::default()
+            .with_broker_id(BrokerId(self.config.node_id))
+            .with_cluster_id(StrBytes::from(self.cluster_id.clone()))
+            .with_incarnation_id(self.incarnation_id)
+            .with_listeners(vec![Listener::default()
+                .with_name(StrBytes::from(self.config.listener.name.clone()))
+                .with_host(StrBytes::from(self.config.advertised.host.clone()))
+                .with_port(port)
+                .with_security_protocol(0)])
+            .with_rack(self.config.broker_rack.clone().map(StrBytes::from));
+        let resp = self
+            .controller
+            .call(req, 0)
+            .await
+            .map_err(|e| StartError::Register(e.to_string()))?;
+        if resp.error_code != 0 {
+            return Err(StartError::Register(format!(
+                "the controller answered error {}",
+                resp.error_code
+            )));
         }
+        Ok(resp.broker_epoch)
     }
 
     /// The newest applied image (see [`crate::publisher`]).
@@ -149,15 +160,6 @@ impl Broker {
         self.replicas.len()
     }
 
-    /// Commits metadata records; returns the committed image, which this
-    /// broker applies asynchronously (wait for it with [`Self::applied`]).
-    pub async fn commit<E>(
-        &self,
-        build: impl FnOnce(&MetadataImage) -> Result<Vec<MetadataRecord>, E>,
-    ) -> Result<Arc<MetadataImage>, CommitError<E>> {
-        self.metadata.commit(build).await
-    }
-
     /// Waits until this broker has applied the metadata log up to `offset`.
     pub async fn applied(
         &self,
@@ -165,6 +167,15 @@ impl Broker {
         timeout: std::time::Duration,
     ) -> Result<Arc<MetadataImage>, ApplyTimedOut> {
         self.applied.wait_for(offset, timeout).await
+    }
+
+    /// Waits until an applied image satisfies `done`.
+    pub async fn applied_until(
+        &self,
+        done: impl Fn(&MetadataImage) -> bool,
+        timeout: std::time::Duration,
+    ) -> Result<Arc<MetadataImage>, ApplyTimedOut> {
+        self.applied.wait_until(done, timeout).await
     }
 
     /// [`Self::applied`] for blocking threads.
@@ -204,6 +215,7 @@ impl Broker {
         if !deleted.is_empty() && previous.topic(crate::coordinator::OFFSETS_TOPIC).is_some() {
             self.groups.remove_offsets_of_topics(self, &deleted);
         }
+        self.groups.on_image(&image);
         self.applied.publish(image);
     }
 }
@@ -214,26 +226,48 @@ impl CoordinatorPort for Broker {
     }
 
     fn create_topic(&self, topic: &NewTopic) -> Result<Arc<MetadataImage>, GroupError> {
+        use kafka_protocol::messages::create_topics_request::{
+            CreatableTopic, CreatableTopicConfig,
+        };
+        use kafka_protocol::messages::CreateTopicsRequest;
+        use kafka_protocol::protocol::StrBytes;
+        let req = CreateTopicsRequest::default()
+            .with_timeout_ms(0)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(crate::handlers::topic_name(&topic.name))
+                .with_num_partitions(topic.num_partitions)
+                .with_replication_factor(topic.replication_factor)
+                .with_configs(
+                    topic
+                        .configs
+                        .iter()
+                        .map(|(k, v)| {
+                            CreatableTopicConfig::default()
+                                .with_name(StrBytes::from(k.clone()))
+                                .with_value(v.clone().map(StrBytes::from))
+                        })
+                        .collect(),
+                )]);
         // On a blocking thread (the coordinator's), so it may wait here.
-        let commit = self.commit(|image| {
-            if image.topic(&topic.name).is_some() {
-                return Ok(vec![]);
-            }
-            let mut budget = controller::PartitionBudget::per_request();
-            controller::create_topic_records(image, &self.config, topic, &mut budget)
-                .map(|(_, records)| records)
-        });
-        let committed = tokio::runtime::Handle::current()
-            .block_on(commit)
-            .map_err(|e| {
-                tracing::error!(topic = %topic.name, error = ?e, "could not create an internal topic");
-                GroupError::CoordinatorNotAvailable
-            })?;
-        self.applied_blocking(committed.offset, crate::limits::MAX_METADATA_APPLY_WAIT)
-            .map_err(|e| {
-                tracing::error!(topic = %topic.name, error = %e, "internal topic not applied");
-                GroupError::CoordinatorNotAvailable
-            })
+        let handle = tokio::runtime::Handle::current();
+        let resp = handle.block_on(self.controller.call(req, 7)).map_err(|e| {
+            tracing::error!(topic = %topic.name, error = %e, "could not create an internal topic");
+            GroupError::CoordinatorNotAvailable
+        })?;
+        let code = resp.topics.first().map_or(-1, |t| t.error_code);
+        if code != 0 && code != kafka_protocol::ResponseError::TopicAlreadyExists.code() {
+            tracing::error!(topic = %topic.name, code, "could not create an internal topic");
+            return Err(GroupError::CoordinatorNotAvailable);
+        }
+        let name = topic.name.clone();
+        let wait = self.applied.wait_until_blocking(
+            move |image| image.topic(&name).is_some(),
+            crate::limits::MAX_METADATA_APPLY_WAIT,
+        );
+        wait.map_err(|e| {
+            tracing::error!(topic = %topic.name, error = %e, "internal topic not applied");
+            GroupError::CoordinatorNotAvailable
+        })
     }
 
     fn partition(&self, topic_id: &TopicId, index: i32) -> Option<Arc<Partition>> {

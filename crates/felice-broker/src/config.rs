@@ -51,11 +51,39 @@ const KEYS: &[(&str, Kind, Option<&str>)] = &[
     ("process.roles", Kind::Str, Some("broker,controller")),
     ("listeners", Kind::Str, Some("PLAINTEXT://127.0.0.1:9092")),
     ("advertised.listeners", Kind::Str, None),
-    ("listener.security.protocol.map", Kind::Ignored, None),
-    ("inter.broker.listener.name", Kind::Ignored, None),
-    ("controller.listener.names", Kind::Ignored, None),
-    ("controller.quorum.voters", Kind::Ignored, None),
-    ("controller.quorum.bootstrap.servers", Kind::Ignored, None),
+    ("listener.security.protocol.map", Kind::Str, None),
+    ("inter.broker.listener.name", Kind::Str, Some("PLAINTEXT")),
+    ("controller.listener.names", Kind::Str, None),
+    ("controller.quorum.voters", Kind::Str, None),
+    ("controller.quorum.bootstrap.servers", Kind::Str, None),
+    (
+        "controller.quorum.election.timeout.ms",
+        Kind::Int,
+        Some("1000"),
+    ),
+    (
+        "controller.quorum.fetch.timeout.ms",
+        Kind::Int,
+        Some("2000"),
+    ),
+    (
+        "controller.quorum.request.timeout.ms",
+        Kind::Int,
+        Some("2000"),
+    ),
+    ("broker.rack", Kind::Str, None),
+    ("broker.session.timeout.ms", Kind::Int, Some("9000")),
+    ("broker.heartbeat.interval.ms", Kind::Int, Some("2000")),
+    (
+        "metadata.log.max.record.bytes.between.snapshots",
+        Kind::Long,
+        Some("20971520"),
+    ),
+    (
+        "metadata.log.max.snapshot.interval.ms",
+        Kind::Long,
+        Some("3600000"),
+    ),
     ("log.dirs", Kind::Str, Some("./data")),
     ("log.dir", Kind::Str, None),
     ("num.partitions", Kind::Int, Some("1")),
@@ -163,8 +191,23 @@ const KEYS: &[(&str, Kind, Option<&str>)] = &[
 pub struct BrokerConfig {
     values: BTreeMap<String, String>,
     pub node_id: i32,
+    /// `process.roles`.
+    pub roles: Roles,
+    /// The client listener (the first of `listeners` that is not a
+    /// controller listener).
     pub listener: Listener,
     pub advertised: Listener,
+    /// The listener of `controller.listener.names` in `listeners`: Raft and
+    /// the controller's APIs. `None` on a single node with no quorum peers.
+    pub controller_listener: Option<Listener>,
+    /// `controller.quorum.voters` (`id@host:port,...`); empty = this node
+    /// alone is the quorum.
+    pub quorum_voters: BTreeMap<i32, (String, u16)>,
+    pub controller_quorum_election_timeout_ms: u64,
+    pub controller_quorum_request_timeout_ms: u64,
+    pub broker_rack: Option<String>,
+    pub broker_session_timeout_ms: u64,
+    pub broker_heartbeat_interval_ms: u64,
     pub log_dir: PathBuf,
     pub num_partitions: i32,
     pub default_replication_factor: i16,
@@ -285,11 +328,96 @@ impl BrokerConfig {
         if node_id < 0 {
             return Err(invalid("node.id", "must be >= 0"));
         }
-        let listener = parse_listener(get("listeners").unwrap_or(""))
-            .ok_or_else(|| invalid("listeners", "expected NAME://HOST:PORT"))?;
+        let roles = parse_roles(get("process.roles").unwrap_or(""))
+            .ok_or_else(|| invalid("process.roles", "expected broker, controller or both"))?;
+        let listeners = parse_listeners(get("listeners").unwrap_or(""))
+            .ok_or_else(|| invalid("listeners", "expected NAME://HOST:PORT[,NAME://HOST:PORT]"))?;
+        let controller_names: Vec<&str> = get("controller.listener.names")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let controller_listener = listeners
+            .iter()
+            .find(|l| controller_names.contains(&l.name.as_str()))
+            .cloned();
+        let listener = listeners
+            .iter()
+            .find(|l| !controller_names.contains(&l.name.as_str()))
+            .cloned()
+            .ok_or_else(|| invalid("listeners", "no client listener besides the controller's"))?;
+        if listener.name != "PLAINTEXT" && get("listener.security.protocol.map").is_none() {
+            return Err(invalid(
+                "listeners",
+                "a listener other than PLAINTEXT needs listener.security.protocol.map",
+            ));
+        }
+        for name in listeners.iter().map(|l| l.name.as_str()) {
+            if let Some(map) = get("listener.security.protocol.map") {
+                let protocol = map.split(',').find_map(|e| {
+                    let (n, p) = e.split_once(':')?;
+                    (n.trim() == name).then(|| p.trim().to_string())
+                });
+                if protocol.as_deref().is_some_and(|p| p != "PLAINTEXT") {
+                    return Err(invalid(
+                        "listener.security.protocol.map",
+                        "only PLAINTEXT is supported",
+                    ));
+                }
+            }
+        }
+        let quorum_voters = match get("controller.quorum.voters") {
+            Some(v) if !v.trim().is_empty() => parse_voters(v).ok_or_else(|| {
+                invalid(
+                    "controller.quorum.voters",
+                    "expected ID@HOST:PORT[,ID@HOST:PORT]",
+                )
+            })?,
+            _ => BTreeMap::new(),
+        };
+        if !quorum_voters.is_empty() {
+            if controller_names.is_empty() {
+                return Err(invalid(
+                    "controller.listener.names",
+                    "must name the controller listener when controller.quorum.voters is set",
+                ));
+            }
+            if roles.controller && controller_listener.is_none() {
+                return Err(invalid(
+                    "listeners",
+                    "a controller needs the listener named by controller.listener.names",
+                ));
+            }
+            if roles.controller && !quorum_voters.contains_key(&node_id) {
+                return Err(invalid(
+                    "controller.quorum.voters",
+                    "a controller's node.id must be one of the voters",
+                ));
+            }
+            if !roles.controller || !roles.broker {
+                return Err(invalid(
+                    "process.roles",
+                    "only broker,controller (combined) nodes are supported in a cluster so far",
+                ));
+            }
+        } else if !(roles.controller && roles.broker) {
+            return Err(invalid(
+                "process.roles",
+                "a node without controller.quorum.voters must be broker,controller (a single node)",
+            ));
+        }
         let advertised = match get("advertised.listeners") {
-            Some(v) => parse_listener(v)
-                .ok_or_else(|| invalid("advertised.listeners", "expected NAME://HOST:PORT"))?,
+            Some(v) => parse_listeners(v)
+                .and_then(|all| all.into_iter().find(|l| l.name == listener.name))
+                .ok_or_else(|| {
+                    invalid(
+                        "advertised.listeners",
+                        "expected NAME://HOST:PORT for the client listener",
+                    )
+                })?,
             None => {
                 let mut a = listener.clone();
                 if a.host.is_empty() || a.host == "0.0.0.0" || a.host == "::" {
@@ -352,7 +480,18 @@ impl BrokerConfig {
         }
         Ok(BrokerConfig {
             node_id,
+            roles,
             advertised,
+            controller_listener,
+            quorum_voters,
+            controller_quorum_election_timeout_ms: positive(
+                "controller.quorum.election.timeout.ms",
+            )? as u64,
+            controller_quorum_request_timeout_ms: positive("controller.quorum.request.timeout.ms")?
+                as u64,
+            broker_rack: get("broker.rack").map(str::to_string),
+            broker_session_timeout_ms: positive("broker.session.timeout.ms")? as u64,
+            broker_heartbeat_interval_ms: positive("broker.heartbeat.interval.ms")? as u64,
             log_dir: PathBuf::from(log_dir),
             num_partitions: positive("num.partitions")? as i32,
             default_replication_factor: positive("default.replication.factor")? as i16,
@@ -494,27 +633,69 @@ fn set(
         Kind::Str | Kind::Ignored => {}
     }
     if key == "listeners" || key == "advertised.listeners" {
-        parse_listener(value).ok_or_else(|| invalid("expected NAME://HOST:PORT"))?;
+        parse_listeners(value).ok_or_else(|| invalid("expected NAME://HOST:PORT[,...]"))?;
     }
     values.insert(key.to_string(), value.to_string());
     Ok(())
 }
 
-/// Parses the first entry of a listener list, `PLAINTEXT://127.0.0.1:9092`.
-/// Only PLAINTEXT listeners are served so far.
-fn parse_listener(value: &str) -> Option<Listener> {
-    let first = value.split(',').next()?.trim();
-    let (name, rest) = first.split_once("://")?;
-    let (host, port) = rest.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if name != "PLAINTEXT" {
-        return None;
+/// `process.roles`: which parts this node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub broker: bool,
+    pub controller: bool,
+}
+
+fn parse_roles(value: &str) -> Option<Roles> {
+    let mut roles = Roles {
+        broker: false,
+        controller: false,
+    };
+    for r in value.split(',').map(str::trim) {
+        match r {
+            "broker" => roles.broker = true,
+            "controller" => roles.controller = true,
+            _ => return None,
+        }
     }
-    Some(Listener {
-        name: name.to_string(),
-        host: host.to_string(),
-        port: port.parse().ok()?,
-    })
+    (roles.broker || roles.controller).then_some(roles)
+}
+
+/// `NAME://HOST:PORT[,...]`, names unique.
+fn parse_listeners(value: &str) -> Option<Vec<Listener>> {
+    let mut out: Vec<Listener> = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (name, rest) = item.split_once("://")?;
+        let (host, port) = rest.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if name.is_empty() || out.iter().any(|l| l.name == name) {
+            return None;
+        }
+        out.push(Listener {
+            name: name.to_string(),
+            host: host.to_string(),
+            port: port.parse().ok()?,
+        });
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// `controller.quorum.voters`: `ID@HOST:PORT[,...]`, ids unique.
+fn parse_voters(value: &str) -> Option<BTreeMap<i32, (String, u16)>> {
+    let mut out = BTreeMap::new();
+    for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (id, addr) = item.split_once('@')?;
+        let (host, port) = addr.rsplit_once(':')?;
+        let id: i32 = id.parse().ok().filter(|id| *id >= 0)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if out
+            .insert(id, (host.to_string(), port.parse().ok()?))
+            .is_some()
+        {
+            return None;
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// `compression.type` values, broker-wide and per topic.

@@ -12,6 +12,11 @@ use crate::topic_config;
 use felice_metadata::{MetadataImage, MetadataRecord, TopicId};
 use kafka_protocol::ResponseError;
 
+/// The largest replication factor a topic may have: followers do not
+/// replicate their leader yet, so a second replica would be a copy that
+/// never receives a record. Refused rather than pretended.
+pub const MAX_REPLICATION_FACTOR: i16 = 1;
+
 /// Kafka's limit on topic name length.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
 use crate::limits::{MAX_PARTITIONS_PER_CREATE_REQUEST, MAX_PARTITIONS_PER_TOPIC};
@@ -148,6 +153,12 @@ pub fn create_topic_records(
             format!("Unable to replicate the partition {replication_factor} time(s): The target replication factor of {replication_factor} cannot be reached because only {} broker(s) are registered.", brokers.len()),
         ));
     }
+    if replication_factor > MAX_REPLICATION_FACTOR {
+        return Err(TopicError::new(
+            ResponseError::InvalidReplicationFactor,
+            format!("Replication factor {replication_factor} needs partition replication, which this Felice release does not have yet; use {MAX_REPLICATION_FACTOR}."),
+        ));
+    }
     for (i, a) in t.assignments.iter().enumerate() {
         let mut seen = a.clone();
         seen.sort_unstable();
@@ -203,6 +214,106 @@ pub fn create_topic_records(
         });
     }
     Ok((topic_id, records))
+}
+
+/// What the controller's request handlers need: the quorum they commit to
+/// and the defaults of new topics. They run on the active controller; on
+/// any other node their commits fail with NOT_CONTROLLER.
+pub struct ControllerContext {
+    pub quorum: std::sync::Arc<felice_metadata::MetadataQuorum>,
+    pub config: BrokerConfig,
+}
+
+/// The Kafka error of a commit that did not happen for a reason other than
+/// the request's own validation.
+pub fn commit_error<E>(e: &felice_metadata::CommitError<E>) -> ResponseError {
+    match e {
+        felice_metadata::CommitError::Rejected(_) => ResponseError::InvalidRequest,
+        felice_metadata::CommitError::NotController(_) => ResponseError::NotController,
+        felice_metadata::CommitError::Failed(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+/// BrokerRegistration (key 62), on the active controller: records the
+/// broker's client endpoint (and rack); the broker epoch is the metadata
+/// offset of that record, as in KRaft.
+pub async fn register_broker(
+    ctx: &ControllerContext,
+    req: kafka_protocol::messages::BrokerRegistrationRequest,
+) -> kafka_protocol::messages::BrokerRegistrationResponse {
+    use kafka_protocol::messages::BrokerRegistrationResponse;
+    let node_id = req.broker_id.0;
+    let listener = req
+        .listeners
+        .iter()
+        .find(|l| l.name.as_str() == ctx.config.listener.name)
+        .or(req.listeners.first());
+    let Some(listener) = listener else {
+        return BrokerRegistrationResponse::default()
+            .with_error_code(ResponseError::InvalidRequest.code())
+            .with_broker_epoch(-1);
+    };
+    let host = listener.host.to_string();
+    let port = i32::from(listener.port);
+    let rack = req.rack.as_ref().map(|r| r.to_string());
+    let r = ctx
+        .quorum
+        .commit::<std::convert::Infallible>(|image| {
+            let current = image.brokers.get(&node_id);
+            if current.is_some_and(|b| b.host == host && b.port == port && b.rack == rack) {
+                return Ok(vec![]);
+            }
+            Ok(vec![MetadataRecord::RegisterBroker {
+                node_id,
+                host: host.clone(),
+                port,
+                rack: rack.clone(),
+            }])
+        })
+        .await;
+    match r {
+        Ok(image) => BrokerRegistrationResponse::default()
+            .with_error_code(0)
+            .with_broker_epoch(image.offset as i64),
+        Err(e) => BrokerRegistrationResponse::default()
+            .with_error_code(commit_error(&e).code())
+            .with_broker_epoch(-1),
+    }
+}
+
+/// AllocateProducerIds (key 67), on the active controller: hands the broker
+/// the next block of producer ids, recorded before it is answered.
+pub async fn allocate_producer_ids(
+    ctx: &ControllerContext,
+    req: kafka_protocol::messages::AllocateProducerIdsRequest,
+) -> kafka_protocol::messages::AllocateProducerIdsResponse {
+    use crate::producer_ids::PRODUCER_ID_BLOCK_SIZE;
+    use kafka_protocol::messages::{AllocateProducerIdsResponse, ProducerId};
+    let mut start = 0;
+    let r = ctx
+        .quorum
+        .commit::<ResponseError>(|image| {
+            start = image.next_producer_id;
+            let next = start
+                .checked_add(PRODUCER_ID_BLOCK_SIZE)
+                .ok_or(ResponseError::UnknownServerError)?;
+            Ok(vec![MetadataRecord::ProducerIds {
+                broker_id: req.broker_id.0,
+                broker_epoch: req.broker_epoch,
+                next_producer_id: next,
+            }])
+        })
+        .await;
+    match r {
+        Ok(_) => AllocateProducerIdsResponse::default()
+            .with_error_code(0)
+            .with_producer_id_start(ProducerId(start))
+            .with_producer_id_len(PRODUCER_ID_BLOCK_SIZE as i32),
+        Err(felice_metadata::CommitError::Rejected(code)) => {
+            AllocateProducerIdsResponse::default().with_error_code(code.code())
+        }
+        Err(e) => AllocateProducerIdsResponse::default().with_error_code(commit_error(&e).code()),
+    }
 }
 
 #[cfg(test)]

@@ -126,6 +126,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     }
 }
 
+/// The `__consumer_offsets` partitions this broker leads: it coordinates
+/// exactly the groups that hash to them.
+#[derive(Debug, Default)]
+struct Ownership {
+    /// The topic's partition count; 0 while it does not exist (then this
+    /// broker takes every group, and creates the topic on first use).
+    partitions: i32,
+    led: std::collections::HashSet<i32>,
+}
+
 /// How `__consumer_offsets` is created (`offsets.topic.*`).
 struct OffsetsTopicConfig {
     num_partitions: i32,
@@ -142,6 +152,9 @@ pub struct GroupCoordinator {
     offsets_retention_ms: i64,
     offsets_topic: OffsetsTopicConfig,
     clock: SharedClock,
+    node_id: i32,
+    /// Which groups this broker coordinates, from the applied image.
+    ownership: std::sync::RwLock<Ownership>,
     groups: Mutex<HashMap<String, GroupRef>>,
     parked: Mutex<HashMap<RequestId, Parked>>,
     next_request: AtomicU64,
@@ -167,9 +180,48 @@ impl GroupCoordinator {
                 segment_bytes: config.offsets_topic_segment_bytes,
             },
             clock,
+            node_id: config.node_id,
+            ownership: std::sync::RwLock::new(Ownership::default()),
             groups: Mutex::new(HashMap::new()),
             parked: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
+        }
+    }
+
+    /// Follows an applied image: which `__consumer_offsets` partitions this
+    /// broker leads, so it coordinates their groups and refuses others'.
+    pub fn on_image(&self, image: &MetadataImage) {
+        let next = match image.topic(OFFSETS_TOPIC) {
+            None => Ownership::default(),
+            Some(t) => Ownership {
+                partitions: t.partitions.len() as i32,
+                led: t
+                    .partitions
+                    .iter()
+                    .filter(|p| p.leader == self.node_id)
+                    .map(|p| p.partition)
+                    .collect(),
+            },
+        };
+        match self.ownership.write() {
+            Ok(mut g) => *g = next,
+            Err(p) => *p.into_inner() = next,
+        }
+    }
+
+    /// NOT_COORDINATOR unless this broker coordinates `group_id`.
+    pub fn owns(&self, group_id: &str) -> Result<(), GroupError> {
+        let o = match self.ownership.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if o.partitions == 0
+            || o.led
+                .contains(&records::partition_for(group_id, o.partitions))
+        {
+            Ok(())
+        } else {
+            Err(GroupError::NotCoordinator)
         }
     }
 
@@ -204,7 +256,10 @@ impl GroupCoordinator {
         let topic = NewTopic {
             name: OFFSETS_TOPIC.to_string(),
             num_partitions: t.num_partitions,
-            replication_factor: t.replication_factor.min(brokers),
+            replication_factor: t
+                .replication_factor
+                .min(brokers)
+                .min(crate::controller::MAX_REPLICATION_FACTOR),
             assignments: vec![],
             configs: vec![
                 ("cleanup.policy".into(), Some("compact".into())),
@@ -391,6 +446,13 @@ impl GroupCoordinator {
             )]);
             return (id, rx);
         }
+        if let Err(e) = self.owns(group_id) {
+            self.deliver(vec![Effect::Join(
+                id,
+                JoinResponse::error(e, &req.member_id),
+            )]);
+            return (id, rx);
+        }
         // Kafka checks the session timeout before creating the group.
         if req.session_timeout_ms < self.cfg.min_session_timeout_ms
             || req.session_timeout_ms > self.cfg.max_session_timeout_ms
@@ -441,6 +503,10 @@ impl GroupCoordinator {
         let (tx, rx) = oneshot::channel();
         let id = self.park(Parked::Sync(tx));
         let now = self.clock.now_ms();
+        if let Err(e) = self.owns(group_id) {
+            self.deliver(vec![Effect::Sync(id, SyncResponse::error(e))]);
+            return (id, rx);
+        }
         match self.group(group_id) {
             Some(g) => self.run(port, &g, now, |g| g.sync(req, id, now)),
             None => {
@@ -465,6 +531,7 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
+        self.owns(group_id)?;
         let g = self.group(group_id).ok_or(GroupError::UnknownMemberId)?;
         let r = lock(&g.group).heartbeat(member_id, instance, generation_id, self.clock.now_ms());
         r
@@ -480,6 +547,7 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
+        self.owns(group_id)?;
         let Some(g) = self.group(group_id) else {
             return Ok(members
                 .iter()
@@ -505,6 +573,12 @@ impl GroupCoordinator {
         who: &Committer<'_>,
         topics: &[(String, Vec<CommitPartition>)],
     ) -> Vec<Vec<Result<(), GroupError>>> {
+        if let Err(e) = self.owns(group_id) {
+            return topics
+                .iter()
+                .map(|(_, partitions)| partitions.iter().map(|_| Err(e)).collect())
+                .collect();
+        }
         let now = self.clock.now_ms();
         // Partitions of unknown topics are refused before the group is
         // looked at (as Kafka's request layer does); metadata too large, too.
@@ -609,6 +683,7 @@ impl GroupCoordinator {
         group_id: &str,
         topics: Option<&[(String, Vec<i32>)]>,
     ) -> Result<FetchedOffsets, GroupError> {
+        self.owns(group_id)?;
         let group = self.group(group_id);
         let g = group.as_ref().map(|g| lock(&g.group));
         Ok(match topics {
@@ -665,6 +740,7 @@ impl GroupCoordinator {
     /// DeleteGroups of one group: only an empty group; its offsets and its
     /// record are tombstoned. Blocking.
     pub fn delete(&self, port: &dyn CoordinatorPort, group_id: &str) -> Result<(), GroupError> {
+        self.owns(group_id)?;
         let group = self.group(group_id).ok_or(GroupError::GroupIdNotFound)?;
         let mut g = lock(&group.group);
         match g.state() {
@@ -689,6 +765,7 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
+        self.owns(group_id)?;
         let group = self.group(group_id).ok_or(GroupError::GroupIdNotFound)?;
         let mut g = lock(&group.group);
         if g.state() == GroupState::Dead {

@@ -74,3 +74,18 @@ const _: () = assert!(MAX_PRODUCER_IDS_PER_BROKER >= felice_log::MAX_PRODUCERS_P
 /// opens or deletes partition logs, milliseconds each; the wait costs one
 /// parked task (async) or one blocking thread, and is woken, never polled.
 pub const MAX_METADATA_APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Connections the controller listener accepts at once: every other node of
+/// a cluster opens one (Raft, and a broker's calls to the controller), so
+/// this bounds the cluster's size far above any we run, at ~20 KiB each.
+pub const MAX_CONTROLLER_CONNECTIONS: usize = 1024;
+
+/// Longest a broker tries to reach the active controller for one request
+/// (over leader changes and dropped connections) before it answers the
+/// client REQUEST_TIMED_OUT: a few election timeouts.
+pub const MAX_CONTROLLER_CALL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long an admin request with no timeout (`timeout_ms <= 0`) still waits
+/// for this broker to apply its change, so that the client's next request
+/// here sees it; past it the answer goes out anyway, without an error.
+pub const LOCAL_APPLY_GRACE: std::time::Duration = std::time::Duration::from_secs(5);

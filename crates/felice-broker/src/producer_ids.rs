@@ -10,7 +10,9 @@
 //! finds the block used up commits the next one under it (a metadata commit:
 //! a Raft round), and the others wait for it without holding a thread.
 
-use felice_metadata::{CommitError, MetadataQuorum, MetadataRecord, NodeId};
+use crate::controller_channel::ControllerChannel;
+use felice_metadata::NodeId;
+use kafka_protocol::messages::{AllocateProducerIdsRequest, BrokerId};
 use tokio::sync::Mutex;
 
 /// Ids per block, as Kafka's `ProducerIdsBlock.PRODUCER_ID_BLOCK_SIZE`.
@@ -22,8 +24,6 @@ pub const MAX_BUMPABLE_EPOCH: i16 = i16::MAX - 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProducerIdError {
-    #[error("producer ids are exhausted")]
-    Exhausted,
     #[error("cannot record a producer id block: {0}")]
     Metadata(String),
 }
@@ -51,38 +51,32 @@ impl ProducerIdManager {
         })
     }
 
-    /// A new id, recording a new block first when the current one is used up.
+    /// A new id, asking the active controller for a new block first when
+    /// the current one is used up (AllocateProducerIds).
     pub async fn next(
         &self,
-        metadata: &MetadataQuorum,
+        controller: &ControllerChannel,
         node_id: NodeId,
     ) -> Result<i64, ProducerIdError> {
         let mut block = self.block.lock().await;
         if block.next >= block.end {
-            let mut start = 0;
-            let committed = metadata
-                .commit(|image| {
-                    start = image.next_producer_id;
-                    let next = start
-                        .checked_add(PRODUCER_ID_BLOCK_SIZE)
-                        .ok_or(ProducerIdError::Exhausted)?;
-                    Ok(vec![MetadataRecord::ProducerIds {
-                        broker_id: node_id,
-                        // No broker epochs before broker registration with a
-                        // controller exists; -1 is Kafka's "unknown".
-                        broker_epoch: -1,
-                        next_producer_id: next,
-                    }])
-                })
-                .await;
-            match committed {
-                Ok(_) => {}
-                Err(CommitError::Rejected(e)) => return Err(e),
-                Err(e) => return Err(ProducerIdError::Metadata(e.to_string())),
+            let req = AllocateProducerIdsRequest::default()
+                .with_broker_id(BrokerId(node_id))
+                .with_broker_epoch(-1);
+            let resp = controller
+                .call(req, 0)
+                .await
+                .map_err(|e| ProducerIdError::Metadata(e.to_string()))?;
+            if resp.error_code != 0 {
+                return Err(ProducerIdError::Metadata(format!(
+                    "the controller answered error {}",
+                    resp.error_code
+                )));
             }
+            let start = resp.producer_id_start.0;
             *block = Block {
                 next: start,
-                end: start + PRODUCER_ID_BLOCK_SIZE,
+                end: start + i64::from(resp.producer_id_len),
             };
             tracing::debug!(start, "producer id block recorded");
         }
@@ -97,21 +91,28 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn ids_are_unique_across_blocks_and_restarts() {
+        use crate::controller::ControllerContext;
+        use felice_metadata::{MetadataQuorum, QuorumConfig};
         let dir = tempfile::tempdir().expect("tempdir");
         let mut seen = std::collections::HashSet::new();
         for _restart in 0..3 {
-            let store =
-                MetadataQuorum::open(dir.path(), felice_metadata::QuorumConfig::single(1), None)
-                    .await
-                    .expect("open");
+            let quorum = MetadataQuorum::open(dir.path(), QuorumConfig::single(1), None)
+                .await
+                .expect("open");
+            let ctx = ControllerContext {
+                quorum: std::sync::Arc::new(quorum),
+                config: crate::config::BrokerConfig::for_test(dir.path()),
+            };
+            let channel = ControllerChannel::new(std::sync::Arc::new(ctx));
             let ids = ProducerIdManager::default();
             assert_eq!(ids.try_next(), None, "no block before the first commit");
             for _ in 0..(PRODUCER_ID_BLOCK_SIZE + 10) {
-                let id = ids.next(&store, 1).await.expect("id");
+                let id = ids.next(&channel, 1).await.expect("id");
                 assert!(seen.insert(id), "id {id} handed out twice");
             }
-            assert_eq!(store.image().next_producer_id % PRODUCER_ID_BLOCK_SIZE, 0);
-            store.shutdown().await;
+            let quorum = &channel.context().quorum;
+            assert_eq!(quorum.image().next_producer_id % PRODUCER_ID_BLOCK_SIZE, 0);
+            quorum.shutdown().await;
         }
         assert_eq!(seen.len() as i64, 3 * (PRODUCER_ID_BLOCK_SIZE + 10));
     }

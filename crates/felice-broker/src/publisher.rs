@@ -21,8 +21,9 @@ use tokio::sync::watch;
 
 /// The wait for an applied image ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("metadata offset {wanted} not applied within {waited_ms} ms (applied: {applied})")]
+#[error("metadata not applied within {waited_ms} ms (applied offset: {applied})")]
 pub struct ApplyTimedOut {
+    /// The offset waited for (`u64::MAX`: a condition on the image).
     pub wanted: u64,
     pub applied: u64,
     pub waited_ms: u128,
@@ -80,6 +81,52 @@ impl AppliedImage {
             // The sender lives as long as `self`: a closed channel cannot be
             // seen here; treat it as the timeout it would become.
             Ok(Err(_)) | Err(_) => Err(self.timed_out(offset, timeout)),
+        }
+    }
+
+    /// Waits until an applied image satisfies `done`; returns it.
+    pub async fn wait_until(
+        &self,
+        done: impl Fn(&MetadataImage) -> bool,
+        timeout: Duration,
+    ) -> Result<Arc<MetadataImage>, ApplyTimedOut> {
+        let mut rx = self.image.subscribe();
+        let wait = async move {
+            rx.wait_for(|image| done(image))
+                .await
+                .map(|image| image.clone())
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(image)) => Ok(image),
+            Ok(Err(_)) | Err(_) => Err(self.timed_out(u64::MAX, timeout)),
+        }
+    }
+
+    /// [`Self::wait_until`] for blocking threads.
+    pub fn wait_until_blocking(
+        &self,
+        done: impl Fn(&MetadataImage) -> bool,
+        timeout: Duration,
+    ) -> Result<Arc<MetadataImage>, ApplyTimedOut> {
+        let deadline = Instant::now() + timeout;
+        let mut applied = match self.offset.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        loop {
+            let image = self.get();
+            if done(&image) {
+                return Ok(image);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                drop(applied);
+                return Err(self.timed_out(u64::MAX, timeout));
+            }
+            applied = match self.advanced.wait_timeout(applied, left) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
         }
     }
 

@@ -4,6 +4,7 @@
 
 use crate::broker::{Broker, StartError};
 use crate::config::BrokerConfig;
+use crate::controller::ControllerContext;
 use crate::net;
 use felice_metadata::{MetadataQuorum, QuorumConfig};
 use std::sync::Arc;
@@ -68,24 +69,54 @@ pub async fn start_with_clock(
             .await
             .map_err(task_failed)??
     };
-    let metadata = MetadataQuorum::open(
-        &Broker::metadata_dir(&config),
-        QuorumConfig::single(config.node_id as u64),
-        None,
-    )
-    .await?;
+    let (quorum_config, transport) = quorum_config(&config);
+    let metadata_dir = Broker::metadata_dir(&config);
+    let metadata =
+        Arc::new(MetadataQuorum::start(&metadata_dir, quorum_config.clone(), transport).await?);
+    let controller = Arc::new(ControllerContext {
+        quorum: metadata.clone(),
+        config: config.clone(),
+    });
+    // The controller listener answers Raft before the quorum can elect.
+    let (shutdown, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    if let (Some(l), false) = (&config.controller_listener, config.quorum_voters.is_empty()) {
+        let addr = format!("{}:{}", l.host, l.port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+        tasks.push(tokio::spawn(crate::controller_net::serve(
+            controller.clone(),
+            listener,
+            rx.clone(),
+        )));
+    }
+    metadata.ready(&metadata_dir, &quorum_config).await?;
+    let node_id = config.node_id;
     let broker =
-        tokio::task::spawn_blocking(move || Broker::open(config, cluster_id, metadata, clock))
+        tokio::task::spawn_blocking(move || Broker::open(config, cluster_id, controller, clock))
             .await
             .map_err(task_failed)??;
     let broker = Arc::new(broker);
     // Serve only once this broker is in the image it answers Metadata from.
-    let registered = broker.register(advertised_port).await?;
+    broker.register(advertised_port).await?;
+    let port = i32::from(advertised_port);
+    let mut images = metadata.subscribe();
+    let registered = tokio::time::timeout(
+        crate::limits::MAX_CONTROLLER_CALL,
+        images.wait_for(|i| i.brokers.get(&node_id).is_some_and(|b| b.port == port)),
+    )
+    .await
+    .map_err(|_| StartError::Register("the registration never reached this node".into()))?
+    .map_err(|_| StartError::Register("the metadata quorum stopped".into()))?
+    .clone();
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.apply(registered))
         .await
         .map_err(task_failed)?;
-    let (shutdown, rx) = watch::channel(false);
     let serve = tokio::spawn(net::serve(broker.clone(), listener, rx.clone()));
     let housekeeping = tokio::spawn(housekeeping(broker.clone(), rx.clone()));
     let group_timers = tokio::spawn(group_timers(broker.clone(), rx.clone()));
@@ -103,7 +134,10 @@ pub async fn start_with_clock(
         local_addr,
         broker,
         shutdown,
-        tasks: vec![serve, housekeeping, group_timers, cleaner, publisher],
+        tasks: {
+            tasks.extend([serve, housekeeping, group_timers, cleaner, publisher]);
+            tasks
+        },
     })
 }
 
@@ -201,6 +235,38 @@ async fn apply_metadata(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// The quorum this node takes part in: its voters (`controller.quorum.voters`,
+/// or this node alone) and, with peers, the TCP transport to them.
+fn quorum_config(
+    config: &BrokerConfig,
+) -> (
+    QuorumConfig,
+    Option<Arc<dyn felice_metadata::raft::network::RaftTransport>>,
+) {
+    let mut q = QuorumConfig::single(config.node_id as u64);
+    q.election_timeout_ms = config.controller_quorum_election_timeout_ms;
+    if config.quorum_voters.is_empty() {
+        return (q, None);
+    }
+    q.voters = config
+        .quorum_voters
+        .iter()
+        .map(|(id, (host, port))| {
+            (
+                *id as u64,
+                felice_metadata::raft::BasicNode::new(format!("{host}:{port}")),
+            )
+        })
+        .collect();
+    // A cluster waits for its peers as long as it takes them to start.
+    q.start_timeout = Duration::from_secs(300);
+    let transport = crate::raft_transport::TcpRaftTransport::new(
+        config.node_id,
+        config.socket_request_max_bytes,
+    );
+    (q, Some(Arc::new(transport)))
 }
 
 /// Runs until SIGTERM or Ctrl-C.

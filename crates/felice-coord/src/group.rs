@@ -32,6 +32,9 @@ pub type RequestId = u64;
 pub enum GroupError {
     #[error("COORDINATOR_NOT_AVAILABLE")]
     CoordinatorNotAvailable,
+    /// The group's `__consumer_offsets` partition is led by another broker.
+    #[error("NOT_COORDINATOR")]
+    NotCoordinator,
     #[error("ILLEGAL_GENERATION")]
     IllegalGeneration,
     #[error("INCONSISTENT_GROUP_PROTOCOL")]

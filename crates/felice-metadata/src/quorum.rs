@@ -125,11 +125,9 @@ fn raft_config(cfg: &QuorumConfig) -> Result<Arc<Config>, QuorumError> {
 }
 
 impl MetadataQuorum {
-    /// Opens this node's metadata storage in `dir` (`raft/` inside it),
-    /// joins the quorum, and returns once a leader is known and the image
-    /// has every entry committed so far. A single-node quorum with
-    /// `transport = None`.
-    pub async fn open(
+    /// Opens this node's metadata storage in `dir` (`raft/` inside it) and
+    /// starts its Raft node. A single-node quorum with `transport = None`.
+    pub async fn start(
         dir: &Path,
         cfg: QuorumConfig,
         transport: Option<Arc<dyn RaftTransport>>,
@@ -158,15 +156,40 @@ impl MetadataQuorum {
         )
         .await
         .map_err(|e| QuorumError::Raft(e.to_string()))?;
-        let quorum = MetadataQuorum {
+        Ok(MetadataQuorum {
             raft,
             sm,
             node_id: cfg.node_id,
             commit_lock: tokio::sync::Mutex::new(()),
-        };
-        quorum.join(&cfg).await?;
-        quorum.migrate(&dir.join("records.log")).await?;
+        })
+    }
+
+    /// [`Self::start`], then [`Self::ready`]: for a quorum whose peers are
+    /// reachable already (or that has none).
+    pub async fn open(
+        dir: &Path,
+        cfg: QuorumConfig,
+        transport: Option<Arc<dyn RaftTransport>>,
+    ) -> Result<MetadataQuorum, QuorumError> {
+        let quorum = MetadataQuorum::start(dir, cfg.clone(), transport).await?;
+        quorum.ready(dir, &cfg).await?;
         Ok(quorum)
+    }
+
+    /// Joins the quorum and waits for a leader and the image, then migrates
+    /// a pre-Raft metadata log. Call once the node answers Raft messages
+    /// (its controller listener serves [`Self::raft`]).
+    pub async fn ready(&self, dir: &Path, cfg: &QuorumConfig) -> Result<(), QuorumError> {
+        self.join(cfg).await?;
+        let legacy = dir.join("records.log");
+        let alone = cfg.voters.len() == 1 && cfg.voters.contains_key(&cfg.node_id);
+        if legacy.exists() && !alone {
+            return Err(QuorumError::Migration {
+                path: legacy,
+                why: "a data folder from before the metadata quorum is upgraded as a single node; start it alone first".into(),
+            });
+        }
+        self.migrate(&legacy).await
     }
 
     /// Initialises a pristine quorum (every voter does, with the same

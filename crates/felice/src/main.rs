@@ -2,6 +2,7 @@
 //! Kafka-compatible broker and prints throughput and latency figures.
 
 mod bench;
+mod dev_cluster;
 
 use anyhow::Context;
 use felice_broker::BrokerConfig;
@@ -10,6 +11,9 @@ const USAGE: &str = "usage:
   felice server [--config FILE] [--override KEY=VALUE]... [--print-config]
       Runs a broker. With no arguments: listener PLAINTEXT://127.0.0.1:9092,
       data in ./data. Keys are Kafka's broker config names.
+  felice dev cluster [--nodes 3] [--dir DIR]
+      Starts a local cluster, each node its own process; prints the
+      bootstrap list; Ctrl-C stops it.
   felice bench --help
       Drives any Kafka-compatible broker and prints throughput and latency.";
 
@@ -18,6 +22,7 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("server") => server(&args[1..]),
         Some("bench") => bench::main(args[1..].to_vec()),
+        Some("dev") => dev_cluster::main(&args[1..]),
         Some("--help" | "-h" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -62,7 +67,7 @@ fn server(args: &[String]) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FELICE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -29,6 +29,15 @@ pub fn advertised() -> Vec<ApiVersion> {
         .collect()
 }
 
+/// What the controller listener serves (see [`crate::controller_net`]): its
+/// Raft keys are Felice's own and never advertised.
+pub fn controller_advertised() -> Vec<ApiVersion> {
+    vec![ApiVersion::default()
+        .with_api_key(ApiKey::ApiVersions as i16)
+        .with_min_version(VERSIONS.min)
+        .with_max_version(VERSIONS.max)]
+}
+
 /// Kafka's rule for v3+ `client_software_name` and `_version`:
 /// `[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?`.
 fn valid_software_field(s: &str) -> bool {

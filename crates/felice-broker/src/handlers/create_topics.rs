@@ -6,9 +6,10 @@
 //! source.
 
 use crate::broker::Broker;
+use crate::config::BrokerConfig;
+use crate::controller::ControllerContext;
 use crate::controller::{self, NewTopic, TopicError};
 use crate::handlers::str_bytes;
-use crate::limits::MAX_METADATA_APPLY_WAIT;
 use crate::topic_config;
 use felice_metadata::CommitError;
 use kafka_protocol::messages::create_topics_response::{
@@ -19,7 +20,6 @@ use kafka_protocol::protocol::{Message, VersionRange};
 use kafka_protocol::ResponseError;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 pub const VERSIONS: VersionRange = CreateTopicsRequest::VERSIONS;
 
@@ -35,9 +35,77 @@ struct Created {
     overrides: BTreeMap<String, String>,
 }
 
+/// The broker's side: the request goes to the active controller (in
+/// process when this node leads, forwarded otherwise); the answer waits
+/// until this broker serves the created topics, bounded by the request's
+/// timeout (see [`crate::handlers::delete_topics::apply_wait`]).
 pub async fn handle(
     broker: &Arc<Broker>,
-    _header: &RequestHeader,
+    header: &RequestHeader,
+    req: CreateTopicsRequest,
+) -> CreateTopicsResponse {
+    let (validate_only, timeout_ms) = (req.validate_only, req.timeout_ms);
+    let names: Vec<String> = req.topics.iter().map(|t| t.name.0.to_string()).collect();
+    let mut resp = match broker
+        .controller
+        .call(req, header.request_api_version)
+        .await
+    {
+        Ok(resp) => resp,
+        Err(e) => {
+            let topics = names
+                .iter()
+                .map(|n| {
+                    CreatableTopicResult::default()
+                        .with_name(crate::handlers::topic_name(n))
+                        .with_error_code(ResponseError::RequestTimedOut.code())
+                        .with_error_message(Some(str_bytes(&e.to_string())))
+                        .with_num_partitions(-1)
+                        .with_replication_factor(-1)
+                })
+                .collect();
+            return CreateTopicsResponse::default().with_topics(topics);
+        }
+    };
+    if validate_only {
+        return resp;
+    }
+    // By name: a forwarded answer below v7 carries no topic id.
+    let created: Vec<(String, uuid::Uuid)> = resp
+        .topics
+        .iter()
+        .filter(|t| t.error_code == 0)
+        .map(|t| (t.name.0.to_string(), t.topic_id))
+        .collect();
+    if created.is_empty() {
+        return resp;
+    }
+    let wait = crate::handlers::delete_topics::apply_wait(timeout_ms);
+    let served = broker
+        .applied_until(
+            |image| {
+                created.iter().all(|(name, id)| {
+                    image
+                        .topic(name)
+                        .is_some_and(|t| id.is_nil() || t.topic_id == *id)
+                })
+            },
+            wait,
+        )
+        .await;
+    if let (Err(e), true) = (served, timeout_ms > 0) {
+        for t in resp.topics.iter_mut().filter(|t| t.error_code == 0) {
+            t.error_code = ResponseError::RequestTimedOut.code();
+            t.error_message = Some(str_bytes(&e.to_string()));
+        }
+    }
+    resp
+}
+
+/// The active controller's side: validates every requested topic and
+/// commits the valid ones in one metadata commit.
+pub async fn on_controller(
+    ctx: &ControllerContext,
     req: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
     let mut counts: HashMap<String, usize> = HashMap::new();
@@ -74,10 +142,10 @@ pub async fn handle(
         }));
     }
     let validate_only = req.validate_only;
-    let timeout_ms = req.timeout_ms;
     // Per-topic outcome: the topic id when created (or valid).
     let mut outcomes: Vec<Result<Created, TopicError>> = Vec::new();
-    let commit = broker
+    let commit = ctx
+        .quorum
         .commit(|image| {
             let mut scratch = image.clone();
             let mut budget = controller::PartitionBudget::per_request();
@@ -90,7 +158,7 @@ pub async fn handle(
                         continue;
                     }
                 };
-                match controller::create_topic_records(&scratch, &broker.config, t, &mut budget) {
+                match controller::create_topic_records(&scratch, &ctx.config, t, &mut budget) {
                     Ok((id, recs)) => {
                         for rec in &recs {
                             scratch.apply_mut(rec);
@@ -119,15 +187,6 @@ pub async fn handle(
         })
         .await;
     let failure = match commit {
-        // Answer once this broker serves the new partitions; a request with
-        // no timeout gets the committed outcome at once, as from Kafka.
-        Ok(image) if !validate_only && timeout_ms > 0 => {
-            let wait = Duration::from_millis(timeout_ms as u64).min(MAX_METADATA_APPLY_WAIT);
-            match broker.applied(image.offset, wait).await {
-                Ok(_) => None,
-                Err(e) => Some((ResponseError::RequestTimedOut, e.to_string())),
-            }
-        }
         Ok(_) => None,
         Err(CommitError::NotController(_)) => Some((
             ResponseError::NotController,
@@ -153,13 +212,13 @@ pub async fn handle(
     let topics = names
         .into_iter()
         .zip(outcomes)
-        .map(|(name, outcome)| result(broker, name, outcome, failure.as_ref()))
+        .map(|(name, outcome)| result(&ctx.config, name, outcome, failure.as_ref()))
         .collect();
     CreateTopicsResponse::default().with_topics(topics)
 }
 
 fn result(
-    broker: &Broker,
+    config: &BrokerConfig,
     name: String,
     outcome: Result<Created, TopicError>,
     failure: Option<&(ResponseError, String)>,
@@ -177,7 +236,7 @@ fn result(
             .with_num_partitions(-1)
             .with_replication_factor(-1),
         (Ok(created), None) => {
-            let configs = topic_config::describe(&broker.config, &created.overrides)
+            let configs = topic_config::describe(config, &created.overrides)
                 .into_iter()
                 .map(|c| {
                     CreatableTopicConfigs::default()

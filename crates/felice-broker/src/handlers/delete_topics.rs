@@ -6,8 +6,9 @@
 //! (bounded by the request's timeout).
 
 use crate::broker::Broker;
+use crate::controller::ControllerContext;
 use crate::handlers::{str_bytes, topic_name};
-use crate::limits::MAX_METADATA_APPLY_WAIT;
+use crate::limits::{LOCAL_APPLY_GRACE, MAX_METADATA_APPLY_WAIT};
 use felice_metadata::{CommitError, MetadataRecord};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
@@ -20,13 +21,68 @@ use std::time::Duration;
 
 pub const VERSIONS: VersionRange = DeleteTopicsRequest::VERSIONS;
 
+/// The broker's side: the request goes to the active controller (in
+/// process when this node leads, forwarded otherwise); the answer waits
+/// until this broker deleted the topics' logs and committed offsets,
+/// bounded by the request's timeout (REQUEST_TIMED_OUT past it). With no
+/// timeout it still waits a little ([`apply_wait`]), so that the client's
+/// next request to this broker sees its change, but never fails for it.
 pub async fn handle(
     broker: &Arc<Broker>,
     header: &RequestHeader,
     req: DeleteTopicsRequest,
 ) -> DeleteTopicsResponse {
-    // (name, id) as the client named them; v6+ uses `topics`, older `topic_names`.
-    let wanted: Vec<(Option<String>, uuid::Uuid)> = if header.request_api_version >= 6 {
+    let timeout_ms = req.timeout_ms;
+    let wanted = wanted(&req);
+    let resp = match broker
+        .controller
+        .call(req, header.request_api_version)
+        .await
+    {
+        Ok(resp) => resp,
+        Err(e) => {
+            return DeleteTopicsResponse::default().with_responses(not_run(
+                wanted,
+                ResponseError::RequestTimedOut,
+                &e.to_string(),
+            ))
+        }
+    };
+    // By id when the answer has one (v6+), else by name.
+    let deleted: Vec<(Option<String>, uuid::Uuid)> = resp
+        .responses
+        .iter()
+        .filter(|r| r.error_code == 0)
+        .map(|r| (r.name.as_ref().map(|n| n.0.to_string()), r.topic_id))
+        .collect();
+    let wait = apply_wait(timeout_ms);
+    match broker
+        .applied_until(
+            |image| {
+                deleted.iter().all(|(name, id)| match (id.is_nil(), name) {
+                    (false, _) => image.topic_by_id(id).is_none(),
+                    (true, Some(name)) => image.topic(name).is_none(),
+                    (true, None) => true,
+                })
+            },
+            wait,
+        )
+        .await
+    {
+        Ok(_) => resp,
+        Err(_) if timeout_ms <= 0 => resp,
+        Err(e) => DeleteTopicsResponse::default().with_responses(with_error(
+            resp.responses,
+            ResponseError::RequestTimedOut,
+            &e.to_string(),
+        )),
+    }
+}
+
+/// (name, id) as the client named them: v6+ fills `topics`, older versions
+/// `topic_names` (a request keeps only its version's field when encoded).
+fn wanted(req: &DeleteTopicsRequest) -> Vec<(Option<String>, uuid::Uuid)> {
+    if !req.topics.is_empty() {
         req.topics
             .iter()
             .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id))
@@ -36,8 +92,17 @@ pub async fn handle(
             .iter()
             .map(|n: &TopicName| (Some(n.0.to_string()), uuid::Uuid::nil()))
             .collect()
-    };
-    if !broker.config.delete_topic_enable {
+    }
+}
+
+/// The active controller's side: one RemoveTopic record per topic, in one
+/// commit.
+pub async fn on_controller(
+    ctx: &ControllerContext,
+    req: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
+    let wanted = wanted(&req);
+    if !ctx.config.delete_topic_enable {
         let responses = wanted
             .into_iter()
             .map(|(name, id)| {
@@ -49,9 +114,9 @@ pub async fn handle(
             .collect();
         return DeleteTopicsResponse::default().with_responses(responses);
     }
-    let timeout_ms = req.timeout_ms;
     let mut results = Vec::new();
-    let commit = broker
+    let commit = ctx
+        .quorum
         .commit(|image| {
             let mut records = Vec::new();
             let mut seen = std::collections::HashSet::new();
@@ -86,17 +151,7 @@ pub async fn handle(
         })
         .await;
     match commit {
-        Ok(image) => {
-            // Answer once this broker deleted the logs and the topics'
-            // committed offsets; with no timeout, at the commit, as Kafka.
-            let wait = Duration::from_millis(timeout_ms.max(0) as u64).min(MAX_METADATA_APPLY_WAIT);
-            let results = match broker.applied(image.offset, wait).await {
-                Ok(_) => results,
-                Err(_) if timeout_ms <= 0 => results,
-                Err(e) => with_error(results, ResponseError::RequestTimedOut, &e.to_string()),
-            };
-            DeleteTopicsResponse::default().with_responses(results)
-        }
+        Ok(_) => DeleteTopicsResponse::default().with_responses(results),
         Err(CommitError::NotController(_)) => {
             let message = "this broker is not the active controller";
             DeleteTopicsResponse::default().with_responses(not_run(
@@ -149,4 +204,14 @@ fn with_error(
             }
         })
         .collect()
+}
+
+/// How long an admin request waits for this broker to apply its change:
+/// its timeout, capped; with none, [`LOCAL_APPLY_GRACE`].
+pub(crate) fn apply_wait(timeout_ms: i32) -> Duration {
+    if timeout_ms <= 0 {
+        LOCAL_APPLY_GRACE
+    } else {
+        Duration::from_millis(timeout_ms as u64).min(MAX_METADATA_APPLY_WAIT)
+    }
 }

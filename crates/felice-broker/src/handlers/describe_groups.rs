@@ -6,6 +6,7 @@ use crate::broker::Broker;
 use crate::handlers::str_bytes;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse, RequestHeader};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::protocol::{Message, VersionRange};
 use kafka_protocol::ResponseError;
 use std::sync::Arc;
@@ -48,6 +49,11 @@ fn respond(broker: &Broker, version: i16, req: DescribeGroupsRequest) -> Describ
                 } else {
                     i32::MIN
                 });
+            }
+            if let Err(e) = broker.groups.owns(id.0.as_str()) {
+                return out
+                    .with_error_code(crate::handlers::groups::code(e))
+                    .with_group_state(StrBytes::default());
             }
             let Some(d) = broker.groups.describe(id.0.as_str()) else {
                 out = out.with_group_state(str_bytes("Dead"));

@@ -95,12 +95,14 @@ pub async fn handle(
             ResponseError::UnknownTopicOrPartition
         };
         for p in &t.partitions {
-            let target = match resolved
-                .as_ref()
-                .and_then(|topic| broker.replicas.get(&topic.topic_id, p.partition))
-            {
-                None => Err(unknown),
-                Some(part) => {
+            let target = match crate::handlers::led_partition(
+                broker,
+                resolved.as_ref(),
+                p.partition,
+                unknown,
+            ) {
+                Err(code) => Err(code),
+                Ok(part) => {
                     if p.current_leader_epoch >= 0 && p.current_leader_epoch < part.leader_epoch {
                         Err(ResponseError::FencedLeaderEpoch)
                     } else if p.current_leader_epoch > part.leader_epoch {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 pub fn code(e: GroupError) -> i16 {
     let r = match e {
         GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        GroupError::NotCoordinator => ResponseError::NotCoordinator,
         GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
         GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
         GroupError::InvalidGroupId => ResponseError::InvalidGroupId,

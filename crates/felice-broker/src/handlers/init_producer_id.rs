@@ -65,7 +65,7 @@ pub async fn handle(
         None => {
             broker
                 .producer_ids
-                .next(&broker.metadata, broker.config.node_id)
+                .next(&broker.controller, broker.config.node_id)
                 .await
         }
     };

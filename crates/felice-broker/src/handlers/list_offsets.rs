@@ -50,20 +50,23 @@ pub async fn handle(
     for (ti, t) in req.topics.iter().enumerate() {
         let topic = image.topic(t.name.0.as_str());
         for p in &t.partitions {
-            let target = match topic
-                .and_then(|topic| broker.replicas.get(&topic.topic_id, p.partition_index))
-            {
-                None => Err(ResponseError::UnknownTopicOrPartition),
-                Some(part)
+            let target = match crate::handlers::led_partition(
+                broker,
+                topic,
+                p.partition_index,
+                ResponseError::UnknownTopicOrPartition,
+            ) {
+                Err(code) => Err(code),
+                Ok(part)
                     if p.current_leader_epoch >= 0
                         && p.current_leader_epoch < part.leader_epoch =>
                 {
                     Err(ResponseError::FencedLeaderEpoch)
                 }
-                Some(part) if p.current_leader_epoch > part.leader_epoch => {
+                Ok(part) if p.current_leader_epoch > part.leader_epoch => {
                     Err(ResponseError::UnknownLeaderEpoch)
                 }
-                Some(part) => Ok(part),
+                Ok(part) => Ok(part),
             };
             jobs.push(Job {
                 topic: ti,

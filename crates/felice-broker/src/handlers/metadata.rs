@@ -6,7 +6,7 @@
 //! `default.replication.factor` replicas.
 
 use crate::broker::Broker;
-use crate::controller::{self, NewTopic};
+use crate::controller;
 use crate::handlers::{str_bytes, topic_name};
 use felice_metadata::{MetadataImage, TopicImage};
 use kafka_protocol::messages::metadata_response::{
@@ -162,48 +162,52 @@ fn topic_response(
         })
 }
 
-/// Creates `names` with the broker defaults; returns the new image. Topics
-/// that another request created meanwhile are simply skipped.
+/// Creates `names` with the broker defaults (a CreateTopics to the active
+/// controller, as a KRaft broker does); returns an applied image that has
+/// the created topics. Topics that another request created meanwhile are
+/// simply skipped.
 async fn auto_create(broker: &Arc<Broker>, names: Vec<String>) -> Option<Arc<MetadataImage>> {
-    let r = broker
-        .commit(|image| {
-            let mut records = Vec::new();
-            let mut scratch = image.clone();
-            let mut budget = controller::PartitionBudget::per_request();
-            for name in &names {
-                let t = NewTopic {
-                    name: name.clone(),
-                    num_partitions: -1,
-                    replication_factor: -1,
-                    assignments: vec![],
-                    configs: vec![],
-                };
-                match controller::create_topic_records(&scratch, &broker.config, &t, &mut budget) {
-                    Ok((_, recs)) => {
-                        for r in &recs {
-                            scratch.apply_mut(r);
-                        }
-                        records.extend(recs);
-                    }
-                    Err(e) => tracing::debug!(topic = %name, error = %e.message, "not auto-creating topic"),
-                }
-            }
-            Ok::<_, ()>(records)
-        })
-        .await;
-    match r {
-        Ok(committed) => match broker
-            .applied(committed.offset, crate::limits::MAX_METADATA_APPLY_WAIT)
-            .await
-        {
-            Ok(image) => Some(image),
-            Err(e) => {
-                tracing::warn!(error = %e, "auto-created topics not applied");
-                None
-            }
-        },
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::CreateTopicsRequest;
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(0)
+        .with_topics(
+            names
+                .iter()
+                .map(|n| {
+                    CreatableTopic::default()
+                        .with_name(topic_name(n))
+                        .with_num_partitions(-1)
+                        .with_replication_factor(-1)
+                })
+                .collect(),
+        );
+    let resp = match broker.controller.call(req, 7).await {
+        Ok(resp) => resp,
         Err(e) => {
             tracing::warn!(error = %e, "auto-creating topics failed");
+            return None;
+        }
+    };
+    let created: Vec<uuid::Uuid> = resp
+        .topics
+        .iter()
+        .filter(|t| t.error_code == 0)
+        .map(|t| t.topic_id)
+        .collect();
+    for t in resp.topics.iter().filter(|t| t.error_code != 0) {
+        tracing::debug!(topic = %t.name.0.as_str(), code = t.error_code, "not auto-creating topic");
+    }
+    match broker
+        .applied_until(
+            |image| created.iter().all(|id| image.topic_by_id(id).is_some()),
+            crate::limits::MAX_METADATA_APPLY_WAIT,
+        )
+        .await
+    {
+        Ok(image) => Some(image),
+        Err(e) => {
+            tracing::warn!(error = %e, "auto-created topics not applied");
             None
         }
     }

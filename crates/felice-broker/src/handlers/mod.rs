@@ -75,3 +75,28 @@ pub fn topic_name(s: &str) -> kafka_protocol::messages::TopicName {
 pub fn str_bytes(s: &str) -> kafka_protocol::protocol::StrBytes {
     kafka_protocol::protocol::StrBytes::from_string(s.to_string())
 }
+
+/// The hosted partition `index` of `topic` when this broker leads it, as a
+/// client request needs it; Kafka's errors otherwise: a topic or partition
+/// the image does not have gets `unknown`, one led by another broker (or not
+/// opened here yet) NOT_LEADER_OR_FOLLOWER, so the client refreshes its
+/// metadata and goes to the leader.
+pub(crate) fn led_partition(
+    broker: &crate::broker::Broker,
+    topic: Option<&std::sync::Arc<felice_metadata::TopicImage>>,
+    index: i32,
+    unknown: kafka_protocol::ResponseError,
+) -> Result<std::sync::Arc<crate::replica::Partition>, kafka_protocol::ResponseError> {
+    let topic = topic.ok_or(unknown)?;
+    let image = usize::try_from(index)
+        .ok()
+        .and_then(|i| topic.partitions.get(i))
+        .ok_or(unknown)?;
+    if image.leader != broker.config.node_id {
+        return Err(kafka_protocol::ResponseError::NotLeaderOrFollower);
+    }
+    broker
+        .replicas
+        .get(&topic.topic_id, index)
+        .ok_or(kafka_protocol::ResponseError::NotLeaderOrFollower)
+}

@@ -243,11 +243,11 @@ pub async fn handle(
                 partition_responses.push(error(ResponseError::InvalidRequiredAcks, None));
                 continue;
             }
-            let partition = resolved
-                .as_ref()
-                .and_then(|t| broker.replicas.get(&t.topic_id, pd.index));
-            let Some(partition) = partition else {
-                partition_responses.push(error(unknown, None));
+            let partition =
+                crate::handlers::led_partition(broker, resolved.as_ref(), pd.index, unknown);
+            let Ok(partition) = partition else {
+                let code = partition.err().unwrap_or(unknown);
+                partition_responses.push(error(code, None));
                 continue;
             };
             // Kafka: clients may not append to internal topics; the group

@@ -42,6 +42,9 @@ openraft::declare_raft_types!(
 );
 
 pub type LogId = openraft::LogId<u64>;
+/// A running Raft node of the metadata quorum.
+pub type RaftNode = openraft::Raft<MetaRaft>;
+pub use openraft::BasicNode;
 pub type StorageError = openraft::StorageError<u64>;
 
 /// The records of one controller decision, applied together.

@@ -1,0 +1,236 @@
+//! The broker's channel to the active controller, as KRaft's: requests that
+//! change cluster metadata (BrokerRegistration, AllocateProducerIds,
+//! CreateTopics, DeleteTopics) go to the quorum's leader. When this node
+//! leads, they run in process; otherwise they travel over TCP to the
+//! leader's controller listener, Kafka-framed, and the answer comes back as
+//! the leader gave it. A broker that receives an admin request from a client
+//! forwards it this way too, as Kafka does.
+//!
+//! Bounds: a call waits at most `controller.quorum.request.timeout.ms` per
+//! attempt, and retries (a new leader, a dropped connection) until
+//! [`crate::limits::MAX_CONTROLLER_CALL`]; one connection to the leader,
+//! one call at a time over it.
+
+use crate::controller::{self, ControllerContext};
+use bytes::{BufMut, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::ResponseError;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("no active controller answered within {0} ms")]
+    Unavailable(u128),
+}
+
+pub struct ControllerChannel {
+    ctx: Arc<ControllerContext>,
+    node_id: i32,
+    voters: BTreeMap<i32, (String, u16)>,
+    attempt_timeout: Duration,
+    max_frame_bytes: i32,
+    /// The connection to the leader: (leader id, stream).
+    conn: tokio::sync::Mutex<Option<(i32, TcpStream)>>,
+    correlation: std::sync::atomic::AtomicI32,
+}
+
+/// A controller request: how it runs in process, and whether its answer
+/// says the node that answered was not (or no longer) the leader.
+pub trait ControllerRequest: Request + Clone + Send + Sync + 'static {
+    fn run_local(
+        self,
+        ctx: &ControllerContext,
+    ) -> impl std::future::Future<Output = Self::Response> + Send;
+    fn not_controller(response: &Self::Response) -> bool;
+}
+
+const NOT_CONTROLLER: i16 = 41;
+const _: () = assert!(ResponseError::NotController.code() == NOT_CONTROLLER);
+
+impl ControllerRequest for BrokerRegistrationRequest {
+    async fn run_local(self, ctx: &ControllerContext) -> BrokerRegistrationResponse {
+        controller::register_broker(ctx, self).await
+    }
+    fn not_controller(r: &BrokerRegistrationResponse) -> bool {
+        r.error_code == NOT_CONTROLLER
+    }
+}
+
+impl ControllerRequest for AllocateProducerIdsRequest {
+    async fn run_local(self, ctx: &ControllerContext) -> AllocateProducerIdsResponse {
+        controller::allocate_producer_ids(ctx, self).await
+    }
+    fn not_controller(r: &AllocateProducerIdsResponse) -> bool {
+        r.error_code == NOT_CONTROLLER
+    }
+}
+
+impl ControllerRequest for CreateTopicsRequest {
+    async fn run_local(self, ctx: &ControllerContext) -> CreateTopicsResponse {
+        crate::handlers::create_topics::on_controller(ctx, self).await
+    }
+    fn not_controller(r: &CreateTopicsResponse) -> bool {
+        r.topics.iter().any(|t| t.error_code == NOT_CONTROLLER)
+    }
+}
+
+impl ControllerRequest for DeleteTopicsRequest {
+    async fn run_local(self, ctx: &ControllerContext) -> DeleteTopicsResponse {
+        crate::handlers::delete_topics::on_controller(ctx, self).await
+    }
+    fn not_controller(r: &DeleteTopicsResponse) -> bool {
+        r.responses.iter().any(|t| t.error_code == NOT_CONTROLLER)
+    }
+}
+
+impl ControllerChannel {
+    pub fn new(ctx: Arc<ControllerContext>) -> ControllerChannel {
+        let config = &ctx.config;
+        ControllerChannel {
+            node_id: config.node_id,
+            voters: config.quorum_voters.clone(),
+            attempt_timeout: Duration::from_millis(config.controller_quorum_request_timeout_ms),
+            max_frame_bytes: config.socket_request_max_bytes,
+            conn: tokio::sync::Mutex::new(None),
+            correlation: std::sync::atomic::AtomicI32::new(0),
+            ctx,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn context(&self) -> &Arc<ControllerContext> {
+        &self.ctx
+    }
+
+    /// Sends `req` (at `version`) to the active controller and returns its
+    /// answer; retries while no leader is known, the leader moves, or its
+    /// connection fails, up to `MAX_CONTROLLER_CALL`.
+    pub async fn call<R: ControllerRequest>(
+        &self,
+        req: R,
+        version: i16,
+    ) -> Result<R::Response, ChannelError> {
+        let deadline = Instant::now() + crate::limits::MAX_CONTROLLER_CALL;
+        loop {
+            let leader = self.ctx.quorum.raft().current_leader().await;
+            let answer = match leader {
+                Some(l) if l == self.node_id as u64 => Some(req.clone().run_local(&self.ctx).await),
+                Some(l) => match self.forward(l as i32, &req, version).await {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::debug!(leader = l, error = %e, "controller call failed; retrying");
+                        None
+                    }
+                },
+                None => None,
+            };
+            match answer {
+                Some(r) if !R::not_controller(&r) => return Ok(r),
+                Some(r) if Instant::now() >= deadline => return Ok(r),
+                _ if Instant::now() >= deadline => {
+                    return Err(ChannelError::Unavailable(
+                        crate::limits::MAX_CONTROLLER_CALL.as_millis(),
+                    ))
+                }
+                _ => {
+                    // Wait for the quorum to know a (new) leader, bounded.
+                    let wait = self.attempt_timeout.min(deadline - Instant::now());
+                    let raft = self.ctx.quorum.raft();
+                    let _ = raft
+                        .wait(Some(wait))
+                        .metrics(
+                            |m| m.current_leader.is_some() && m.current_leader != leader,
+                            "a new metadata leader",
+                        )
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn forward<R: ControllerRequest>(
+        &self,
+        leader: i32,
+        req: &R,
+        version: i16,
+    ) -> std::io::Result<R::Response> {
+        let Some((host, port)) = self.voters.get(&leader) else {
+            return Err(std::io::Error::other(format!(
+                "leader {leader} is not a voter"
+            )));
+        };
+        let addr = format!("{host}:{port}");
+        let correlation_id = self
+            .correlation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let frame = encode_request(req, version, correlation_id, self.node_id)?;
+        let mut conn = self.conn.lock().await;
+        let call = async {
+            if conn.as_ref().is_none_or(|(id, _)| *id != leader) {
+                let stream = TcpStream::connect(&addr).await?;
+                let _ = stream.set_nodelay(true);
+                *conn = Some((leader, stream));
+            }
+            let Some((_, stream)) = conn.as_mut() else {
+                return Err(std::io::Error::other("no connection"));
+            };
+            stream.write_all(&frame).await?;
+            let len = stream.read_i32().await?;
+            if !(4..=self.max_frame_bytes).contains(&len) {
+                return Err(std::io::Error::other(format!("answer length {len}")));
+            }
+            let mut body = vec![0u8; len as usize];
+            stream.read_exact(&mut body).await?;
+            Ok(body)
+        };
+        let body = match tokio::time::timeout(self.attempt_timeout, call).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(e)) => {
+                *conn = None;
+                return Err(e);
+            }
+            Err(_) => {
+                *conn = None;
+                return Err(std::io::Error::other(format!(
+                    "no answer from {addr} within {} ms",
+                    self.attempt_timeout.as_millis()
+                )));
+            }
+        };
+        drop(conn);
+        let mut buf = bytes::Bytes::from(body);
+        let header = ResponseHeader::decode(&mut buf, R::Response::header_version(version))
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        if header.correlation_id != correlation_id {
+            return Err(std::io::Error::other("correlation id mismatch"));
+        }
+        R::Response::decode(&mut buf, version).map_err(|e| std::io::Error::other(e.to_string()))
+    }
+}
+
+fn encode_request<R: Request>(
+    req: &R,
+    version: i16,
+    correlation_id: i32,
+    node_id: i32,
+) -> std::io::Result<BytesMut> {
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from(format!("felice-broker-{node_id}"))));
+    let mut body = BytesMut::new();
+    header
+        .encode(&mut body, R::header_version(version))
+        .and_then(|()| req.encode(&mut body, version))
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut frame = BytesMut::with_capacity(4 + body.len());
+    frame.put_i32(body.len() as i32);
+    frame.extend_from_slice(&body);
+    Ok(frame)
+}
