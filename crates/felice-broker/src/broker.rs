@@ -72,6 +72,29 @@ impl Broker {
         read_or_create_meta_properties(dir, config.node_id)
     }
 
+    /// Rewrites `meta.properties` with the quorum's cluster id (a node that
+    /// joined a cluster takes the id its first leader recorded). Blocking.
+    pub fn adopt_cluster_id(config: &BrokerConfig, cluster_id: &str) -> Result<(), StartError> {
+        let path = config.log_dir.join("meta.properties");
+        let io = |source| StartError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let text = std::fs::read_to_string(&path).map_err(io)?;
+        let text: String = text
+            .lines()
+            .map(|l| match l.split_once('=') {
+                Some((k, _)) if k.trim() == "cluster.id" => format!("cluster.id={cluster_id}\n"),
+                _ => format!("{l}\n"),
+            })
+            .collect();
+        let tmp = config.log_dir.join("meta.properties.tmp");
+        std::fs::write(&tmp, text).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        tracing::info!(cluster_id, "took the metadata quorum's cluster id");
+        Ok(())
+    }
+
     /// Where this node keeps the metadata quorum's storage.
     pub fn metadata_dir(config: &BrokerConfig) -> std::path::PathBuf {
         config.log_dir.join("__cluster_metadata-0")

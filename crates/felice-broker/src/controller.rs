@@ -222,6 +222,7 @@ pub fn create_topic_records(
 pub struct ControllerContext {
     pub quorum: std::sync::Arc<felice_metadata::MetadataQuorum>,
     pub config: BrokerConfig,
+    pub clock: crate::clock::SharedClock,
 }
 
 /// The Kafka error of a commit that did not happen for a reason other than
@@ -256,9 +257,18 @@ pub async fn register_broker(
     let host = listener.host.to_string();
     let port = i32::from(listener.port);
     let rack = req.rack.as_ref().map(|r| r.to_string());
+    let cluster_id = req.cluster_id.to_string();
     let r = ctx
         .quorum
-        .commit::<std::convert::Infallible>(|image| {
+        .commit::<ResponseError>(|image| {
+            // As KRaft: a broker of another cluster is refused.
+            if image
+                .cluster_id
+                .as_ref()
+                .is_some_and(|id| *id != cluster_id)
+            {
+                return Err(ResponseError::InconsistentClusterId);
+            }
             let current = image.brokers.get(&node_id);
             if current.is_some_and(|b| b.host == host && b.port == port && b.rack == rack) {
                 return Ok(vec![]);
@@ -275,6 +285,9 @@ pub async fn register_broker(
         Ok(image) => BrokerRegistrationResponse::default()
             .with_error_code(0)
             .with_broker_epoch(image.offset as i64),
+        Err(felice_metadata::CommitError::Rejected(code)) => BrokerRegistrationResponse::default()
+            .with_error_code(code.code())
+            .with_broker_epoch(-1),
         Err(e) => BrokerRegistrationResponse::default()
             .with_error_code(commit_error(&e).code())
             .with_broker_epoch(-1),

@@ -42,9 +42,12 @@ pub struct ControllerChannel {
 /// A controller request: how it runs in process, and whether its answer
 /// says the node that answered was not (or no longer) the leader.
 pub trait ControllerRequest: Request + Clone + Send + Sync + 'static {
+    /// Runs on this node, answering at `version` (fields the version lacks
+    /// stay at their defaults).
     fn run_local(
         self,
         ctx: &ControllerContext,
+        version: i16,
     ) -> impl std::future::Future<Output = Self::Response> + Send;
     fn not_controller(response: &Self::Response) -> bool;
 }
@@ -53,7 +56,7 @@ const NOT_CONTROLLER: i16 = 41;
 const _: () = assert!(ResponseError::NotController.code() == NOT_CONTROLLER);
 
 impl ControllerRequest for BrokerRegistrationRequest {
-    async fn run_local(self, ctx: &ControllerContext) -> BrokerRegistrationResponse {
+    async fn run_local(self, ctx: &ControllerContext, _version: i16) -> BrokerRegistrationResponse {
         controller::register_broker(ctx, self).await
     }
     fn not_controller(r: &BrokerRegistrationResponse) -> bool {
@@ -62,7 +65,11 @@ impl ControllerRequest for BrokerRegistrationRequest {
 }
 
 impl ControllerRequest for AllocateProducerIdsRequest {
-    async fn run_local(self, ctx: &ControllerContext) -> AllocateProducerIdsResponse {
+    async fn run_local(
+        self,
+        ctx: &ControllerContext,
+        _version: i16,
+    ) -> AllocateProducerIdsResponse {
         controller::allocate_producer_ids(ctx, self).await
     }
     fn not_controller(r: &AllocateProducerIdsResponse) -> bool {
@@ -71,7 +78,7 @@ impl ControllerRequest for AllocateProducerIdsRequest {
 }
 
 impl ControllerRequest for CreateTopicsRequest {
-    async fn run_local(self, ctx: &ControllerContext) -> CreateTopicsResponse {
+    async fn run_local(self, ctx: &ControllerContext, _version: i16) -> CreateTopicsResponse {
         crate::handlers::create_topics::on_controller(ctx, self).await
     }
     fn not_controller(r: &CreateTopicsResponse) -> bool {
@@ -80,11 +87,23 @@ impl ControllerRequest for CreateTopicsRequest {
 }
 
 impl ControllerRequest for DeleteTopicsRequest {
-    async fn run_local(self, ctx: &ControllerContext) -> DeleteTopicsResponse {
+    async fn run_local(self, ctx: &ControllerContext, _version: i16) -> DeleteTopicsResponse {
         crate::handlers::delete_topics::on_controller(ctx, self).await
     }
     fn not_controller(r: &DeleteTopicsResponse) -> bool {
         r.responses.iter().any(|t| t.error_code == NOT_CONTROLLER)
+    }
+}
+
+impl ControllerRequest for DescribeQuorumRequest {
+    async fn run_local(self, ctx: &ControllerContext, version: i16) -> DescribeQuorumResponse {
+        crate::handlers::describe_quorum::on_controller(ctx, self, version).await
+    }
+    fn not_controller(r: &DescribeQuorumResponse) -> bool {
+        r.topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .any(|p| p.error_code == kafka_protocol::ResponseError::NotLeaderOrFollower.code())
     }
 }
 
@@ -119,7 +138,9 @@ impl ControllerChannel {
         loop {
             let leader = self.ctx.quorum.raft().current_leader().await;
             let answer = match leader {
-                Some(l) if l == self.node_id as u64 => Some(req.clone().run_local(&self.ctx).await),
+                Some(l) if l == self.node_id as u64 => {
+                    Some(req.clone().run_local(&self.ctx, version).await)
+                }
                 Some(l) => match self.forward(l as i32, &req, version).await {
                     Ok(r) => Some(r),
                     Err(e) => {

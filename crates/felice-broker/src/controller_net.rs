@@ -24,7 +24,8 @@ use bytes::{Buf, BufMut, BytesMut};
 use felice_metadata::raft::network::{self, RaftRpc};
 use kafka_protocol::messages::{
     AllocateProducerIdsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse,
-    BrokerRegistrationRequest, CreateTopicsRequest, DeleteTopicsRequest, RequestHeader,
+    BrokerRegistrationRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeQuorumRequest,
+    RequestHeader,
 };
 use kafka_protocol::protocol::{Decodable, Message};
 use std::sync::Arc;
@@ -159,7 +160,7 @@ async fn handle(ctx: &ControllerContext, mut frame: BytesMut) -> std::io::Result
             RequestHeader::decode(&mut all, api.request_header_version(version))
                 .map_err(|e| invalid(e.to_string()))?;
             let req = <$req>::decode(&mut all, version).map_err(|e| invalid(e.to_string()))?;
-            let resp = req.run_local(ctx).await;
+            let resp = req.run_local(ctx, version).await;
             return crate::dispatch::encode(api, version, correlation_id, &resp)
                 .map_err(|e| invalid(e.to_string()));
         }};
@@ -169,6 +170,7 @@ async fn handle(ctx: &ControllerContext, mut frame: BytesMut) -> std::io::Result
         Ok(ApiKey::AllocateProducerIds) => controller_api!(AllocateProducerIdsRequest),
         Ok(ApiKey::CreateTopics) => controller_api!(CreateTopicsRequest),
         Ok(ApiKey::DeleteTopics) => controller_api!(DeleteTopicsRequest),
+        Ok(ApiKey::DescribeQuorum) => controller_api!(DescribeQuorumRequest),
         _ => Err(invalid(format!(
             "api key {api_key} v{version} is not served on the controller listener"
         ))),

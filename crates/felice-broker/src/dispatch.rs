@@ -120,6 +120,9 @@ pub async fn handle_frame(
         ApiKey::InitProducerId => {
             route!(InitProducerIdRequest, handlers::init_producer_id::handle)
         }
+        ApiKey::DescribeQuorum => {
+            route!(DescribeQuorumRequest, handlers::describe_quorum::handle)
+        }
         other => {
             // supported_versions() and this match are built from the same
             // list; reaching here means they disagree.

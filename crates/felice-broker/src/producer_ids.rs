@@ -102,6 +102,7 @@ mod tests {
             let ctx = ControllerContext {
                 quorum: std::sync::Arc::new(quorum),
                 config: crate::config::BrokerConfig::for_test(dir.path()),
+                clock: crate::clock::system(),
             };
             let channel = ControllerChannel::new(std::sync::Arc::new(ctx));
             let ids = ProducerIdManager::default();

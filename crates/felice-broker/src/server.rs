@@ -69,13 +69,15 @@ pub async fn start_with_clock(
             .await
             .map_err(task_failed)??
     };
-    let (quorum_config, transport) = quorum_config(&config);
+    let (mut quorum_config, transport) = quorum_config(&config);
+    quorum_config.cluster_id = cluster_id.clone();
     let metadata_dir = Broker::metadata_dir(&config);
     let metadata =
         Arc::new(MetadataQuorum::start(&metadata_dir, quorum_config.clone(), transport).await?);
     let controller = Arc::new(ControllerContext {
         quorum: metadata.clone(),
         config: config.clone(),
+        clock: clock.clone(),
     });
     // The controller listener answers Raft before the quorum can elect.
     let (shutdown, rx) = watch::channel(false);
@@ -94,7 +96,18 @@ pub async fn start_with_clock(
             rx.clone(),
         )));
     }
-    metadata.ready(&metadata_dir, &quorum_config).await?;
+    let agreed = metadata.ready(&metadata_dir, &quorum_config).await?;
+    let cluster_id = if agreed.is_empty() || agreed == cluster_id {
+        cluster_id
+    } else {
+        // A node that joined an existing quorum takes its cluster id.
+        let config = config.clone();
+        let id = agreed.clone();
+        tokio::task::spawn_blocking(move || Broker::adopt_cluster_id(&config, &id))
+            .await
+            .map_err(task_failed)??;
+        agreed
+    };
     let node_id = config.node_id;
     let broker =
         tokio::task::spawn_blocking(move || Broker::open(config, cluster_id, controller, clock))

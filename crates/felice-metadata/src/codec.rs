@@ -11,6 +11,7 @@ const TAG_PARTITION: u8 = 3;
 const TAG_TOPIC_CONFIG: u8 = 4;
 const TAG_REMOVE_TOPIC: u8 = 5;
 const TAG_PRODUCER_IDS: u8 = 6;
+const TAG_CLUSTER_ID: u8 = 7;
 
 /// Largest number of replicas a partition record may list (bounds decoding).
 const MAX_REPLICAS: usize = 1024;
@@ -80,6 +81,10 @@ pub fn encode(record: &MetadataRecord, out: &mut Vec<u8>) {
             out.extend_from_slice(&broker_epoch.to_be_bytes());
             out.extend_from_slice(&next_producer_id.to_be_bytes());
         }
+        MetadataRecord::ClusterId { cluster_id } => {
+            out.push(TAG_CLUSTER_ID);
+            put_str(out, cluster_id);
+        }
     }
 }
 
@@ -117,6 +122,9 @@ pub fn decode(buf: &[u8]) -> Result<MetadataRecord, DecodeError> {
             broker_id: r.i32()?,
             broker_epoch: r.i64()?,
             next_producer_id: r.i64()?,
+        },
+        TAG_CLUSTER_ID => MetadataRecord::ClusterId {
+            cluster_id: r.string()?,
         },
         _ => return Err(DecodeError("unknown record type")),
     };
@@ -242,6 +250,9 @@ mod tests {
                 broker_id: 1,
                 broker_epoch: 7,
                 next_producer_id: 2000,
+            },
+            MetadataRecord::ClusterId {
+                cluster_id: "8iH9cJ0mTF2sBrR7Ln2Wxw".into(),
             },
         ];
         for record in records {

@@ -48,6 +48,9 @@ pub struct MetadataImage {
     /// The first producer id no broker was given yet: every id below it
     /// belongs to a block already handed out.
     pub next_producer_id: i64,
+    /// The cluster id the quorum recorded (`None` before the first leader
+    /// recorded one).
+    pub cluster_id: Option<String>,
 }
 
 impl MetadataImage {
@@ -78,6 +81,11 @@ impl MetadataImage {
     /// loads a snapshot sets it from the snapshot's position in the log.
     pub fn to_records(&self) -> Vec<MetadataRecord> {
         let mut out = Vec::new();
+        if let Some(cluster_id) = &self.cluster_id {
+            out.push(MetadataRecord::ClusterId {
+                cluster_id: cluster_id.clone(),
+            });
+        }
         for b in self.brokers.values() {
             out.push(MetadataRecord::RegisterBroker {
                 node_id: b.node_id,
@@ -142,6 +150,12 @@ impl MetadataImage {
             } => {
                 // Never moves back: an id is handed out at most once.
                 next.next_producer_id = next.next_producer_id.max(*next_producer_id);
+            }
+            MetadataRecord::ClusterId { cluster_id } => {
+                // Recorded once; a later one cannot change it.
+                if next.cluster_id.is_none() {
+                    next.cluster_id = Some(cluster_id.clone());
+                }
             }
             MetadataRecord::RegisterBroker {
                 node_id,
@@ -299,6 +313,9 @@ mod tests {
                 broker_id: 3,
                 broker_epoch: 1,
                 next_producer_id: 2000,
+            },
+            MetadataRecord::ClusterId {
+                cluster_id: "c".into(),
             },
         ] {
             image.apply_mut(&r);

@@ -43,6 +43,9 @@ pub struct QuorumConfig {
     pub snapshot_every_entries: u64,
     /// How long `open` waits for a leader and the applied image.
     pub start_timeout: Duration,
+    /// The cluster id this node proposes if the quorum has none yet (its
+    /// `meta.properties`); the first leader's wins. Empty: none.
+    pub cluster_id: String,
 }
 
 impl QuorumConfig {
@@ -54,6 +57,7 @@ impl QuorumConfig {
             election_timeout_ms: 1000,
             snapshot_every_entries: 10_000,
             start_timeout: Duration::from_secs(30),
+            cluster_id: String::new(),
         }
     }
 }
@@ -179,7 +183,8 @@ impl MetadataQuorum {
     /// Joins the quorum and waits for a leader and the image, then migrates
     /// a pre-Raft metadata log. Call once the node answers Raft messages
     /// (its controller listener serves [`Self::raft`]).
-    pub async fn ready(&self, dir: &Path, cfg: &QuorumConfig) -> Result<(), QuorumError> {
+    /// Returns the quorum's cluster id.
+    pub async fn ready(&self, dir: &Path, cfg: &QuorumConfig) -> Result<String, QuorumError> {
         self.join(cfg).await?;
         let legacy = dir.join("records.log");
         let alone = cfg.voters.len() == 1 && cfg.voters.contains_key(&cfg.node_id);
@@ -189,7 +194,44 @@ impl MetadataQuorum {
                 why: "a data folder from before the metadata quorum is upgraded as a single node; start it alone first".into(),
             });
         }
-        self.migrate(&legacy).await
+        self.migrate(&legacy).await?;
+        self.agree_on_cluster_id(cfg).await
+    }
+
+    /// The quorum's cluster id: recorded by the first leader (its own), and
+    /// waited for by every other node.
+    async fn agree_on_cluster_id(&self, cfg: &QuorumConfig) -> Result<String, QuorumError> {
+        if cfg.cluster_id.is_empty() {
+            return Ok(self.image().cluster_id.clone().unwrap_or_default());
+        }
+        let deadline = tokio::time::Instant::now() + cfg.start_timeout;
+        let mut images = self.subscribe();
+        loop {
+            if let Some(id) = self.image().cluster_id.clone() {
+                return Ok(id);
+            }
+            if self.raft.current_leader().await == Some(self.node_id) {
+                let id = cfg.cluster_id.clone();
+                let r = self
+                    .commit::<std::convert::Infallible>(|image| {
+                        Ok(match image.cluster_id {
+                            Some(_) => vec![],
+                            None => vec![MetadataRecord::ClusterId { cluster_id: id }],
+                        })
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "recording the cluster id");
+                }
+                continue;
+            }
+            let changed = tokio::time::timeout_at(deadline, images.changed()).await;
+            if !matches!(changed, Ok(Ok(()))) {
+                return Err(QuorumError::Raft(
+                    "no cluster id was recorded by the metadata quorum in time".into(),
+                ));
+            }
+        }
     }
 
     /// Initialises a pristine quorum (every voter does, with the same
@@ -210,18 +252,41 @@ impl MetadataQuorum {
                 .await
                 .map_err(|e| raft_err(&e))?;
         }
-        self.raft
-            .wait(Some(cfg.start_timeout))
-            .metrics(|m| m.current_leader.is_some(), "a metadata leader")
-            .await
-            .map_err(|e| raft_err(&e))?;
-        if self.raft.current_leader().await == Some(self.node_id) {
-            tokio::time::timeout(cfg.start_timeout, self.raft.ensure_linearizable())
+        // A leader, and on the leader every committed entry applied. A node
+        // restarting as the leader of an old term learns of the newer one
+        // and steps down: then it waits for the new leader instead.
+        let deadline = tokio::time::Instant::now() + cfg.start_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            self.raft
+                .wait(Some(left))
+                .metrics(|m| m.current_leader.is_some(), "a metadata leader")
                 .await
-                .map_err(|e| raft_err(&e))?
-                .map_err(|e| raft_err(&e))?;
+                .map_err(|e| QuorumError::Raft(format!("no metadata leader: {e}")))?;
+            if self.raft.current_leader().await != Some(self.node_id) {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.raft.ensure_linearizable()).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(RaftError::APIError(e))) => {
+                    tracing::debug!(error = %e, "leadership lost during start-up; waiting for the new leader");
+                }
+                Ok(Err(RaftError::Fatal(e))) => return Err(raft_err(&e)),
+                Err(_) => {
+                    return Err(QuorumError::Raft(
+                        "the metadata leader could not confirm its leadership in time".into(),
+                    ))
+                }
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let me = self.node_id;
+            let _ = self
+                .raft
+                .wait(Some(left))
+                .metrics(|m| m.current_leader != Some(me), "a new metadata leader")
+                .await;
         }
-        Ok(())
     }
 
     /// Moves the records of a pre-Raft single-file metadata log into the

@@ -37,6 +37,10 @@ pub enum MetadataRecord {
     },
     /// A topic and all its partitions were deleted.
     RemoveTopic { topic_id: TopicId },
+    /// The cluster's id, recorded once by the first leader of the quorum;
+    /// every node adopts it (its `meta.properties`), so all nodes of a
+    /// cluster report the same id.
+    ClusterId { cluster_id: String },
     /// A block of producer ids was handed to a broker: ids below
     /// `next_producer_id` are taken, never handed out again (KRaft's
     /// `ProducerIdsRecord`, written for AllocateProducerIds).

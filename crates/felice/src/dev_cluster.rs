@@ -197,12 +197,13 @@ fn start_node(
     Ok(child)
 }
 
-/// Waits until every node accepts connections on its client port.
+/// Waits until every node answers Metadata listing every node (it has
+/// registered and seen the others' registrations).
 fn wait_listening(bootstrap: &[String], children: &mut [(u32, Child)]) -> anyhow::Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     for addr in bootstrap {
         loop {
-            if std::net::TcpStream::connect(addr).is_ok() {
+            if broker_count(addr).is_some_and(|n| n == bootstrap.len()) {
                 break;
             }
             for (n, child) in children.iter_mut() {
@@ -217,6 +218,24 @@ fn wait_listening(bootstrap: &[String], children: &mut [(u32, Child)]) -> anyhow
         }
     }
     Ok(())
+}
+
+/// The number of brokers a Metadata v0 answer from `addr` lists.
+fn broker_count(addr: &str) -> Option<usize> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    // api key 3, version 0, correlation id 1, client id "dev", no topics.
+    let mut req = vec![0, 3, 0, 0, 0, 0, 0, 1, 0, 3, b'd', b'e', b'v'];
+    req.extend_from_slice(&0i32.to_be_bytes());
+    let mut frame = (req.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&req);
+    s.write_all(&frame).ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    // [length][correlation id][broker count]...
+    let count = i32::from_be_bytes([head[8], head[9], head[10], head[11]]);
+    usize::try_from(count).ok()
 }
 
 fn wait_for_signal() -> anyhow::Result<()> {

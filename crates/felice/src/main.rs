@@ -78,9 +78,11 @@ fn server(args: &[String]) -> anyhow::Result<()> {
         .thread_name("felice")
         .build()
         .context("starting the async runtime")?;
-    runtime
-        .block_on(felice_broker::server::run(config))
-        .context("felice server")?;
+    if let Err(e) = runtime.block_on(felice_broker::server::run(config)) {
+        tracing::error!("felice server stopped: {e}");
+        eprintln!("felice server: {e}");
+        std::process::exit(1);
+    }
     Ok(())
 }
 

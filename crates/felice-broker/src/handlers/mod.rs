@@ -9,6 +9,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_groups;
 pub mod describe_producers;
+pub mod describe_quorum;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod groups;
@@ -52,6 +53,7 @@ pub const HANDLED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::OffsetDelete, offset_delete::VERSIONS),
     (ApiKey::InitProducerId, init_producer_id::VERSIONS),
     (ApiKey::DescribeProducers, describe_producers::VERSIONS),
+    (ApiKey::DescribeQuorum, describe_quorum::VERSIONS),
 ];
 
 /// Kafka's "authorized operations not requested" marker.

@@ -1,0 +1,480 @@
+//! Cluster tests: N `felice server` processes (this crate's binary) on
+//! loopback, each with its own data folder, started as `felice dev cluster`
+//! starts them; faults are real (kill -9). Every wait is for a condition,
+//! with a bound, never a fixed sleep.
+//!
+//! - Controller failover under a loop of topic creations: no acknowledged
+//!   creation is lost, and creations resume; the gap is printed.
+//! - A broker killed with kill -9 comes back with all its data.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const BOUND: Duration = Duration::from_secs(60);
+
+struct Node {
+    id: i32,
+    client_port: u16,
+    controller_port: u16,
+    child: Option<Child>,
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    voters: String,
+    nodes: Vec<Node>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Cluster {
+    fn start(n: i32) -> Cluster {
+        let nodes: Vec<Node> = (1..=n)
+            .map(|id| Node {
+                id,
+                client_port: free_port(),
+                controller_port: free_port(),
+                child: None,
+            })
+            .collect();
+        let voters = nodes
+            .iter()
+            .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster {
+            dir: tempfile::tempdir().expect("tempdir"),
+            voters,
+            nodes,
+        };
+        for i in 0..c.nodes.len() {
+            c.spawn(i);
+        }
+        for i in 0..c.nodes.len() {
+            c.wait_listening(i);
+        }
+        c
+    }
+
+    /// Waits until node `i` answers Metadata listing every node: it has
+    /// registered and caught up with the others' registrations.
+    async fn wait_ready(&self, i: usize) {
+        let addr = self.addr(i);
+        let n = self.nodes.len();
+        wait_until("a node to list every broker", || {
+            let addr = addr.clone();
+            async move { topics_of(&addr).await.is_ok_and(|md| md.brokers.len() == n) }
+        })
+        .await;
+    }
+
+    async fn wait_all_ready(&self) {
+        for i in 0..self.nodes.len() {
+            self.wait_ready(i).await;
+        }
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let node = &self.nodes[i];
+        let data = self.dir.path().join(format!("node-{}", node.id));
+        std::fs::create_dir_all(&data).expect("node dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.join("server.log"))
+            .expect("log");
+        let settings = [
+            format!("node.id={}", node.id),
+            format!(
+                "listeners=PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
+                node.client_port, node.controller_port
+            ),
+            "controller.listener.names=CONTROLLER".into(),
+            format!("controller.quorum.voters={}", self.voters),
+            format!("log.dirs={}", data.join("data").display()),
+            "group.initial.rebalance.delay.ms=0".into(),
+        ];
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_felice"));
+        cmd.arg("server");
+        for s in &settings {
+            cmd.arg("--override").arg(s);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn felice server");
+        self.nodes[i].child = Some(child);
+    }
+
+    fn log_tail(&self, i: usize) -> String {
+        let path = self
+            .dir
+            .path()
+            .join(format!("node-{}", self.nodes[i].id))
+            .join("server.log");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with(' ')).collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    fn wait_listening(&mut self, i: usize) {
+        let deadline = Instant::now() + BOUND;
+        let addr = self.addr(i);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            if let Some(Ok(Some(status))) = self.nodes[i].child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "node {} exited ({status}):\n{}",
+                    self.nodes[i].id,
+                    self.log_tail(i)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} never listened",
+                self.nodes[i].id
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.nodes[i].client_port)
+    }
+
+    fn index_of(&self, id: i32) -> usize {
+        self.nodes.iter().position(|n| n.id == id).expect("node id")
+    }
+
+    fn kill9(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn live(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].child.is_some())
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill9(i);
+        }
+    }
+}
+
+/// One connection: encodes a request with `kafka-protocol`, decodes the answer.
+struct Conn {
+    stream: TcpStream,
+    correlation: i32,
+}
+
+impl Conn {
+    async fn connect(addr: &str) -> std::io::Result<Conn> {
+        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+            .await
+            .map_err(|_| std::io::Error::other("connect timed out"))??;
+        Ok(Conn {
+            stream,
+            correlation: 0,
+        })
+    }
+
+    async fn call<R: Request>(&mut self, req: &R, version: i16) -> std::io::Result<R::Response> {
+        self.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("cluster-test")));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, R::header_version(version))
+            .and_then(|()| req.encode(&mut body, version))
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut frame = BytesMut::new();
+        frame.put_i32(body.len() as i32);
+        frame.extend_from_slice(&body);
+        let exchange = async {
+            self.stream.write_all(&frame).await?;
+            let len = self.stream.read_i32().await?;
+            let mut buf = vec![0u8; len as usize];
+            self.stream.read_exact(&mut buf).await?;
+            Ok::<_, std::io::Error>(buf)
+        };
+        let buf = tokio::time::timeout(Duration::from_secs(40), exchange)
+            .await
+            .map_err(|_| std::io::Error::other("no answer"))??;
+        let mut buf = Bytes::from(buf);
+        ResponseHeader::decode(&mut buf, R::Response::header_version(version))
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let out = R::Response::decode(&mut buf, version)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        assert_eq!(buf.remaining(), 0, "trailing bytes");
+        Ok(out)
+    }
+}
+
+async fn call_once<R: Request>(addr: &str, req: &R, version: i16) -> std::io::Result<R::Response> {
+    Conn::connect(addr).await?.call(req, version).await
+}
+
+/// The active controller, as DescribeQuorum (asked of `addr`) reports it.
+async fn quorum_leader(addr: &str) -> std::io::Result<i32> {
+    let req = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+        .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+        .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
+    let resp = call_once(addr, &req, 1).await?;
+    let p = resp
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .ok_or_else(|| std::io::Error::other(format!("no partition: {resp:?}")))?;
+    if p.error_code != 0 {
+        return Err(std::io::Error::other(format!("error {}", p.error_code)));
+    }
+    assert_eq!(p.current_voters.len(), 3, "three voters");
+    Ok(p.leader_id.0)
+}
+
+async fn create_topic(addr: &str, name: &str, partitions: i32) -> std::io::Result<i16> {
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from(name.to_string())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)]);
+    let resp = call_once(addr, &req, 7).await?;
+    Ok(resp.topics.first().map_or(-1, |t| t.error_code))
+}
+
+async fn topics_of(addr: &str) -> std::io::Result<MetadataResponse> {
+    call_once(addr, &MetadataRequest::default().with_topics(None), 12).await
+}
+
+async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + BOUND;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_failover_under_topic_creations_loses_no_acknowledged_creation() {
+    let mut cluster = Cluster::start(3);
+    cluster.wait_all_ready().await;
+    let first = cluster.addr(0);
+    let deadline = Instant::now() + BOUND;
+    let leader = loop {
+        let r = quorum_leader(&first).await;
+        if let Ok(id) = r {
+            break cluster.index_of(id);
+        }
+        assert!(Instant::now() < deadline, "no quorum leader: {r:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut acked = BTreeSet::new();
+    let mut next = 0;
+    // Creations through every broker in turn; the leader dies after 10.
+    let mut gap_started = None;
+    let mut gap = Duration::ZERO;
+    while acked.len() < 30 {
+        if acked.len() == 10 && cluster.nodes[leader].child.is_some() {
+            cluster.kill9(leader);
+            gap_started = Some(Instant::now());
+        }
+        let live = cluster.live();
+        let via = live[next % live.len()];
+        let name = format!("failover-{next}");
+        next += 1;
+        if let Ok(0) = create_topic(&cluster.addr(via), &name, 1).await {
+            acked.insert(name);
+            if let Some(started) = gap_started.take() {
+                gap = started.elapsed();
+            }
+        }
+        assert!(next < 2000, "creations never resumed");
+    }
+    println!("controller failover: kill -9 to the next acknowledged creation took {gap:?}");
+    // Every live node applies every acknowledged creation (followers of the
+    // metadata log may lag for a moment, never lose one).
+    for i in cluster.live() {
+        let addr = cluster.addr(i);
+        let acked = acked.clone();
+        wait_until("every acknowledged topic on every live node", move || {
+            let addr = addr.clone();
+            let acked = acked.clone();
+            async move {
+                topics_of(&addr).await.is_ok_and(|md| {
+                    let names: BTreeSet<String> = md
+                        .topics
+                        .iter()
+                        .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+                        .collect();
+                    acked.is_subset(&names)
+                })
+            }
+        })
+        .await;
+    }
+    // The old leader comes back and catches up with every creation.
+    cluster.spawn(leader);
+    cluster.wait_listening(leader);
+    let addr = cluster.addr(leader);
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let seen = topics_of(&addr).await.is_ok_and(|md| {
+            let names: BTreeSet<String> = md
+                .topics
+                .iter()
+                .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+                .collect();
+            acked.is_subset(&names)
+        });
+        if seen {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted node never saw every topic:\n{}",
+            cluster.log_tail(leader)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn batch(values: &[&[u8]]) -> Bytes {
+    let specs: Vec<_> = values
+        .iter()
+        .map(|v| (None, Some(*v), 1_700_000_000_000i64))
+        .collect();
+    Bytes::from(felice_wire::build_batch(&specs))
+}
+
+async fn produce(addr: &str, topic: &str, partition: i32, records: Bytes) -> std::io::Result<i16> {
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(records))])]);
+    let resp = call_once(addr, &req, 9).await?;
+    Ok(resp.responses[0].partition_responses[0].error_code)
+}
+
+/// The high watermark of a partition, fetched from `addr`.
+async fn high_watermark(addr: &str, topic: &str, partition: i32) -> std::io::Result<(i16, i64)> {
+    let req = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from(topic.to_string())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let resp = call_once(addr, &req, 12).await?;
+    let p = &resp.responses[0].partitions[0];
+    Ok((p.error_code, p.high_watermark))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_killed_with_kill_9_returns_with_all_its_data() {
+    let mut cluster = Cluster::start(3);
+    cluster.wait_all_ready().await;
+    let first = cluster.addr(0);
+    assert_eq!(create_topic(&first, "spread", 3).await.expect("create"), 0);
+    let md = topics_of(&first).await.expect("metadata");
+    let topic = md
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "spread"))
+        .expect("topic");
+    let leaders: Vec<i32> = topic.partitions.iter().map(|p| p.leader_id.0).collect();
+    let distinct: BTreeSet<i32> = leaders.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        3,
+        "one partition led by each broker: {leaders:?}"
+    );
+    // Each partition gets 10 records at its leader; a wrong broker refuses.
+    for (p, leader) in leaders.iter().enumerate() {
+        let at = cluster.addr(cluster.index_of(*leader));
+        for i in 0..10 {
+            let value = format!("p{p}-{i}");
+            let code = produce(&at, "spread", p as i32, batch(&[value.as_bytes()]))
+                .await
+                .expect("produce");
+            assert_eq!(code, 0);
+        }
+        let other = cluster.addr(cluster.index_of(leaders[(p + 1) % 3]));
+        let code = produce(&other, "spread", p as i32, batch(&[b"x"]))
+            .await
+            .expect("produce");
+        assert_eq!(
+            code, 6,
+            "NOT_LEADER_OR_FOLLOWER from a broker that does not lead it"
+        );
+    }
+    // Kill -9 the broker leading partition 0; the others keep serving theirs.
+    let victim = cluster.index_of(leaders[0]);
+    cluster.kill9(victim);
+    for (p, leader) in leaders.iter().enumerate().skip(1) {
+        let at = cluster.addr(cluster.index_of(*leader));
+        assert_eq!(
+            produce(&at, "spread", p as i32, batch(&[b"more"]))
+                .await
+                .expect("produce"),
+            0
+        );
+    }
+    // It comes back, and serves partition 0 with its 10 records.
+    cluster.spawn(victim);
+    cluster.wait_listening(victim);
+    cluster.wait_ready(victim).await;
+    let at = cluster.addr(victim);
+    wait_until("partition 0 served again with its records", || {
+        let at = at.clone();
+        async move {
+            high_watermark(&at, "spread", 0)
+                .await
+                .is_ok_and(|r| r == (0, 10))
+        }
+    })
+    .await;
+    assert_eq!(
+        produce(&at, "spread", 0, batch(&[b"after"]))
+            .await
+            .expect("produce"),
+        0
+    );
+}
