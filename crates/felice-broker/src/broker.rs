@@ -56,6 +56,10 @@ pub struct Broker {
     applied: AppliedImage,
     /// This process's incarnation (BrokerRegistration): a new one per start.
     incarnation_id: uuid::Uuid,
+    /// The epoch the controller gave this incarnation (-1 before).
+    broker_epoch: std::sync::atomic::AtomicI64,
+    /// Set by a controlled shutdown: every later heartbeat asks to go.
+    shutting_down: std::sync::atomic::AtomicBool,
     /// Serialises [`Broker::apply`].
     apply_lock: std::sync::Mutex<()>,
 }
@@ -127,6 +131,8 @@ impl Broker {
             )),
             applied,
             incarnation_id: uuid::Uuid::new_v4(),
+            broker_epoch: std::sync::atomic::AtomicI64::new(-1),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
             apply_lock: std::sync::Mutex::new(()),
         };
         let image = broker.metadata.image();
@@ -139,7 +145,10 @@ impl Broker {
     }
 
     /// Registers this broker with the active controller (BrokerRegistration:
-    /// its client endpoint and rack); returns the broker epoch.
+    /// its client endpoint and rack); returns the broker epoch. While a
+    /// previous process of this node still holds a valid session (a quick
+    /// restart), the controller answers DUPLICATE_BROKER_REGISTRATION and
+    /// this retries, as Kafka's brokers do, until the session runs out.
     pub async fn register(&self, port: u16) -> Result<i64, StartError> {
         use kafka_protocol::messages::broker_registration_request::Listener;
         use kafka_protocol::messages::{BrokerId, BrokerRegistrationRequest};
@@ -154,18 +163,59 @@ impl Broker {
                 .with_port(port)
                 .with_security_protocol(0)])
             .with_rack(self.config.broker_rack.clone().map(StrBytes::from));
-        let resp = self
-            .controller
-            .call(req, 0)
-            .await
-            .map_err(|e| StartError::Register(e.to_string()))?;
-        if resp.error_code != 0 {
-            return Err(StartError::Register(format!(
-                "the controller answered error {}",
-                resp.error_code
-            )));
+        let session = std::time::Duration::from_millis(self.config.broker_session_timeout_ms);
+        let deadline = tokio::time::Instant::now() + session + crate::limits::MAX_CONTROLLER_CALL;
+        let mut backoff = std::time::Duration::from_millis(100);
+        loop {
+            let resp = self
+                .controller
+                .call(req.clone(), 0)
+                .await
+                .map_err(|e| StartError::Register(e.to_string()))?;
+            let duplicate = kafka_protocol::ResponseError::DuplicateBrokerRegistration.code();
+            match resp.error_code {
+                0 => {
+                    self.broker_epoch
+                        .store(resp.broker_epoch, std::sync::atomic::Ordering::Release);
+                    return Ok(resp.broker_epoch);
+                }
+                code if code == duplicate && tokio::time::Instant::now() < deadline => {
+                    tracing::info!("a previous process of this node still holds its session; retrying the registration");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                }
+                code => {
+                    return Err(StartError::Register(format!(
+                        "the controller answered error {code}"
+                    )))
+                }
+            }
         }
-        Ok(resp.broker_epoch)
+    }
+
+    /// One BrokerHeartbeat to the active controller: this broker's epoch and
+    /// applied metadata offset; `shutting_down` (sticky) asks to be fenced
+    /// and let go (controlled shutdown).
+    pub async fn heartbeat(
+        &self,
+        shutting_down: bool,
+    ) -> Result<
+        kafka_protocol::messages::BrokerHeartbeatResponse,
+        crate::controller_channel::ChannelError,
+    > {
+        use kafka_protocol::messages::{BrokerHeartbeatRequest, BrokerId};
+        use std::sync::atomic::Ordering;
+        if shutting_down {
+            self.shutting_down.store(true, Ordering::Release);
+        }
+        let shutting_down = self.shutting_down.load(Ordering::Acquire);
+        let req = BrokerHeartbeatRequest::default()
+            .with_broker_id(BrokerId(self.config.node_id))
+            .with_broker_epoch(self.broker_epoch.load(std::sync::atomic::Ordering::Acquire))
+            .with_current_metadata_offset(self.image().offset as i64)
+            .with_want_fence(false)
+            .with_want_shut_down(shutting_down);
+        self.controller.call(req, 0).await
     }
 
     /// The newest applied image (see [`crate::publisher`]).

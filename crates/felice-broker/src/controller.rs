@@ -100,7 +100,10 @@ pub fn create_topic_records(
             format!("Topic '{}' already exists.", t.name),
         ));
     }
+    // Every registered broker counts for the replication factor (as KRaft);
+    // leaders are chosen among the unfenced ones.
     let brokers: Vec<i32> = image.brokers.keys().copied().collect();
+    let unfenced: Vec<i32> = image.unfenced_brokers().map(|b| b.node_id).collect();
     let (num_partitions, replication_factor) = if t.assignments.is_empty() {
         let np = if t.num_partitions == -1 {
             broker.num_partitions
@@ -159,6 +162,12 @@ pub fn create_topic_records(
             format!("Replication factor {replication_factor} needs partition replication, which this Felice release does not have yet; use {MAX_REPLICATION_FACTOR}."),
         ));
     }
+    if unfenced.is_empty() {
+        return Err(TopicError::new(
+            ResponseError::InvalidReplicationFactor,
+            format!("Unable to replicate the partition {replication_factor} time(s): All brokers are currently fenced."),
+        ));
+    }
     for (i, a) in t.assignments.iter().enumerate() {
         let mut seen = a.clone();
         seen.sort_unstable();
@@ -199,7 +208,7 @@ pub fn create_topic_records(
         let replicas: Vec<i32> = match t.assignments.get(p as usize) {
             Some(a) => a.clone(),
             None => (0..replication_factor as usize)
-                .filter_map(|r| brokers.get((p as usize + r) % brokers.len()).copied())
+                .filter_map(|r| unfenced.get((p as usize + r) % unfenced.len()).copied())
                 .collect(),
         };
         let leader = replicas.first().copied().unwrap_or(-1);
@@ -223,6 +232,8 @@ pub struct ControllerContext {
     pub quorum: std::sync::Arc<felice_metadata::MetadataQuorum>,
     pub config: BrokerConfig,
     pub clock: crate::clock::SharedClock,
+    /// Brokers' heartbeats, while this node is the active controller.
+    pub heartbeats: crate::broker_lifecycle::Heartbeats,
 }
 
 /// The Kafka error of a commit that did not happen for a reason other than
@@ -232,65 +243,6 @@ pub fn commit_error<E>(e: &felice_metadata::CommitError<E>) -> ResponseError {
         felice_metadata::CommitError::Rejected(_) => ResponseError::InvalidRequest,
         felice_metadata::CommitError::NotController(_) => ResponseError::NotController,
         felice_metadata::CommitError::Failed(_) => ResponseError::KafkaStorageError,
-    }
-}
-
-/// BrokerRegistration (key 62), on the active controller: records the
-/// broker's client endpoint (and rack); the broker epoch is the metadata
-/// offset of that record, as in KRaft.
-pub async fn register_broker(
-    ctx: &ControllerContext,
-    req: kafka_protocol::messages::BrokerRegistrationRequest,
-) -> kafka_protocol::messages::BrokerRegistrationResponse {
-    use kafka_protocol::messages::BrokerRegistrationResponse;
-    let node_id = req.broker_id.0;
-    let listener = req
-        .listeners
-        .iter()
-        .find(|l| l.name.as_str() == ctx.config.listener.name)
-        .or(req.listeners.first());
-    let Some(listener) = listener else {
-        return BrokerRegistrationResponse::default()
-            .with_error_code(ResponseError::InvalidRequest.code())
-            .with_broker_epoch(-1);
-    };
-    let host = listener.host.to_string();
-    let port = i32::from(listener.port);
-    let rack = req.rack.as_ref().map(|r| r.to_string());
-    let cluster_id = req.cluster_id.to_string();
-    let r = ctx
-        .quorum
-        .commit::<ResponseError>(|image| {
-            // As KRaft: a broker of another cluster is refused.
-            if image
-                .cluster_id
-                .as_ref()
-                .is_some_and(|id| *id != cluster_id)
-            {
-                return Err(ResponseError::InconsistentClusterId);
-            }
-            let current = image.brokers.get(&node_id);
-            if current.is_some_and(|b| b.host == host && b.port == port && b.rack == rack) {
-                return Ok(vec![]);
-            }
-            Ok(vec![MetadataRecord::RegisterBroker {
-                node_id,
-                host: host.clone(),
-                port,
-                rack: rack.clone(),
-            }])
-        })
-        .await;
-    match r {
-        Ok(image) => BrokerRegistrationResponse::default()
-            .with_error_code(0)
-            .with_broker_epoch(image.offset as i64),
-        Err(felice_metadata::CommitError::Rejected(code)) => BrokerRegistrationResponse::default()
-            .with_error_code(code.code())
-            .with_broker_epoch(-1),
-        Err(e) => BrokerRegistrationResponse::default()
-            .with_error_code(commit_error(&e).code())
-            .with_broker_epoch(-1),
     }
 }
 

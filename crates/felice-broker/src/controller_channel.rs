@@ -57,9 +57,18 @@ const _: () = assert!(ResponseError::NotController.code() == NOT_CONTROLLER);
 
 impl ControllerRequest for BrokerRegistrationRequest {
     async fn run_local(self, ctx: &ControllerContext, _version: i16) -> BrokerRegistrationResponse {
-        controller::register_broker(ctx, self).await
+        crate::broker_lifecycle::register_broker(ctx, self).await
     }
     fn not_controller(r: &BrokerRegistrationResponse) -> bool {
+        r.error_code == NOT_CONTROLLER
+    }
+}
+
+impl ControllerRequest for BrokerHeartbeatRequest {
+    async fn run_local(self, ctx: &ControllerContext, _version: i16) -> BrokerHeartbeatResponse {
+        crate::broker_lifecycle::heartbeat(ctx, self).await
+    }
+    fn not_controller(r: &BrokerHeartbeatResponse) -> bool {
         r.error_code == NOT_CONTROLLER
     }
 }
@@ -136,6 +145,18 @@ impl ControllerChannel {
     ) -> Result<R::Response, ChannelError> {
         let deadline = Instant::now() + crate::limits::MAX_CONTROLLER_CALL;
         loop {
+            // A stopped quorum (this node shutting down) never answers.
+            if self
+                .ctx
+                .quorum
+                .raft()
+                .metrics()
+                .borrow()
+                .running_state
+                .is_err()
+            {
+                return Err(ChannelError::Unavailable(0));
+            }
             let leader = self.ctx.quorum.raft().current_leader().await;
             let answer = match leader {
                 Some(l) if l == self.node_id as u64 => {

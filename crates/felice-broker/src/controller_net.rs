@@ -2,7 +2,8 @@
 //! requests between the nodes of a cluster. It serves the metadata quorum's
 //! Raft messages under Felice's own API keys ([`RAFT_API_KEYS`], never
 //! advertised, refused on the client listener), ApiVersions, and the
-//! controller's Kafka APIs: BrokerRegistration, AllocateProducerIds,
+//! controller's Kafka APIs: BrokerRegistration, BrokerHeartbeat,
+//! AllocateProducerIds,
 //! CreateTopics and DeleteTopics (what brokers forward). Those run here only
 //! while this node leads the quorum; otherwise they answer NOT_CONTROLLER.
 //!
@@ -24,8 +25,8 @@ use bytes::{Buf, BufMut, BytesMut};
 use felice_metadata::raft::network::{self, RaftRpc};
 use kafka_protocol::messages::{
     AllocateProducerIdsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse,
-    BrokerRegistrationRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeQuorumRequest,
-    RequestHeader,
+    BrokerHeartbeatRequest, BrokerRegistrationRequest, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeQuorumRequest, RequestHeader,
 };
 use kafka_protocol::protocol::{Decodable, Message};
 use std::sync::Arc;
@@ -167,6 +168,7 @@ async fn handle(ctx: &ControllerContext, mut frame: BytesMut) -> std::io::Result
     }
     match ApiKey::try_from(api_key) {
         Ok(ApiKey::BrokerRegistration) => controller_api!(BrokerRegistrationRequest),
+        Ok(ApiKey::BrokerHeartbeat) => controller_api!(BrokerHeartbeatRequest),
         Ok(ApiKey::AllocateProducerIds) => controller_api!(AllocateProducerIdsRequest),
         Ok(ApiKey::CreateTopics) => controller_api!(CreateTopicsRequest),
         Ok(ApiKey::DeleteTopics) => controller_api!(DeleteTopicsRequest),

@@ -3,6 +3,7 @@
 //! logic that turns admin requests into metadata records.
 
 pub mod broker;
+pub(crate) mod broker_lifecycle;
 pub mod clock;
 pub mod config;
 pub(crate) mod controller;

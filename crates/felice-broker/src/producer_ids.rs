@@ -103,6 +103,7 @@ mod tests {
                 quorum: std::sync::Arc::new(quorum),
                 config: crate::config::BrokerConfig::for_test(dir.path()),
                 clock: crate::clock::system(),
+                heartbeats: Default::default(),
             };
             let channel = ControllerChannel::new(std::sync::Arc::new(ctx));
             let ids = ProducerIdManager::default();

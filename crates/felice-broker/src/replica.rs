@@ -28,7 +28,7 @@ use felice_log::{Log, LogConfig, LogError, ProducerBudget, TimestampType};
 use felice_metadata::{MetadataImage, TopicId};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use tokio::sync::Notify;
 
@@ -60,7 +60,9 @@ pub struct Partition {
     pub topic: String,
     pub topic_id: TopicId,
     pub index: i32,
-    pub leader_epoch: i32,
+    /// The partition's leader epoch, as the applied image says (never
+    /// goes down).
+    leader_epoch: AtomicI32,
     dir: PathBuf,
     log: Mutex<Option<Log>>,
     high_watermark: AtomicI64,
@@ -113,6 +115,16 @@ impl Partition {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
         }
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    /// Follows the image's leader epoch (a leader change, a fence or an
+    /// unfence); an older epoch is ignored: epochs never go down.
+    fn set_leader_epoch(&self, epoch: i32) {
+        self.leader_epoch.fetch_max(epoch, Ordering::AcqRel);
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -201,7 +213,7 @@ impl Partition {
         } else {
             TimestampType::CreateTime
         };
-        let info = log.append(batches, self.leader_epoch, ts_type, now)?;
+        let info = log.append(batches, self.leader_epoch(), ts_type, now)?;
         let leo = log.log_end_offset();
         if info.duplicate {
             // A retried idempotent batch: nothing was written.
@@ -364,6 +376,7 @@ impl ReplicaManager {
                     if p.settings() != settings {
                         p.set_settings(settings.clone());
                     }
+                    p.set_leader_epoch(part.leader_epoch);
                     continue;
                 }
                 let dir = self
@@ -601,7 +614,7 @@ fn open_partition(t: &ToOpen, ctx: Arc<ReplicaContext>) -> Result<Partition, Rep
         topic: t.topic.clone(),
         topic_id,
         index: t.index,
-        leader_epoch: t.leader_epoch,
+        leader_epoch: AtomicI32::new(t.leader_epoch),
         dir: dir.to_path_buf(),
         high_watermark: AtomicI64::new(leo),
         log_start_offset: AtomicI64::new(lso),

@@ -21,8 +21,19 @@ pub struct RunningBroker {
 }
 
 impl RunningBroker {
-    /// Stops accepting, closes connections, then closes every log cleanly.
+    /// A controlled shutdown: asks the controller to fence this broker (its
+    /// partitions lose their leader here, so clients see only a metadata
+    /// change), stops accepting, closes connections, then closes every log
+    /// cleanly.
     pub async fn stop(self) {
+        let bound = std::time::Duration::from_secs(5);
+        match tokio::time::timeout(bound, self.broker.heartbeat(true)).await {
+            Ok(Ok(r)) if r.error_code == 0 => {}
+            other => tracing::warn!(
+                ?other,
+                "controlled shutdown: the controller did not let this broker go; stopping anyway"
+            ),
+        }
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;
@@ -78,6 +89,7 @@ pub async fn start_with_clock(
         quorum: metadata.clone(),
         config: config.clone(),
         clock: clock.clone(),
+        heartbeats: Default::default(),
     });
     // The controller listener answers Raft before the quorum can elect.
     let (shutdown, rx) = watch::channel(false);
@@ -109,32 +121,39 @@ pub async fn start_with_clock(
         agreed
     };
     let node_id = config.node_id;
+    let controller_ctx = controller.clone();
     let broker =
         tokio::task::spawn_blocking(move || Broker::open(config, cluster_id, controller, clock))
             .await
             .map_err(task_failed)??;
     let broker = Arc::new(broker);
     // Serve only once this broker is in the image it answers Metadata from.
-    broker.register(advertised_port).await?;
+    // Follow the committed metadata from now on: registration, unfencing.
+    let publisher = tokio::spawn(apply_metadata(broker.clone(), rx.clone()));
+    let epoch = broker.register(advertised_port).await?;
+    tasks.push(tokio::spawn(heartbeats(broker.clone(), rx.clone())));
+    tasks.push(tokio::spawn(fence_stale_brokers(
+        controller_ctx,
+        rx.clone(),
+    )));
+    // Serve once this broker is registered, unfenced, and its image has that
+    // (it answers Metadata from it), as a KRaft broker waits to be unfenced.
     let port = i32::from(advertised_port);
-    let mut images = metadata.subscribe();
-    let registered = tokio::time::timeout(
-        crate::limits::MAX_CONTROLLER_CALL,
-        images.wait_for(|i| i.brokers.get(&node_id).is_some_and(|b| b.port == port)),
-    )
-    .await
-    .map_err(|_| StartError::Register("the registration never reached this node".into()))?
-    .map_err(|_| StartError::Register("the metadata quorum stopped".into()))?
-    .clone();
-    let b = broker.clone();
-    tokio::task::spawn_blocking(move || b.apply(registered))
+    broker
+        .applied_until(
+            |i| {
+                i.brokers
+                    .get(&node_id)
+                    .is_some_and(|b| b.port == port && b.epoch == epoch && !b.fenced)
+            },
+            crate::limits::MAX_CONTROLLER_CALL,
+        )
         .await
-        .map_err(task_failed)?;
+        .map_err(|_| StartError::Register("this broker was not unfenced in time".into()))?;
     let serve = tokio::spawn(net::serve(broker.clone(), listener, rx.clone()));
     let housekeeping = tokio::spawn(housekeeping(broker.clone(), rx.clone()));
     let group_timers = tokio::spawn(group_timers(broker.clone(), rx.clone()));
     let cleaner = tokio::spawn(log_cleaner(broker.clone(), rx.clone()));
-    let publisher = tokio::spawn(apply_metadata(broker.clone(), rx));
     tracing::info!(
         "felice listening on {local_addr} (PLAINTEXT), data in {}, cluster id {}, node id {}, {} partitions, started in {} ms",
         broker.config.log_dir.display(),
@@ -280,6 +299,44 @@ fn quorum_config(
         config.socket_request_max_bytes,
     );
     (q, Some(Arc::new(transport)))
+}
+
+/// BrokerHeartbeat to the active controller every
+/// `broker.heartbeat.interval.ms`, and every 50 ms while this broker is
+/// fenced or catching up (so an unfence does not wait a whole interval).
+async fn heartbeats(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(broker.config.broker_heartbeat_interval_ms);
+    loop {
+        let delay = match broker.heartbeat(false).await {
+            Ok(r) if r.error_code == 0 && !r.is_fenced => interval,
+            Ok(r) if r.error_code != 0 => {
+                tracing::debug!(code = r.error_code, "heartbeat refused");
+                interval.min(Duration::from_millis(500))
+            }
+            Ok(_) => Duration::from_millis(50),
+            Err(e) => {
+                tracing::warn!(error = %e, "no heartbeat to the controller");
+                interval.min(Duration::from_millis(500))
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// The active controller's fencing sweep, several times per session
+/// timeout (on other nodes it does nothing).
+async fn fence_stale_brokers(ctx: Arc<ControllerContext>, mut shutdown: watch::Receiver<bool>) {
+    let every = Duration::from_millis((ctx.config.broker_session_timeout_ms / 8).clamp(50, 1000));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        crate::broker_lifecycle::fence_stale_brokers(&ctx).await;
+    }
 }
 
 /// Runs until SIGTERM or Ctrl-C.

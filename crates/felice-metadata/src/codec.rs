@@ -12,6 +12,9 @@ const TAG_TOPIC_CONFIG: u8 = 4;
 const TAG_REMOVE_TOPIC: u8 = 5;
 const TAG_PRODUCER_IDS: u8 = 6;
 const TAG_CLUSTER_ID: u8 = 7;
+const TAG_BROKER_REGISTRATION: u8 = 8;
+const TAG_FENCE_BROKER: u8 = 9;
+const TAG_UNFENCE_BROKER: u8 = 10;
 
 /// Largest number of replicas a partition record may list (bounds decoding).
 const MAX_REPLICAS: usize = 1024;
@@ -85,6 +88,38 @@ pub fn encode(record: &MetadataRecord, out: &mut Vec<u8>) {
             out.push(TAG_CLUSTER_ID);
             put_str(out, cluster_id);
         }
+        MetadataRecord::BrokerRegistration {
+            node_id,
+            incarnation_id,
+            broker_epoch,
+            host,
+            port,
+            rack,
+        } => {
+            out.push(TAG_BROKER_REGISTRATION);
+            out.extend_from_slice(&node_id.to_be_bytes());
+            out.extend_from_slice(incarnation_id.as_bytes());
+            out.extend_from_slice(&broker_epoch.to_be_bytes());
+            put_str(out, host);
+            out.extend_from_slice(&port.to_be_bytes());
+            put_opt_str(out, rack.as_deref());
+        }
+        MetadataRecord::FenceBroker {
+            node_id,
+            broker_epoch,
+        } => {
+            out.push(TAG_FENCE_BROKER);
+            out.extend_from_slice(&node_id.to_be_bytes());
+            out.extend_from_slice(&broker_epoch.to_be_bytes());
+        }
+        MetadataRecord::UnfenceBroker {
+            node_id,
+            broker_epoch,
+        } => {
+            out.push(TAG_UNFENCE_BROKER);
+            out.extend_from_slice(&node_id.to_be_bytes());
+            out.extend_from_slice(&broker_epoch.to_be_bytes());
+        }
     }
 }
 
@@ -125,6 +160,22 @@ pub fn decode(buf: &[u8]) -> Result<MetadataRecord, DecodeError> {
         },
         TAG_CLUSTER_ID => MetadataRecord::ClusterId {
             cluster_id: r.string()?,
+        },
+        TAG_BROKER_REGISTRATION => MetadataRecord::BrokerRegistration {
+            node_id: r.i32()?,
+            incarnation_id: r.uuid()?,
+            broker_epoch: r.i64()?,
+            host: r.string()?,
+            port: r.i32()?,
+            rack: r.opt_string()?,
+        },
+        TAG_FENCE_BROKER => MetadataRecord::FenceBroker {
+            node_id: r.i32()?,
+            broker_epoch: r.i64()?,
+        },
+        TAG_UNFENCE_BROKER => MetadataRecord::UnfenceBroker {
+            node_id: r.i32()?,
+            broker_epoch: r.i64()?,
         },
         _ => return Err(DecodeError("unknown record type")),
     };
@@ -253,6 +304,22 @@ mod tests {
             },
             MetadataRecord::ClusterId {
                 cluster_id: "8iH9cJ0mTF2sBrR7Ln2Wxw".into(),
+            },
+            MetadataRecord::BrokerRegistration {
+                node_id: 2,
+                incarnation_id: id,
+                broker_epoch: 41,
+                host: "h".into(),
+                port: 9092,
+                rack: Some("r1".into()),
+            },
+            MetadataRecord::FenceBroker {
+                node_id: 2,
+                broker_epoch: 41,
+            },
+            MetadataRecord::UnfenceBroker {
+                node_id: 2,
+                broker_epoch: 41,
             },
         ];
         for record in records {

@@ -16,6 +16,13 @@ pub struct BrokerImage {
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
+    /// The registered process (`None`: a registration from before broker
+    /// lifecycle).
+    pub incarnation_id: Option<uuid::Uuid>,
+    /// Grows with each registration; heartbeats carry it.
+    pub epoch: i64,
+    /// A fenced broker leads nothing and is not listed to clients.
+    pub fenced: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +82,11 @@ impl MetadataImage {
         self.topics_by_id.len()
     }
 
+    /// The brokers that may lead partitions and are listed to clients.
+    pub fn unfenced_brokers(&self) -> impl Iterator<Item = &BrokerImage> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
     /// The records that rebuild this image from an empty one (a snapshot's
     /// content): brokers, then each topic with its configs and partitions,
     /// then the producer-id high mark. `offset` is not carried: whoever
@@ -87,12 +99,30 @@ impl MetadataImage {
             });
         }
         for b in self.brokers.values() {
-            out.push(MetadataRecord::RegisterBroker {
-                node_id: b.node_id,
-                host: b.host.clone(),
-                port: b.port,
-                rack: b.rack.clone(),
-            });
+            match b.incarnation_id {
+                None => out.push(MetadataRecord::RegisterBroker {
+                    node_id: b.node_id,
+                    host: b.host.clone(),
+                    port: b.port,
+                    rack: b.rack.clone(),
+                }),
+                Some(incarnation_id) => {
+                    out.push(MetadataRecord::BrokerRegistration {
+                        node_id: b.node_id,
+                        incarnation_id,
+                        broker_epoch: b.epoch,
+                        host: b.host.clone(),
+                        port: b.port,
+                        rack: b.rack.clone(),
+                    });
+                    if !b.fenced {
+                        out.push(MetadataRecord::UnfenceBroker {
+                            node_id: b.node_id,
+                            broker_epoch: b.epoch,
+                        });
+                    }
+                }
+            }
         }
         for t in self.topics() {
             out.push(MetadataRecord::Topic {
@@ -170,8 +200,58 @@ impl MetadataImage {
                         host: host.clone(),
                         port: *port,
                         rack: rack.clone(),
+                        incarnation_id: None,
+                        epoch: 0,
+                        fenced: false,
                     },
                 );
+            }
+            MetadataRecord::BrokerRegistration {
+                node_id,
+                incarnation_id,
+                broker_epoch,
+                host,
+                port,
+                rack,
+            } => {
+                // The same incarnation re-registering keeps its fencing.
+                let fenced = next
+                    .brokers
+                    .get(node_id)
+                    .filter(|b| b.incarnation_id == Some(*incarnation_id))
+                    .is_none_or(|b| b.fenced);
+                next.brokers.insert(
+                    *node_id,
+                    BrokerImage {
+                        node_id: *node_id,
+                        host: host.clone(),
+                        port: *port,
+                        rack: rack.clone(),
+                        incarnation_id: Some(*incarnation_id),
+                        epoch: *broker_epoch,
+                        fenced,
+                    },
+                );
+            }
+            MetadataRecord::FenceBroker {
+                node_id,
+                broker_epoch,
+            } => {
+                if let Some(b) = next.brokers.get_mut(node_id) {
+                    if b.epoch == *broker_epoch {
+                        b.fenced = true;
+                    }
+                }
+            }
+            MetadataRecord::UnfenceBroker {
+                node_id,
+                broker_epoch,
+            } => {
+                if let Some(b) = next.brokers.get_mut(node_id) {
+                    if b.epoch == *broker_epoch {
+                        b.fenced = false;
+                    }
+                }
             }
             MetadataRecord::Topic { name, topic_id } => {
                 if let Some(old) = next.topic_ids_by_name.insert(name.clone(), *topic_id) {

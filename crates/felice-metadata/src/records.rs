@@ -10,13 +10,30 @@ pub type TopicId = Uuid;
 /// One change to the cluster's metadata. Records are applied in log order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetadataRecord {
-    /// A broker registered (or re-registered with new endpoints).
+    /// A broker registered (or re-registered with new endpoints): the
+    /// record of the releases before broker lifecycle; such a broker is
+    /// unfenced, with epoch 0.
     RegisterBroker {
         node_id: NodeId,
         host: String,
         port: i32,
         rack: Option<String>,
     },
+    /// A broker process registered (KRaft's RegisterBrokerRecord): a new
+    /// incarnation starts fenced, with a new epoch, until its heartbeats
+    /// show it caught up with the metadata log.
+    BrokerRegistration {
+        node_id: NodeId,
+        incarnation_id: uuid::Uuid,
+        broker_epoch: i64,
+        host: String,
+        port: i32,
+        rack: Option<String>,
+    },
+    /// The controller fenced a broker (missed heartbeats, or it asked to be).
+    FenceBroker { node_id: NodeId, broker_epoch: i64 },
+    /// The controller unfenced a broker (caught up, heartbeating).
+    UnfenceBroker { node_id: NodeId, broker_epoch: i64 },
     /// A topic was created; its partitions follow as `Partition` records.
     Topic { name: String, topic_id: TopicId },
     /// A partition's full state (creation or change of leader/ISR).

@@ -78,7 +78,12 @@ fn server(args: &[String]) -> anyhow::Result<()> {
         .thread_name("felice")
         .build()
         .context("starting the async runtime")?;
-    if let Err(e) = runtime.block_on(felice_broker::server::run(config)) {
+    let result = runtime.block_on(felice_broker::server::run(config));
+    // Everything durable is closed by now; a blocking task still waiting on
+    // the stopped quorum (a metadata request that came in during shutdown)
+    // must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    if let Err(e) = result {
         tracing::error!("felice server stopped: {e}");
         eprintln!("felice server: {e}");
         std::process::exit(1);

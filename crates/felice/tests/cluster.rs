@@ -33,6 +33,8 @@ struct Cluster {
     dir: tempfile::TempDir,
     voters: String,
     nodes: Vec<Node>,
+    /// More `--override`s for every node.
+    extra: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -44,6 +46,10 @@ fn free_port() -> u16 {
 
 impl Cluster {
     fn start(n: i32) -> Cluster {
+        Cluster::start_with(n, &[])
+    }
+
+    fn start_with(n: i32, extra: &[&str]) -> Cluster {
         let nodes: Vec<Node> = (1..=n)
             .map(|id| Node {
                 id,
@@ -61,6 +67,7 @@ impl Cluster {
             dir: tempfile::tempdir().expect("tempdir"),
             voters,
             nodes,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         for i in 0..c.nodes.len() {
             c.spawn(i);
@@ -111,7 +118,7 @@ impl Cluster {
         ];
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_felice"));
         cmd.arg("server");
-        for s in &settings {
+        for s in settings.iter().chain(&self.extra) {
             cmd.arg("--override").arg(s);
         }
         let child = cmd
@@ -476,5 +483,104 @@ async fn a_broker_killed_with_kill_9_returns_with_all_its_data() {
             .await
             .expect("produce"),
         0
+    );
+}
+
+/// Metadata from `addr`: the listed brokers and partition `p`'s (error, leader).
+async fn leader_of(addr: &str, topic: &str, p: usize) -> Option<(Vec<i32>, i16, i32)> {
+    let md = topics_of(addr).await.ok()?;
+    let brokers = md.brokers.iter().map(|b| b.node_id.0).collect();
+    let t = md
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))?;
+    let part = t.partitions.get(p)?;
+    Some((brokers, part.error_code, part.leader_id.0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_broker_is_fenced_and_its_partitions_wait_for_it() {
+    let mut cluster = Cluster::start_with(3, &["broker.session.timeout.ms=3000"]);
+    cluster.wait_all_ready().await;
+    let first = cluster.addr(0);
+    assert_eq!(create_topic(&first, "fenced", 3).await.expect("create"), 0);
+    let md = topics_of(&first).await.expect("metadata");
+    let topic = md
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "fenced"))
+        .expect("topic");
+    let leaders: Vec<i32> = topic.partitions.iter().map(|p| p.leader_id.0).collect();
+    let victim_id = leaders[0];
+    let victim = cluster.index_of(victim_id);
+    let at = cluster.addr(victim);
+    for i in 0..5 {
+        let v = format!("v{i}");
+        assert_eq!(
+            produce(&at, "fenced", 0, batch(&[v.as_bytes()]))
+                .await
+                .expect("produce"),
+            0
+        );
+    }
+    cluster.kill9(victim);
+    let killed = Instant::now();
+    let witness = cluster.addr(cluster.live()[0]);
+    wait_until("the dead broker to be fenced", || {
+        let witness = witness.clone();
+        async move {
+            leader_of(&witness, "fenced", 0)
+                .await
+                .is_some_and(|(brokers, code, leader)| {
+                    !brokers.contains(&victim_id) && code == 5 && leader == -1
+                })
+        }
+    })
+    .await;
+    let fenced_after = killed.elapsed();
+    // Every other partition keeps serving.
+    for (p, leader) in leaders.iter().enumerate().skip(1) {
+        if *leader == victim_id {
+            continue;
+        }
+        let at = cluster.addr(cluster.index_of(*leader));
+        assert_eq!(
+            produce(&at, "fenced", p as i32, batch(&[b"on"]))
+                .await
+                .expect("produce"),
+            0
+        );
+    }
+    cluster.spawn(victim);
+    let restarted = Instant::now();
+    cluster.wait_listening(victim);
+    wait_until("the returning broker to lead its partition again", || {
+        let witness = witness.clone();
+        async move {
+            leader_of(&witness, "fenced", 0)
+                .await
+                .is_some_and(|(brokers, code, leader)| {
+                    brokers.contains(&victim_id) && code == 0 && leader == victim_id
+                })
+        }
+    })
+    .await;
+    let at = cluster.addr(victim);
+    wait_until("partition 0 served with its records", || {
+        let at = at.clone();
+        async move {
+            high_watermark(&at, "fenced", 0)
+                .await
+                .is_ok_and(|r| r == (0, 5))
+        }
+    })
+    .await;
+    let serving_after = restarted.elapsed();
+    println!(
+        "fencing: kill -9 to fenced {fenced_after:?} (session 3 s); restart to serving {serving_after:?}"
+    );
+    assert!(
+        fenced_after >= Duration::from_millis(2500),
+        "fenced before the session ran out: {fenced_after:?}"
     );
 }

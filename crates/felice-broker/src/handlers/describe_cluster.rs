@@ -35,16 +35,19 @@ pub async fn handle(
             .with_controller_id(BrokerId(-1));
     }
     let image = broker.image();
+    // Fenced brokers only when asked for (v2, KIP-1073), as Kafka.
+    let include_fenced = req.include_fenced_brokers;
     resp.brokers = image
         .brokers
         .values()
+        .filter(|b| include_fenced || !b.fenced)
         .map(|b| {
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(b.node_id))
                 .with_host(str_bytes(&b.host))
                 .with_port(b.port)
                 .with_rack(b.rack.as_deref().map(str_bytes))
-                .with_is_fenced(false)
+                .with_is_fenced(b.fenced)
         })
         .collect();
     resp

@@ -103,9 +103,9 @@ pub async fn handle(
             ) {
                 Err(code) => Err(code),
                 Ok(part) => {
-                    if p.current_leader_epoch >= 0 && p.current_leader_epoch < part.leader_epoch {
+                    if p.current_leader_epoch >= 0 && p.current_leader_epoch < part.leader_epoch() {
                         Err(ResponseError::FencedLeaderEpoch)
-                    } else if p.current_leader_epoch > part.leader_epoch {
+                    } else if p.current_leader_epoch > part.leader_epoch() {
                         Err(ResponseError::UnknownLeaderEpoch)
                     } else {
                         Ok(part)

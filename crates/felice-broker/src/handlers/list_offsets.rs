@@ -59,11 +59,11 @@ pub async fn handle(
                 Err(code) => Err(code),
                 Ok(part)
                     if p.current_leader_epoch >= 0
-                        && p.current_leader_epoch < part.leader_epoch =>
+                        && p.current_leader_epoch < part.leader_epoch() =>
                 {
                     Err(ResponseError::FencedLeaderEpoch)
                 }
-                Ok(part) if p.current_leader_epoch > part.leader_epoch => {
+                Ok(part) if p.current_leader_epoch > part.leader_epoch() => {
                     Err(ResponseError::UnknownLeaderEpoch)
                 }
                 Ok(part) => Ok(part),
@@ -81,7 +81,7 @@ pub async fn handle(
         jobs.into_iter()
             .map(|j| {
                 let r = match &j.target {
-                    Ok(p) => lookup(p, j.timestamp).map(|found| (found, p.leader_epoch)),
+                    Ok(p) => lookup(p, j.timestamp).map(|found| (found, p.leader_epoch())),
                     Err(code) => Err(*code),
                 };
                 (j.topic, j.partition_index, r)

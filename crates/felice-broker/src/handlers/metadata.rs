@@ -110,10 +110,10 @@ pub async fn handle(
         })
 }
 
+/// The unfenced brokers: as KRaft, a fenced broker is not listed.
 pub fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
     image
-        .brokers
-        .values()
+        .unfenced_brokers()
         .map(|b| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.node_id))
@@ -136,11 +136,17 @@ fn topic_response(
             let offline: Vec<BrokerId> = p
                 .replicas
                 .iter()
-                .filter(|r| !image.brokers.contains_key(r))
+                .filter(|r| image.brokers.get(r).is_none_or(|b| b.fenced))
                 .map(|r| BrokerId(*r))
                 .collect();
+            // No leader (its broker is fenced): LEADER_NOT_AVAILABLE, as KRaft.
+            let code = if p.leader < 0 {
+                ResponseError::LeaderNotAvailable.code()
+            } else {
+                0
+            };
             MetadataResponsePartition::default()
-                .with_error_code(0)
+                .with_error_code(code)
                 .with_partition_index(p.partition)
                 .with_leader_id(BrokerId(p.leader))
                 .with_leader_epoch(p.leader_epoch)

@@ -1,0 +1,433 @@
+//! Broker lifecycle on the active controller, as KRaft's: registration
+//! (BrokerRegistration, key 62), heartbeats (BrokerHeartbeat, key 63),
+//! fencing a broker that missed its heartbeats for
+//! `broker.session.timeout.ms`, and unfencing it once its heartbeats show it
+//! caught up with the metadata log. Fencing moves leadership away from the
+//! broker (to another in-sync replica, or to no leader: -1, which Metadata
+//! answers LEADER_NOT_AVAILABLE); unfencing gives leaderless partitions
+//! whose ISR holds the broker back to it. Each change is records in the
+//! metadata log, with new leader and partition epochs.
+//!
+//! The heartbeat times live in the active controller's memory only (as in
+//! Kafka): a new leader gives every broker a full session from the moment
+//! it took over before fencing anyone.
+//!
+//! Bounds: one heartbeat entry per registered broker.
+
+use crate::controller::{commit_error, ControllerContext};
+use felice_metadata::{MetadataImage, MetadataRecord, NodeId};
+use kafka_protocol::messages::{
+    BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest,
+    BrokerRegistrationResponse,
+};
+use kafka_protocol::ResponseError;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// When each broker was last heard from, on this (active) controller.
+#[derive(Default)]
+pub struct Heartbeats {
+    state: Mutex<HeartbeatState>,
+}
+
+#[derive(Default)]
+struct HeartbeatState {
+    last_contact: HashMap<NodeId, Instant>,
+    /// The Raft term this node leads, and since when (grace for everyone).
+    leading: Option<(u64, Instant)>,
+}
+
+impl Heartbeats {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HeartbeatState> {
+        match self.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn touch(&self, node: NodeId) {
+        self.lock().last_contact.insert(node, Instant::now());
+    }
+
+    /// Whether `node` was heard from within `session`.
+    fn has_valid_session(&self, node: NodeId, session: Duration) -> bool {
+        self.lock()
+            .last_contact
+            .get(&node)
+            .is_some_and(|t| t.elapsed() < session)
+    }
+
+    /// The brokers whose session ran out, while this node leads `term`.
+    fn expired(&self, term: u64, brokers: &[NodeId], session: Duration) -> Vec<NodeId> {
+        let mut s = self.lock();
+        let since = match s.leading {
+            Some((t, since)) if t == term => since,
+            _ => {
+                // Newly leading: every broker gets a full session from now.
+                let now = Instant::now();
+                s.leading = Some((term, now));
+                s.last_contact.clear();
+                return vec![];
+            }
+        };
+        brokers
+            .iter()
+            .copied()
+            .filter(|b| {
+                let last = s.last_contact.get(b).copied().unwrap_or(since).max(since);
+                last.elapsed() >= session
+            })
+            .collect()
+    }
+}
+
+/// The partition changes that fence (`fence = true`) or unfence `node`:
+/// fencing moves leadership to another unfenced ISR member or to none,
+/// and takes the broker out of an ISR it is not the last member of;
+/// unfencing gives it back the leaderless partitions whose ISR holds it.
+pub fn leadership_records(image: &MetadataImage, node: NodeId, fence: bool) -> Vec<MetadataRecord> {
+    let unfenced = |b: &NodeId| *b != node && image.brokers.get(b).is_some_and(|x| !x.fenced);
+    let mut out = Vec::new();
+    for t in image.topics() {
+        for p in &t.partitions {
+            let change = if fence && p.leader == node {
+                let leader = p.isr.iter().copied().find(|b| unfenced(b)).unwrap_or(-1);
+                let isr: Vec<NodeId> = if p.isr.len() > 1 {
+                    p.isr.iter().copied().filter(|b| *b != node).collect()
+                } else {
+                    p.isr.clone()
+                };
+                Some((leader, isr))
+            } else if !fence && p.leader < 0 && p.isr.contains(&node) {
+                Some((node, p.isr.clone()))
+            } else {
+                None
+            };
+            if let Some((leader, isr)) = change {
+                out.push(MetadataRecord::Partition {
+                    topic_id: t.topic_id,
+                    partition: p.partition,
+                    replicas: p.replicas.clone(),
+                    isr,
+                    leader,
+                    leader_epoch: p.leader_epoch + 1,
+                    partition_epoch: p.partition_epoch + 1,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// BrokerRegistration: a new incarnation gets a new epoch and starts
+/// fenced; the same incarnation registering again keeps its epoch.
+pub async fn register_broker(
+    ctx: &ControllerContext,
+    req: BrokerRegistrationRequest,
+) -> BrokerRegistrationResponse {
+    let node_id = req.broker_id.0;
+    let listener = req
+        .listeners
+        .iter()
+        .find(|l| l.name.as_str() == ctx.config.listener.name)
+        .or(req.listeners.first());
+    let Some(listener) = listener else {
+        return BrokerRegistrationResponse::default()
+            .with_error_code(ResponseError::InvalidRequest.code())
+            .with_broker_epoch(-1);
+    };
+    let host = listener.host.to_string();
+    let port = i32::from(listener.port);
+    let rack = req.rack.as_ref().map(|r| r.to_string());
+    let cluster_id = req.cluster_id.to_string();
+    let incarnation_id = req.incarnation_id;
+    let session = Duration::from_millis(ctx.config.broker_session_timeout_ms);
+    let mut epoch = -1;
+    let r = ctx
+        .quorum
+        .commit::<ResponseError>(|image| {
+            // As KRaft: a broker of another cluster is refused.
+            if image
+                .cluster_id
+                .as_ref()
+                .is_some_and(|id| *id != cluster_id)
+            {
+                return Err(ResponseError::InconsistentClusterId);
+            }
+            let current = image.brokers.get(&node_id);
+            if let Some(b) = current {
+                if b.incarnation_id == Some(incarnation_id) {
+                    epoch = b.epoch;
+                    if b.host == host && b.port == port && b.rack == rack {
+                        return Ok(vec![]);
+                    }
+                } else if !b.fenced
+                    && b.incarnation_id.is_some()
+                    && ctx.heartbeats.has_valid_session(node_id, session)
+                {
+                    // Another live process holds this id.
+                    return Err(ResponseError::DuplicateBrokerRegistration);
+                }
+            }
+            if epoch < 0 {
+                epoch = image.offset as i64 + 1;
+            }
+            Ok(vec![MetadataRecord::BrokerRegistration {
+                node_id,
+                incarnation_id,
+                broker_epoch: epoch,
+                host: host.clone(),
+                port,
+                rack: rack.clone(),
+            }])
+        })
+        .await;
+    match r {
+        Ok(_) => {
+            ctx.heartbeats.touch(node_id);
+            BrokerRegistrationResponse::default()
+                .with_error_code(0)
+                .with_broker_epoch(epoch)
+        }
+        Err(felice_metadata::CommitError::Rejected(code)) => BrokerRegistrationResponse::default()
+            .with_error_code(code.code())
+            .with_broker_epoch(-1),
+        Err(e) => BrokerRegistrationResponse::default()
+            .with_error_code(commit_error(&e).code())
+            .with_broker_epoch(-1),
+    }
+}
+
+/// BrokerHeartbeat: keeps the session; unfences a fenced broker once it has
+/// caught up with the metadata log up to its registration; a broker that
+/// wants to shut down is fenced (its partitions lose their leader first, the
+/// controlled shutdown of replication factor 1) and told to go.
+pub async fn heartbeat(
+    ctx: &ControllerContext,
+    req: BrokerHeartbeatRequest,
+) -> BrokerHeartbeatResponse {
+    let node_id = req.broker_id.0;
+    let epoch = req.broker_epoch;
+    let image = ctx.quorum.image();
+    let Some(b) = image.brokers.get(&node_id).filter(|b| b.epoch == epoch) else {
+        return BrokerHeartbeatResponse::default()
+            .with_error_code(ResponseError::StaleBrokerEpoch.code())
+            .with_is_fenced(true);
+    };
+    ctx.heartbeats.touch(node_id);
+    let caught_up = req.current_metadata_offset >= b.epoch;
+    let want_fenced = req.want_fence || req.want_shut_down;
+    let r = if b.fenced && !want_fenced && caught_up {
+        change_fencing(ctx, node_id, epoch, false).await
+    } else if !b.fenced && want_fenced {
+        change_fencing(ctx, node_id, epoch, true).await
+    } else {
+        Ok(())
+    };
+    if let Err(code) = r {
+        return BrokerHeartbeatResponse::default()
+            .with_error_code(code.code())
+            .with_is_fenced(b.fenced);
+    }
+    let fenced = ctx
+        .quorum
+        .image()
+        .brokers
+        .get(&node_id)
+        .is_none_or(|b| b.fenced);
+    BrokerHeartbeatResponse::default()
+        .with_error_code(0)
+        .with_is_caught_up(caught_up)
+        .with_is_fenced(fenced)
+        .with_should_shut_down(req.want_shut_down && fenced)
+}
+
+/// Commits a fence or unfence of `node` at `epoch`, with its leadership
+/// changes, in one entry.
+async fn change_fencing(
+    ctx: &ControllerContext,
+    node: NodeId,
+    epoch: i64,
+    fence: bool,
+) -> Result<(), ResponseError> {
+    let r = ctx
+        .quorum
+        .commit::<std::convert::Infallible>(|image| {
+            let current = image.brokers.get(&node);
+            if current.is_none_or(|b| b.epoch != epoch || b.fenced == fence) {
+                return Ok(vec![]);
+            }
+            let mut records = vec![if fence {
+                MetadataRecord::FenceBroker {
+                    node_id: node,
+                    broker_epoch: epoch,
+                }
+            } else {
+                MetadataRecord::UnfenceBroker {
+                    node_id: node,
+                    broker_epoch: epoch,
+                }
+            }];
+            // Leadership is chosen against the image with the change.
+            let mut after = image.clone();
+            after.apply_mut(&records[0]);
+            records.extend(leadership_records(&after, node, fence));
+            Ok(records)
+        })
+        .await;
+    match r {
+        Ok(_) => {
+            tracing::info!(
+                broker = node,
+                epoch,
+                "broker {}",
+                if fence { "fenced" } else { "unfenced" }
+            );
+            Ok(())
+        }
+        Err(felice_metadata::CommitError::Rejected(never)) => match never {},
+        Err(e) => Err(commit_error(&e)),
+    }
+}
+
+/// Fences every unfenced broker whose session ran out. Runs on every node;
+/// does something only on the active controller.
+pub async fn fence_stale_brokers(ctx: &ControllerContext) {
+    let metrics = ctx.quorum.raft().metrics().borrow().clone();
+    if metrics.current_leader != Some(ctx.config.node_id as u64) {
+        return;
+    }
+    let image = ctx.quorum.image();
+    let live: Vec<(NodeId, i64)> = image
+        .unfenced_brokers()
+        .filter(|b| b.incarnation_id.is_some())
+        .map(|b| (b.node_id, b.epoch))
+        .collect();
+    let ids: Vec<NodeId> = live.iter().map(|(id, _)| *id).collect();
+    let session = Duration::from_millis(ctx.config.broker_session_timeout_ms);
+    for node in ctx.heartbeats.expired(metrics.current_term, &ids, session) {
+        let Some((_, epoch)) = live.iter().find(|(id, _)| *id == node) else {
+            continue;
+        };
+        tracing::warn!(
+            broker = node,
+            "no heartbeat within broker.session.timeout.ms; fencing"
+        );
+        if let Err(code) = change_fencing(ctx, node, *epoch, true).await {
+            tracing::warn!(broker = node, ?code, "could not fence");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn image() -> MetadataImage {
+        let t = Uuid::new_v4();
+        let mut image = MetadataImage::default();
+        for r in [
+            MetadataRecord::BrokerRegistration {
+                node_id: 1,
+                incarnation_id: Uuid::new_v4(),
+                broker_epoch: 1,
+                host: "h".into(),
+                port: 1,
+                rack: None,
+            },
+            MetadataRecord::BrokerRegistration {
+                node_id: 2,
+                incarnation_id: Uuid::new_v4(),
+                broker_epoch: 2,
+                host: "h".into(),
+                port: 2,
+                rack: None,
+            },
+            MetadataRecord::UnfenceBroker {
+                node_id: 1,
+                broker_epoch: 1,
+            },
+            MetadataRecord::UnfenceBroker {
+                node_id: 2,
+                broker_epoch: 2,
+            },
+            MetadataRecord::Topic {
+                name: "t".into(),
+                topic_id: t,
+            },
+            // partition 0: leader 1 alone; partition 1: leader 1, ISR [1, 2].
+            MetadataRecord::Partition {
+                topic_id: t,
+                partition: 0,
+                replicas: vec![1],
+                isr: vec![1],
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            },
+            MetadataRecord::Partition {
+                topic_id: t,
+                partition: 1,
+                replicas: vec![1, 2],
+                isr: vec![1, 2],
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            },
+        ] {
+            image.apply_mut(&r);
+        }
+        image
+    }
+
+    #[test]
+    fn fencing_moves_leadership_and_unfencing_restores_leaderless_partitions() {
+        let mut image = image();
+        image.apply_mut(&MetadataRecord::FenceBroker {
+            node_id: 1,
+            broker_epoch: 1,
+        });
+        let fenced = leadership_records(&image, 1, true);
+        for r in &fenced {
+            image.apply_mut(r);
+        }
+        let t = image.topic("t").expect("topic");
+        // Alone in its ISR: no leader, the ISR keeps it. Otherwise: the other.
+        assert_eq!(
+            (t.partitions[0].leader, t.partitions[0].isr.clone()),
+            (-1, vec![1])
+        );
+        assert_eq!(
+            (t.partitions[1].leader, t.partitions[1].isr.clone()),
+            (2, vec![2])
+        );
+        assert!(t.partitions.iter().all(|p| p.leader_epoch == 1));
+        image.apply_mut(&MetadataRecord::UnfenceBroker {
+            node_id: 1,
+            broker_epoch: 1,
+        });
+        for r in leadership_records(&image, 1, false) {
+            image.apply_mut(&r);
+        }
+        let t = image.topic("t").expect("topic");
+        assert_eq!(t.partitions[0].leader, 1);
+        assert_eq!(t.partitions[0].leader_epoch, 2);
+        assert_eq!(
+            t.partitions[1].leader, 2,
+            "a partition with a leader keeps it"
+        );
+    }
+
+    #[test]
+    fn a_fence_of_an_older_epoch_changes_nothing() {
+        let mut image = image();
+        image.apply_mut(&MetadataRecord::FenceBroker {
+            node_id: 1,
+            broker_epoch: 0,
+        });
+        assert!(!image.brokers[&1].fenced);
+    }
+}
