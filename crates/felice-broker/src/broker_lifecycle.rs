@@ -12,7 +12,8 @@
 //! Kafka): a new leader gives every broker a full session from the moment
 //! it took over before fencing anyone.
 //!
-//! Bounds: one heartbeat entry per registered broker.
+//! Bounds: at most [`crate::limits::MAX_BROKERS`] registered brokers; one
+//! heartbeat entry per registered broker.
 
 use crate::controller::{commit_error, ControllerContext};
 use felice_metadata::{MetadataImage, MetadataRecord, NodeId};
@@ -157,6 +158,14 @@ pub async fn register_broker(
                 return Err(ResponseError::InconsistentClusterId);
             }
             let current = image.brokers.get(&node_id);
+            if current.is_none() && image.brokers.len() >= crate::limits::MAX_BROKERS {
+                tracing::warn!(
+                    broker = node_id,
+                    limit = crate::limits::MAX_BROKERS,
+                    "refusing a broker past the cluster's limit"
+                );
+                return Err(ResponseError::InvalidRegistration);
+            }
             if let Some(b) = current {
                 if b.incarnation_id == Some(incarnation_id) {
                     epoch = b.epoch;

@@ -89,3 +89,10 @@ pub const MAX_CONTROLLER_CALL: std::time::Duration = std::time::Duration::from_s
 /// for this broker to apply its change, so that the client's next request
 /// here sees it; past it the answer goes out anyway, without an error.
 pub const LOCAL_APPLY_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Most brokers one cluster registers: each costs a few hundred bytes in
+/// every node's metadata image and a heartbeat every few seconds on the
+/// active controller. A registration of a new node id past it is refused
+/// (INVALID_REGISTRATION); a registered node may always register again.
+pub const MAX_BROKERS: usize = 1_000;
+const _: () = assert!(MAX_BROKERS < MAX_CONTROLLER_CONNECTIONS);
