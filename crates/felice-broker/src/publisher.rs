@@ -70,18 +70,12 @@ impl AppliedImage {
         offset: u64,
         timeout: Duration,
     ) -> Result<Arc<MetadataImage>, ApplyTimedOut> {
-        let mut rx = self.image.subscribe();
-        let wait = async move {
-            rx.wait_for(|image| image.offset >= offset)
-                .await
-                .map(|image| image.clone())
-        };
-        match tokio::time::timeout(timeout, wait).await {
-            Ok(Ok(image)) => Ok(image),
-            // The sender lives as long as `self`: a closed channel cannot be
-            // seen here; treat it as the timeout it would become.
-            Ok(Err(_)) | Err(_) => Err(self.timed_out(offset, timeout)),
-        }
+        self.wait_until(|image| image.offset >= offset, timeout)
+            .await
+            .map_err(|e| ApplyTimedOut {
+                wanted: offset,
+                ..e
+            })
     }
 
     /// Waits until an applied image satisfies `done`; returns it.
@@ -136,24 +130,11 @@ impl AppliedImage {
         offset: u64,
         timeout: Duration,
     ) -> Result<Arc<MetadataImage>, ApplyTimedOut> {
-        let deadline = Instant::now() + timeout;
-        let mut applied = match self.offset.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        while *applied < offset {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                drop(applied);
-                return Err(self.timed_out(offset, timeout));
-            }
-            applied = match self.advanced.wait_timeout(applied, left) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
-        }
-        drop(applied);
-        Ok(self.get())
+        self.wait_until_blocking(|image| image.offset >= offset, timeout)
+            .map_err(|e| ApplyTimedOut {
+                wanted: offset,
+                ..e
+            })
     }
 
     fn timed_out(&self, wanted: u64, timeout: Duration) -> ApplyTimedOut {
