@@ -5,13 +5,14 @@ use crate::clock::SharedClock;
 use crate::config::BrokerConfig;
 use crate::controller::NewTopic;
 use crate::coordinator::{CoordinatorPort, GroupCoordinator};
+use crate::metadata_source::MetadataSource;
 use crate::producer_ids::ProducerIdManager;
 use crate::publisher::{AppliedImage, ApplyTimedOut};
 use crate::replica::Partition;
 use crate::replica::ReplicaManager;
 use felice_coord::GroupError;
+use felice_metadata::MetadataImage;
 use felice_metadata::TopicId;
-use felice_metadata::{MetadataImage, MetadataQuorum};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -41,7 +42,7 @@ pub enum StartError {
 pub struct Broker {
     pub config: BrokerConfig,
     pub cluster_id: String,
-    pub(crate) metadata: Arc<MetadataQuorum>,
+    pub(crate) metadata: MetadataSource,
     /// Requests to the active controller (in process or forwarded).
     pub(crate) controller: crate::controller_channel::ControllerChannel,
     pub(crate) replicas: ReplicaManager,
@@ -110,11 +111,15 @@ impl Broker {
     pub fn open(
         config: BrokerConfig,
         cluster_id: String,
-        controller: Arc<crate::controller::ControllerContext>,
+        metadata: MetadataSource,
+        controller: Option<Arc<crate::controller::ControllerContext>>,
         clock: SharedClock,
     ) -> Result<Broker, StartError> {
-        let metadata = controller.quorum.clone();
-        let controller = crate::controller_channel::ControllerChannel::new(controller);
+        let controller = crate::controller_channel::ControllerChannel::new(
+            &config,
+            metadata.clone(),
+            controller,
+        );
         let replicas = ReplicaManager::new(&config.log_dir, config.node_id, clock.clone());
         let groups = GroupCoordinator::new(&config, clock.clone());
         let applied = AppliedImage::new(Arc::new(felice_metadata::MetadataImage::default()));

@@ -203,6 +203,12 @@ pub struct BrokerConfig {
     /// `controller.quorum.voters` (`id@host:port,...`); empty = this node
     /// alone is the quorum.
     pub quorum_voters: BTreeMap<i32, (String, u16)>,
+    /// Where a node that is only a broker finds the controllers:
+    /// `controller.quorum.bootstrap.servers`, or the voters' addresses.
+    pub quorum_bootstrap: Vec<(String, u16)>,
+    /// `metadata.log.max.record.bytes.between.snapshots` and
+    /// `metadata.log.max.snapshot.interval.ms`.
+    pub metadata_snapshots: felice_metadata::SnapshotSettings,
     pub controller_quorum_election_timeout_ms: u64,
     pub controller_quorum_request_timeout_ms: u64,
     pub broker_rack: Option<String>,
@@ -344,12 +350,20 @@ impl BrokerConfig {
             .iter()
             .find(|l| controller_names.contains(&l.name.as_str()))
             .cloned();
+        // A node that is only a controller has no client listener; its
+        // broker part never starts, so the controller listener stands in.
         let listener = listeners
             .iter()
             .find(|l| !controller_names.contains(&l.name.as_str()))
+            .or(controller_listener.as_ref().filter(|_| !roles.broker))
             .cloned()
             .ok_or_else(|| invalid("listeners", "no client listener besides the controller's"))?;
-        if listener.name != "PLAINTEXT" && get("listener.security.protocol.map").is_none() {
+        // As Kafka's effective map: a controller listener missing from the
+        // map is PLAINTEXT, so only other names need the map.
+        if listener.name != "PLAINTEXT"
+            && !controller_names.contains(&listener.name.as_str())
+            && get("listener.security.protocol.map").is_none()
+        {
             return Err(invalid(
                 "listeners",
                 "a listener other than PLAINTEXT needs listener.security.protocol.map",
@@ -378,11 +392,26 @@ impl BrokerConfig {
             })?,
             _ => BTreeMap::new(),
         };
-        if !quorum_voters.is_empty() {
+        let quorum_bootstrap = match get("controller.quorum.bootstrap.servers") {
+            Some(v) if !v.trim().is_empty() => parse_endpoints(v).ok_or_else(|| {
+                invalid(
+                    "controller.quorum.bootstrap.servers",
+                    "expected HOST:PORT[,HOST:PORT]",
+                )
+            })?,
+            _ => quorum_voters.values().cloned().collect(),
+        };
+        if quorum_voters.is_empty() && !quorum_bootstrap.is_empty() && roles.controller {
+            return Err(invalid(
+                "controller.quorum.bootstrap.servers",
+                "a dynamic controller quorum (KIP-853) is not supported; give controllers controller.quorum.voters",
+            ));
+        }
+        if !quorum_bootstrap.is_empty() {
             if controller_names.is_empty() {
                 return Err(invalid(
                     "controller.listener.names",
-                    "must name the controller listener when controller.quorum.voters is set",
+                    "must name the controllers' listener when controller.quorum.voters is set",
                 ));
             }
             if roles.controller && controller_listener.is_none() {
@@ -397,10 +426,10 @@ impl BrokerConfig {
                     "a controller's node.id must be one of the voters",
                 ));
             }
-            if !roles.controller || !roles.broker {
+            if !roles.controller && quorum_voters.contains_key(&node_id) {
                 return Err(invalid(
                     "process.roles",
-                    "only broker,controller (combined) nodes are supported in a cluster so far",
+                    "a node among controller.quorum.voters must have the controller role",
                 ));
             }
         } else if !(roles.controller && roles.broker) {
@@ -484,6 +513,14 @@ impl BrokerConfig {
             advertised,
             controller_listener,
             quorum_voters,
+            quorum_bootstrap,
+            metadata_snapshots: felice_metadata::SnapshotSettings {
+                max_bytes: positive("metadata.log.max.record.bytes.between.snapshots")? as u64,
+                max_interval: std::time::Duration::from_millis(positive(
+                    "metadata.log.max.snapshot.interval.ms",
+                )? as u64),
+                max_entries: felice_metadata::quorum::MAX_ENTRIES_BETWEEN_SNAPSHOTS,
+            },
             controller_quorum_election_timeout_ms: positive(
                 "controller.quorum.election.timeout.ms",
             )? as u64,
@@ -694,6 +731,17 @@ fn parse_voters(value: &str) -> Option<BTreeMap<i32, (String, u16)>> {
         {
             return None;
         }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// `host:port,...` (`controller.quorum.bootstrap.servers`).
+fn parse_endpoints(value: &str) -> Option<Vec<(String, u16)>> {
+    let mut out = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (host, port) = item.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        out.push((host.to_string(), port.parse().ok()?));
     }
     (!out.is_empty()).then_some(out)
 }

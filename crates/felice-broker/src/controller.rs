@@ -234,6 +234,92 @@ pub struct ControllerContext {
     pub clock: crate::clock::SharedClock,
     /// Brokers' heartbeats, while this node is the active controller.
     pub heartbeats: crate::broker_lifecycle::Heartbeats,
+    /// The observers fetching the metadata log from this node while it leads.
+    pub observers: Observers,
+}
+
+impl ControllerContext {
+    pub fn new(
+        quorum: std::sync::Arc<felice_metadata::MetadataQuorum>,
+        config: BrokerConfig,
+        clock: crate::clock::SharedClock,
+    ) -> ControllerContext {
+        ControllerContext {
+            quorum,
+            config,
+            clock,
+            heartbeats: Default::default(),
+            observers: Default::default(),
+        }
+    }
+}
+
+/// The nodes that fetch the metadata log as observers (brokers that are not
+/// voters), as the leader saw their last fetch: what DescribeQuorum lists.
+/// Bounded: [`crate::limits::MAX_BROKERS`] entries, the stalest dropped, and
+/// one not seen for [`OBSERVER_SESSION`] is left out.
+#[derive(Default)]
+pub struct Observers {
+    seen: std::sync::Mutex<std::collections::HashMap<i32, ObserverState>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ObserverState {
+    /// Kafka's log end offset: the entries it has (its next index).
+    pub log_end_offset: i64,
+    pub last_fetch_ms: i64,
+    /// When it last fetched with nothing committed left to get.
+    pub last_caught_up_ms: i64,
+}
+
+/// How long an observer that stopped fetching is still listed (Kafka's
+/// leader forgets observers after the same 5 minutes).
+pub const OBSERVER_SESSION: std::time::Duration = std::time::Duration::from_secs(300);
+
+impl Observers {
+    pub fn fetched(&self, node: i32, log_end_offset: i64, caught_up: bool, now_ms: i64) {
+        let mut seen = match self.seen.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let previous_caught_up = seen.get(&node).map_or(-1, |s| s.last_caught_up_ms);
+        if !seen.contains_key(&node) && seen.len() >= crate::limits::MAX_BROKERS {
+            if let Some(stalest) = seen
+                .iter()
+                .min_by_key(|(_, s)| s.last_fetch_ms)
+                .map(|(id, _)| *id)
+            {
+                seen.remove(&stalest);
+            }
+        }
+        seen.insert(
+            node,
+            ObserverState {
+                log_end_offset,
+                last_fetch_ms: now_ms,
+                last_caught_up_ms: if caught_up {
+                    now_ms
+                } else {
+                    previous_caught_up
+                },
+            },
+        );
+    }
+
+    /// The observers seen within [`OBSERVER_SESSION`], by node id.
+    pub fn current(&self, now_ms: i64) -> Vec<(i32, ObserverState)> {
+        let seen = match self.seen.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let mut out: Vec<(i32, ObserverState)> = seen
+            .iter()
+            .filter(|(_, s)| now_ms - s.last_fetch_ms <= OBSERVER_SESSION.as_millis() as i64)
+            .map(|(id, s)| (*id, *s))
+            .collect();
+        out.sort_by_key(|(id, _)| *id);
+        out
+    }
 }
 
 /// The Kafka error of a commit that did not happen for a reason other than

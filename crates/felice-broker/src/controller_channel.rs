@@ -12,11 +12,13 @@
 //! one call at a time over it.
 
 use crate::controller::{self, ControllerContext};
+use crate::metadata_source::MetadataSource;
 use bytes::{BufMut, BytesMut};
+use felice_metadata::raft::fetch::Endpoint;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::ResponseError;
-use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,9 +31,13 @@ pub enum ChannelError {
 }
 
 pub struct ControllerChannel {
-    ctx: Arc<ControllerContext>,
+    /// This node's controller, if it is one (requests run here while it leads).
+    local: Option<Arc<ControllerContext>>,
+    /// Who leads, as this node's metadata knows.
+    source: MetadataSource,
+    /// Set when this node stops: calls give up at once.
+    closed: std::sync::atomic::AtomicBool,
     node_id: i32,
-    voters: BTreeMap<i32, (String, u16)>,
     attempt_timeout: Duration,
     max_frame_bytes: i32,
     /// The connection to the leader: (leader id, stream).
@@ -117,22 +123,37 @@ impl ControllerRequest for DescribeQuorumRequest {
 }
 
 impl ControllerChannel {
-    pub fn new(ctx: Arc<ControllerContext>) -> ControllerChannel {
-        let config = &ctx.config;
+    pub fn new(
+        config: &crate::config::BrokerConfig,
+        source: MetadataSource,
+        local: Option<Arc<ControllerContext>>,
+    ) -> ControllerChannel {
         ControllerChannel {
             node_id: config.node_id,
-            voters: config.quorum_voters.clone(),
+            local,
+            source,
+            closed: std::sync::atomic::AtomicBool::new(false),
             attempt_timeout: Duration::from_millis(config.controller_quorum_request_timeout_ms),
             max_frame_bytes: config.socket_request_max_bytes,
             conn: tokio::sync::Mutex::new(None),
             correlation: std::sync::atomic::AtomicI32::new(0),
-            ctx,
         }
     }
 
     #[cfg(test)]
-    pub fn context(&self) -> &Arc<ControllerContext> {
-        &self.ctx
+    pub fn context(&self) -> Option<&Arc<ControllerContext>> {
+        self.local.as_ref()
+    }
+
+    /// Makes every call, now and later, give up (this node is stopping).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+            || matches!(&self.source, MetadataSource::Voter(q)
+                if q.raft().metrics().borrow().running_state.is_err())
     }
 
     /// Sends `req` (at `version`) to the active controller and returns its
@@ -145,31 +166,25 @@ impl ControllerChannel {
     ) -> Result<R::Response, ChannelError> {
         let deadline = Instant::now() + crate::limits::MAX_CONTROLLER_CALL;
         loop {
-            // A stopped quorum (this node shutting down) never answers.
-            if self
-                .ctx
-                .quorum
-                .raft()
-                .metrics()
-                .borrow()
-                .running_state
-                .is_err()
-            {
+            // A stopped node never gets an answer.
+            if self.is_closed() {
                 return Err(ChannelError::Unavailable(0));
             }
-            let leader = self.ctx.quorum.raft().current_leader().await;
-            let answer = match leader {
-                Some(l) if l == self.node_id as u64 => {
-                    Some(req.clone().run_local(&self.ctx, version).await)
+            let leader = self.source.leader();
+            let answer = match (&leader, &self.local) {
+                (Some(l), Some(ctx)) if l.node_id == self.node_id as u64 => {
+                    Some(req.clone().run_local(ctx, version).await)
                 }
-                Some(l) => match self.forward(l as i32, &req, version).await {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        tracing::debug!(leader = l, error = %e, "controller call failed; retrying");
-                        None
+                (Some(l), _) if l.node_id != self.node_id as u64 => {
+                    match self.forward(l, &req, version).await {
+                        Ok(r) => Some(r),
+                        Err(e) => {
+                            tracing::debug!(leader = l.node_id, error = %e, "controller call failed; retrying");
+                            None
+                        }
                     }
-                },
-                None => None,
+                }
+                _ => None,
             };
             match answer {
                 Some(r) if !R::not_controller(&r) => return Ok(r),
@@ -182,13 +197,8 @@ impl ControllerChannel {
                 _ => {
                     // Wait for the quorum to know a (new) leader, bounded.
                     let wait = self.attempt_timeout.min(deadline - Instant::now());
-                    let raft = self.ctx.quorum.raft();
-                    let _ = raft
-                        .wait(Some(wait))
-                        .metrics(
-                            |m| m.current_leader.is_some() && m.current_leader != leader,
-                            "a new metadata leader",
-                        )
+                    self.source
+                        .leader_changed(leader.map(|l| l.node_id), wait)
                         .await;
                 }
             }
@@ -197,16 +207,12 @@ impl ControllerChannel {
 
     async fn forward<R: ControllerRequest>(
         &self,
-        leader: i32,
+        leader: &Endpoint,
         req: &R,
         version: i16,
     ) -> std::io::Result<R::Response> {
-        let Some((host, port)) = self.voters.get(&leader) else {
-            return Err(std::io::Error::other(format!(
-                "leader {leader} is not a voter"
-            )));
-        };
-        let addr = format!("{host}:{port}");
+        let addr = leader.addr.clone();
+        let leader = leader.node_id as i32;
         let correlation_id = self
             .correlation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -131,6 +131,31 @@ async fn handle(ctx: &ControllerContext, mut frame: BytesMut) -> std::io::Result
         out.extend_from_slice(&answer);
         return Ok(out);
     }
+    if api_key == crate::metadata_fetch::METADATA_FETCH_API_KEY {
+        skip_client_id(&mut frame)?;
+        let req: felice_metadata::raft::fetch::FetchRequest =
+            bincode::deserialize(&frame).map_err(|e| invalid(e.to_string()))?;
+        let committed = raft.metrics().borrow().last_applied.map(|l| l.index);
+        let answer = ctx.quorum.fetch(&req).await;
+        if !matches!(
+            answer,
+            felice_metadata::raft::fetch::FetchAnswer::NotLeader { .. }
+        ) {
+            let caught_up = committed.is_none_or(|c| req.from_index > c);
+            ctx.observers.fetched(
+                req.replica_id,
+                req.from_index as i64,
+                caught_up,
+                ctx.clock.now_ms(),
+            );
+        }
+        let answer = bincode::serialize(&answer).map_err(|e| invalid(e.to_string()))?;
+        let mut out = BytesMut::with_capacity(8 + answer.len());
+        out.put_i32(4 + answer.len() as i32);
+        out.put_i32(correlation_id);
+        out.extend_from_slice(&answer);
+        return Ok(out);
+    }
     if api_key == ApiKey::ApiVersions as i16 {
         if !(ApiVersionsRequest::VERSIONS.min..=ApiVersionsRequest::VERSIONS.max).contains(&version)
         {

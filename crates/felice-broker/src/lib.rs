@@ -13,6 +13,8 @@ pub(crate) mod coordinator;
 pub mod dispatch;
 pub mod handlers;
 pub mod limits;
+pub(crate) mod metadata_fetch;
+pub(crate) mod metadata_source;
 pub(crate) mod net;
 pub(crate) mod producer_ids;
 pub(crate) mod publisher;

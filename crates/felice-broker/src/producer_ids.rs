@@ -99,20 +99,22 @@ mod tests {
             let quorum = MetadataQuorum::open(dir.path(), QuorumConfig::single(1), None)
                 .await
                 .expect("open");
-            let ctx = ControllerContext {
-                quorum: std::sync::Arc::new(quorum),
-                config: crate::config::BrokerConfig::for_test(dir.path()),
-                clock: crate::clock::system(),
-                heartbeats: Default::default(),
-            };
-            let channel = ControllerChannel::new(std::sync::Arc::new(ctx));
+            let config = crate::config::BrokerConfig::for_test(dir.path());
+            let quorum = std::sync::Arc::new(quorum);
+            let ctx =
+                ControllerContext::new(quorum.clone(), config.clone(), crate::clock::system());
+            let channel = ControllerChannel::new(
+                &config,
+                crate::metadata_source::MetadataSource::Voter(quorum),
+                Some(std::sync::Arc::new(ctx)),
+            );
             let ids = ProducerIdManager::default();
             assert_eq!(ids.try_next(), None, "no block before the first commit");
             for _ in 0..(PRODUCER_ID_BLOCK_SIZE + 10) {
                 let id = ids.next(&channel, 1).await.expect("id");
                 assert!(seen.insert(id), "id {id} handed out twice");
             }
-            let quorum = &channel.context().quorum;
+            let quorum = &channel.context().expect("a controller").quorum;
             assert_eq!(quorum.image().next_producer_id % PRODUCER_ID_BLOCK_SIZE, 0);
             quorum.shutdown().await;
         }

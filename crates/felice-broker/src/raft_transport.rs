@@ -48,7 +48,7 @@ impl TcpRaftTransport {
     }
 }
 
-async fn exchange(
+pub(crate) async fn exchange(
     stream: &mut TcpStream,
     frame: &[u8],
     correlation_id: i32,

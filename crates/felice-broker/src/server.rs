@@ -5,8 +5,9 @@
 use crate::broker::{Broker, StartError};
 use crate::config::BrokerConfig;
 use crate::controller::ControllerContext;
+use crate::metadata_source::MetadataSource;
 use crate::net;
-use felice_metadata::{MetadataQuorum, QuorumConfig};
+use felice_metadata::{MetadataObserver, MetadataQuorum, QuorumConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -34,13 +35,33 @@ impl RunningBroker {
                 "controlled shutdown: the controller did not let this broker go; stopping anyway"
             ),
         }
+        self.broker.controller.close();
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;
         }
         let broker = self.broker.clone();
         let _ = tokio::task::spawn_blocking(move || broker.replicas.shutdown()).await;
-        self.broker.metadata.shutdown().await;
+        if let MetadataSource::Voter(q) = &self.broker.metadata {
+            q.shutdown().await;
+        }
+    }
+}
+
+/// A started node that is only a controller (`process.roles=controller`).
+pub struct RunningController {
+    pub controller: Arc<ControllerContext>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningController {
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.controller.quorum.shutdown().await;
     }
 }
 
@@ -49,11 +70,164 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     start_with_clock(config, crate::clock::system()).await
 }
 
+/// Starts a node that is only a controller: its member of the metadata
+/// quorum, the controller listener, and the controller's fencing sweep.
+pub async fn start_controller(config: BrokerConfig) -> Result<RunningController, StartError> {
+    let started = Instant::now();
+    let cluster_id = prepare_log_dir(&config).await?;
+    let (shutdown, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let (controller, cluster_id) =
+        start_quorum(&config, cluster_id, crate::clock::system(), &rx, &mut tasks).await?;
+    tasks.push(tokio::spawn(fence_stale_brokers(
+        controller.clone(),
+        rx.clone(),
+    )));
+    tracing::info!(
+        "felice controller {} on {}, cluster id {cluster_id}, started in {} ms",
+        config.node_id,
+        config
+            .controller_listener
+            .as_ref()
+            .map_or(String::new(), |l| format!("{}:{}", l.host, l.port)),
+        started.elapsed().as_millis()
+    );
+    Ok(RunningController {
+        controller,
+        shutdown,
+        tasks,
+    })
+}
+
+fn task_failed(e: tokio::task::JoinError) -> StartError {
+    StartError::MetaProperties(format!("start-up task failed: {e}"))
+}
+
+async fn prepare_log_dir(config: &BrokerConfig) -> Result<String, StartError> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || Broker::prepare_log_dir(&config))
+        .await
+        .map_err(task_failed)?
+}
+
+/// This node's member of the metadata quorum, with the controller listener
+/// serving it; returns once the quorum has a leader and this node's image,
+/// with the quorum's cluster id (taken over if this node just joined).
+async fn start_quorum(
+    config: &BrokerConfig,
+    cluster_id: String,
+    clock: crate::clock::SharedClock,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<(Arc<ControllerContext>, String), StartError> {
+    let (mut quorum_config, transport) = quorum_config(config);
+    quorum_config.cluster_id = cluster_id.clone();
+    let metadata_dir = Broker::metadata_dir(config);
+    let metadata =
+        Arc::new(MetadataQuorum::start(&metadata_dir, quorum_config.clone(), transport).await?);
+    let controller = Arc::new(ControllerContext::new(
+        metadata.clone(),
+        config.clone(),
+        clock,
+    ));
+    // The controller listener answers Raft before the quorum can elect.
+    if let (Some(l), false) = (&config.controller_listener, config.quorum_voters.is_empty()) {
+        let addr = format!("{}:{}", l.host, l.port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+        tasks.push(tokio::spawn(crate::controller_net::serve(
+            controller.clone(),
+            listener,
+            shutdown.clone(),
+        )));
+    }
+    let agreed = metadata.ready(&metadata_dir, &quorum_config).await?;
+    let cluster_id = adopt_cluster_id(config, cluster_id, agreed).await?;
+    Ok((controller, cluster_id))
+}
+
+/// The cluster id the metadata names, written to `meta.properties` when it
+/// differs from this folder's (a node that joined a cluster takes its id).
+async fn adopt_cluster_id(
+    config: &BrokerConfig,
+    ours: String,
+    agreed: String,
+) -> Result<String, StartError> {
+    if agreed.is_empty() || agreed == ours {
+        return Ok(ours);
+    }
+    let config = config.clone();
+    let id = agreed.clone();
+    tokio::task::spawn_blocking(move || Broker::adopt_cluster_id(&config, &id))
+        .await
+        .map_err(task_failed)??;
+    Ok(agreed)
+}
+
+/// A node that is only a broker: it follows the metadata log as an
+/// observer and returns once it has everything committed (from a snapshot
+/// and the entries after it), with the cluster's id.
+async fn start_observer(
+    config: &BrokerConfig,
+    cluster_id: String,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<(Arc<MetadataObserver>, String), StartError> {
+    let dir = Broker::metadata_dir(config).join("observer");
+    let settings = config.metadata_snapshots;
+    let observer = {
+        let at = dir.clone();
+        tokio::task::spawn_blocking(move || MetadataObserver::open(&at, settings))
+            .await
+            .map_err(task_failed)?
+            .map_err(|source| StartError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?
+    };
+    let observer = Arc::new(observer);
+    tasks.push(tokio::spawn(crate::metadata_fetch::follow(
+        observer.clone(),
+        config.clone(),
+        shutdown.clone(),
+    )));
+    // Bounded by the time a whole cluster may take to come up.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let started = Instant::now();
+    while !observer.caught_up() || observer.image().cluster_id.is_none() {
+        if Instant::now() >= deadline {
+            return Err(StartError::Register(
+                "no controller served the metadata log in time".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let image = observer.image();
+    tracing::info!(
+        offset = image.offset,
+        partitions = image.partition_count(),
+        ms = started.elapsed().as_millis() as u64,
+        "caught up with the metadata log"
+    );
+    let agreed = image.cluster_id.clone().unwrap_or_default();
+    let cluster_id = adopt_cluster_id(config, cluster_id, agreed).await?;
+    Ok((observer, cluster_id))
+}
+
 /// [`start`] with the wall clock the broker reads.
 pub async fn start_with_clock(
     config: BrokerConfig,
     clock: crate::clock::SharedClock,
 ) -> Result<RunningBroker, StartError> {
+    if !config.roles.broker {
+        return Err(StartError::MetaProperties(
+            "process.roles has no broker role: start the node with start_controller".into(),
+        ));
+    }
     let started = Instant::now();
     let addr = format!("{}:{}", config.listener.host, config.listener.port);
     let listener = TcpListener::bind(&addr)
@@ -71,71 +245,34 @@ pub async fn start_with_clock(
     } else {
         config.advertised.port
     };
-    let task_failed = |e: tokio::task::JoinError| {
-        StartError::MetaProperties(format!("start-up task failed: {e}"))
-    };
-    let cluster_id = {
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || Broker::prepare_log_dir(&config))
-            .await
-            .map_err(task_failed)??
-    };
-    let (mut quorum_config, transport) = quorum_config(&config);
-    quorum_config.cluster_id = cluster_id.clone();
-    let metadata_dir = Broker::metadata_dir(&config);
-    let metadata =
-        Arc::new(MetadataQuorum::start(&metadata_dir, quorum_config.clone(), transport).await?);
-    let controller = Arc::new(ControllerContext {
-        quorum: metadata.clone(),
-        config: config.clone(),
-        clock: clock.clone(),
-        heartbeats: Default::default(),
-    });
-    // The controller listener answers Raft before the quorum can elect.
+    let cluster_id = prepare_log_dir(&config).await?;
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    if let (Some(l), false) = (&config.controller_listener, config.quorum_voters.is_empty()) {
-        let addr = format!("{}:{}", l.host, l.port);
-        let listener = TcpListener::bind(&addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: addr.clone(),
-                source,
-            })?;
-        tasks.push(tokio::spawn(crate::controller_net::serve(
-            controller.clone(),
-            listener,
-            rx.clone(),
-        )));
-    }
-    let agreed = metadata.ready(&metadata_dir, &quorum_config).await?;
-    let cluster_id = if agreed.is_empty() || agreed == cluster_id {
-        cluster_id
+    let (source, controller, cluster_id) = if config.roles.controller {
+        let (ctx, id) = start_quorum(&config, cluster_id, clock.clone(), &rx, &mut tasks).await?;
+        (MetadataSource::Voter(ctx.quorum.clone()), Some(ctx), id)
     } else {
-        // A node that joined an existing quorum takes its cluster id.
-        let config = config.clone();
-        let id = agreed.clone();
-        tokio::task::spawn_blocking(move || Broker::adopt_cluster_id(&config, &id))
-            .await
-            .map_err(task_failed)??;
-        agreed
+        let (observer, id) = start_observer(&config, cluster_id, &rx, &mut tasks).await?;
+        (MetadataSource::Observer(observer), None, id)
     };
     let node_id = config.node_id;
-    let controller_ctx = controller.clone();
-    let broker =
-        tokio::task::spawn_blocking(move || Broker::open(config, cluster_id, controller, clock))
-            .await
-            .map_err(task_failed)??;
+    let broker = {
+        let controller = controller.clone();
+        tokio::task::spawn_blocking(move || {
+            Broker::open(config, cluster_id, source, controller, clock)
+        })
+        .await
+        .map_err(task_failed)??
+    };
     let broker = Arc::new(broker);
     // Serve only once this broker is in the image it answers Metadata from.
     // Follow the committed metadata from now on: registration, unfencing.
     let publisher = tokio::spawn(apply_metadata(broker.clone(), rx.clone()));
     let epoch = broker.register(advertised_port).await?;
     tasks.push(tokio::spawn(heartbeats(broker.clone(), rx.clone())));
-    tasks.push(tokio::spawn(fence_stale_brokers(
-        controller_ctx,
-        rx.clone(),
-    )));
+    if let Some(ctx) = controller {
+        tasks.push(tokio::spawn(fence_stale_brokers(ctx, rx.clone())));
+    }
     // Serve once this broker is registered, unfenced, and its image has that
     // (it answers Metadata from it), as a KRaft broker waits to be unfenced.
     let port = i32::from(advertised_port);
@@ -278,6 +415,7 @@ fn quorum_config(
     Option<Arc<dyn felice_metadata::raft::network::RaftTransport>>,
 ) {
     let mut q = QuorumConfig::single(config.node_id as u64);
+    q.snapshots = config.metadata_snapshots;
     q.election_timeout_ms = config.controller_quorum_election_timeout_ms;
     if config.quorum_voters.is_empty() {
         return (q, None);
@@ -341,6 +479,14 @@ async fn fence_stale_brokers(ctx: Arc<ControllerContext>, mut shutdown: watch::R
 
 /// Runs until SIGTERM or Ctrl-C.
 pub async fn run(config: BrokerConfig) -> Result<(), StartError> {
+    if !config.roles.broker {
+        let running = start_controller(config).await?;
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        running.stop().await;
+        tracing::info!("stopped cleanly");
+        return Ok(());
+    }
     let running = start(config).await?;
     wait_for_signal().await;
     tracing::info!("shutting down");

@@ -82,6 +82,10 @@ impl MetadataImage {
         self.topics_by_id.len()
     }
 
+    pub fn partition_count(&self) -> usize {
+        self.topics_by_id.values().map(|t| t.partitions.len()).sum()
+    }
+
     /// The brokers that may lead partitions and are listed to clients.
     pub fn unfenced_brokers(&self) -> impl Iterator<Item = &BrokerImage> {
         self.brokers.values().filter(|b| !b.fenced)

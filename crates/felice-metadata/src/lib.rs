@@ -19,11 +19,13 @@
 mod codec;
 mod image;
 mod log;
+pub mod observer;
 pub mod quorum;
 pub mod raft;
 mod records;
 
 pub use image::{BrokerImage, MetadataImage, PartitionImage, TopicImage};
 pub use log::{MetadataLog, MetadataLogError};
-pub use quorum::{CommitError, MetadataQuorum, QuorumConfig, QuorumError};
+pub use observer::MetadataObserver;
+pub use quorum::{CommitError, MetadataQuorum, QuorumConfig, QuorumError, SnapshotSettings};
 pub use records::{MetadataRecord, NodeId, TopicId};

@@ -18,6 +18,7 @@
 
 use crate::image::MetadataImage;
 use crate::log::MetadataLog;
+use crate::raft::fetch::{Endpoint, FetchAnswer, FetchRequest, MAX_FETCH_BYTES, MAX_FETCH_WAIT_MS};
 use crate::raft::network::{Network, RaftRpc, RaftTransport, TransportError, TransportFuture};
 use crate::raft::{FileLogStore, MetaRaft, MetadataBatch, MetadataStateMachine};
 use crate::records::MetadataRecord;
@@ -38,9 +39,8 @@ pub struct QuorumConfig {
     /// `controller.quorum.election.timeout.ms`: the least time a follower
     /// waits without hearing from a leader before it stands (up to twice).
     pub election_timeout_ms: u64,
-    /// Entries between snapshots (then the log before the snapshot is
-    /// purged): bounds the log and its memory.
-    pub snapshot_every_entries: u64,
+    /// When a snapshot is taken (then the log before it is purged).
+    pub snapshots: SnapshotSettings,
     /// How long `open` waits for a leader and the applied image.
     pub start_timeout: Duration,
     /// The cluster id this node proposes if the quorum has none yet (its
@@ -55,10 +55,48 @@ impl QuorumConfig {
             node_id,
             voters: BTreeMap::from([(node_id, BasicNode::new("local"))]),
             election_timeout_ms: 1000,
-            snapshot_every_entries: 10_000,
+            snapshots: SnapshotSettings::default(),
             start_timeout: Duration::from_secs(30),
             cluster_id: String::new(),
         }
+    }
+}
+
+/// When a node snapshots its image and drops the log before it, as Kafka's
+/// `metadata.log.max.record.bytes.between.snapshots` and
+/// `metadata.log.max.snapshot.interval.ms` say, plus a bound on entries.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotSettings {
+    /// Record bytes applied since the last snapshot that trigger the next.
+    pub max_bytes: u64,
+    /// Time after which any new record triggers a snapshot.
+    pub max_interval: Duration,
+    /// Entries after which openraft snapshots regardless: bounds the log
+    /// (and its in-memory copy) also when entries are tiny.
+    pub max_entries: u64,
+}
+
+impl Default for SnapshotSettings {
+    fn default() -> SnapshotSettings {
+        SnapshotSettings {
+            max_bytes: 20 << 20,
+            max_interval: Duration::from_secs(3600),
+            max_entries: MAX_ENTRIES_BETWEEN_SNAPSHOTS,
+        }
+    }
+}
+
+/// The most metadata log entries kept before a snapshot replaces them. An
+/// entry is one controller decision, a few hundred bytes typically (a topic
+/// of 100 partitions is ~6 KB), so the log in memory stays well under
+/// `metadata.log.max.record.bytes.between.snapshots` plus this many headers.
+pub const MAX_ENTRIES_BETWEEN_SNAPSHOTS: u64 = 10_000;
+
+impl SnapshotSettings {
+    /// Whether `bytes` applied over `elapsed` since the last snapshot call
+    /// for a new one.
+    pub fn due(&self, bytes: u64, elapsed: Duration) -> bool {
+        bytes >= self.max_bytes.max(1) || (bytes > 0 && elapsed >= self.max_interval)
     }
 }
 
@@ -91,6 +129,9 @@ pub enum CommitError<E> {
 pub struct MetadataQuorum {
     raft: Raft<MetaRaft>,
     sm: MetadataStateMachine,
+    /// The log openraft writes; read (committed entries only) by observers'
+    /// fetches.
+    log: FileLogStore,
     node_id: u64,
     commit_lock: tokio::sync::Mutex<()>,
 }
@@ -118,7 +159,7 @@ fn raft_config(cfg: &QuorumConfig) -> Result<Arc<Config>, QuorumError> {
         heartbeat_interval: (election / 5).max(1),
         election_timeout_min: election,
         election_timeout_max: election * 2,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every_entries.max(1)),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshots.max_entries.max(1)),
         max_in_snapshot_log_to_keep: 0,
         ..Default::default()
     };
@@ -155,14 +196,16 @@ impl MetadataQuorum {
             cfg.node_id,
             raft_config(&cfg)?,
             Network::new(transport),
-            log,
+            log.clone(),
             sm.clone(),
         )
         .await
         .map_err(|e| QuorumError::Raft(e.to_string()))?;
+        tokio::spawn(snapshot_policy(raft.clone(), sm.clone(), cfg.snapshots));
         Ok(MetadataQuorum {
             raft,
             sm,
+            log,
             node_id: cfg.node_id,
             commit_lock: tokio::sync::Mutex::new(()),
         })
@@ -369,10 +412,91 @@ impl MetadataQuorum {
         }
     }
 
+    /// The active controller as this node knows it, with its address.
+    pub fn leader(&self) -> Option<Endpoint> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?;
+        Some(Endpoint {
+            node_id: id,
+            addr: node.addr.clone(),
+        })
+    }
+
+    /// Answers an observer's fetch ([`crate::raft::fetch`]): on the leader,
+    /// the committed entries from `req.from_index` (waiting up to
+    /// `req.max_wait_ms` for one), or the snapshot if the log no longer
+    /// reaches back that far.
+    pub async fn fetch(&self, req: &FetchRequest) -> FetchAnswer {
+        let leader = match self.leader() {
+            Some(l) if l.node_id == self.node_id => l,
+            other => return FetchAnswer::NotLeader { leader: other },
+        };
+        let wait = Duration::from_millis(req.max_wait_ms.min(MAX_FETCH_WAIT_MS));
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut applied = self.sm.subscribe();
+        while self
+            .sm
+            .last_applied()
+            .is_none_or(|l| l.index < req.from_index)
+        {
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                _ => break,
+            }
+        }
+        // Applied here means committed: only those leave the leader.
+        let committed = self.sm.last_applied().map(|l| l.index);
+        let (purged, entries) = match committed {
+            Some(to) => {
+                self.log
+                    .read_range(req.from_index, to, req.max_bytes.clamp(1, MAX_FETCH_BYTES))
+            }
+            None => (None, vec![]),
+        };
+        let behind_log = purged.is_some_and(|p| req.from_index <= p.index)
+            || entries
+                .first()
+                .is_some_and(|e| e.log_id.index != req.from_index);
+        if behind_log {
+            if let Some((meta, data)) = self.sm.current_snapshot() {
+                return FetchAnswer::Snapshot {
+                    leader,
+                    committed,
+                    meta,
+                    data,
+                };
+            }
+        }
+        FetchAnswer::Entries {
+            leader,
+            committed,
+            entries,
+        }
+    }
+
     /// Stops this node's Raft (its storage is already durable).
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "metadata quorum shutdown");
+        }
+    }
+}
+
+/// Triggers a snapshot when the settings call for one (openraft itself
+/// counts only entries), until the node stops.
+async fn snapshot_policy(raft: Raft<MetaRaft>, sm: MetadataStateMachine, s: SnapshotSettings) {
+    let tick = s
+        .max_interval
+        .clamp(Duration::from_millis(100), Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(tick).await;
+        if raft.metrics().borrow().running_state.is_err() {
+            return;
+        }
+        let (bytes, elapsed) = sm.since_snapshot();
+        if s.due(bytes, elapsed) && raft.trigger().snapshot().await.is_err() {
+            return;
         }
     }
 }

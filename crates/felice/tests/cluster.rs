@@ -24,6 +24,8 @@ const BOUND: Duration = Duration::from_secs(60);
 
 struct Node {
     id: i32,
+    /// `process.roles`.
+    roles: &'static str,
     client_port: u16,
     controller_port: u16,
     child: Option<Child>,
@@ -50,9 +52,17 @@ impl Cluster {
     }
 
     fn start_with(n: i32, extra: &[&str]) -> Cluster {
+        Cluster::start_mixed(n, 0, "broker,controller", extra)
+    }
+
+    /// `voters` nodes with `roles` (both, or only controller), then
+    /// `brokers` nodes that are only brokers.
+    fn start_mixed(voters: i32, brokers: i32, roles: &'static str, extra: &[&str]) -> Cluster {
+        let n = voters + brokers;
         let nodes: Vec<Node> = (1..=n)
             .map(|id| Node {
                 id,
+                roles: if id <= voters { roles } else { "broker" },
                 client_port: free_port(),
                 controller_port: free_port(),
                 child: None,
@@ -60,6 +70,7 @@ impl Cluster {
             .collect();
         let voters = nodes
             .iter()
+            .filter(|n| n.roles.contains("controller"))
             .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
             .collect::<Vec<_>>()
             .join(",");
@@ -82,7 +93,11 @@ impl Cluster {
     /// registered and caught up with the others' registrations.
     async fn wait_ready(&self, i: usize) {
         let addr = self.addr(i);
-        let n = self.nodes.len();
+        let n = self
+            .nodes
+            .iter()
+            .filter(|n| n.roles.contains("broker"))
+            .count();
         wait_until("a node to list every broker", || {
             let addr = addr.clone();
             async move { topics_of(&addr).await.is_ok_and(|md| md.brokers.len() == n) }
@@ -91,9 +106,26 @@ impl Cluster {
     }
 
     async fn wait_all_ready(&self) {
-        for i in 0..self.nodes.len() {
+        for i in self.brokers() {
             self.wait_ready(i).await;
         }
+    }
+
+    /// The nodes with the broker role.
+    fn brokers(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].roles.contains("broker"))
+            .collect()
+    }
+
+    /// The controllers' listeners, `controller.quorum.bootstrap.servers`.
+    fn bootstrap_servers(&self) -> String {
+        self.nodes
+            .iter()
+            .filter(|n| n.roles.contains("controller"))
+            .map(|n| format!("127.0.0.1:{}", n.controller_port))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     fn spawn(&mut self, i: usize) {
@@ -105,14 +137,30 @@ impl Cluster {
             .append(true)
             .open(data.join("server.log"))
             .expect("log");
-        let settings = [
-            format!("node.id={}", node.id),
-            format!(
+        let listeners = match node.roles {
+            "broker,controller" => format!(
                 "listeners=PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
                 node.client_port, node.controller_port
             ),
+            "controller" => format!("listeners=CONTROLLER://127.0.0.1:{}", node.controller_port),
+            _ => format!("listeners=PLAINTEXT://127.0.0.1:{}", node.client_port),
+        };
+        // Brokers find the controllers as Kafka 3.9+ brokers do; the
+        // controllers themselves are a static quorum.
+        let quorum = if node.roles == "broker" {
+            format!(
+                "controller.quorum.bootstrap.servers={}",
+                self.bootstrap_servers()
+            )
+        } else {
+            format!("controller.quorum.voters={}", self.voters)
+        };
+        let settings = [
+            format!("node.id={}", node.id),
+            format!("process.roles={}", node.roles),
+            listeners,
             "controller.listener.names=CONTROLLER".into(),
-            format!("controller.quorum.voters={}", self.voters),
+            quorum,
             format!("log.dirs={}", data.join("data").display()),
             "group.initial.rebalance.delay.ms=0".into(),
         ];
@@ -130,6 +178,31 @@ impl Cluster {
         self.nodes[i].child = Some(child);
     }
 
+    /// Starts one more node, only a broker, with an empty data folder.
+    fn add_broker(&mut self) -> usize {
+        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        self.nodes.push(Node {
+            id,
+            roles: "broker",
+            client_port: free_port(),
+            controller_port: free_port(),
+            child: None,
+        });
+        let i = self.nodes.len() - 1;
+        self.spawn(i);
+        self.wait_listening(i);
+        i
+    }
+
+    fn log(&self, i: usize) -> String {
+        let path = self
+            .dir
+            .path()
+            .join(format!("node-{}", self.nodes[i].id))
+            .join("server.log");
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
     fn log_tail(&self, i: usize) -> String {
         let path = self
             .dir
@@ -143,7 +216,11 @@ impl Cluster {
 
     fn wait_listening(&mut self, i: usize) {
         let deadline = Instant::now() + BOUND;
-        let addr = self.addr(i);
+        let addr = if self.nodes[i].roles == "controller" {
+            format!("127.0.0.1:{}", self.nodes[i].controller_port)
+        } else {
+            self.addr(i)
+        };
         while std::net::TcpStream::connect(&addr).is_err() {
             if let Some(Ok(Some(status))) = self.nodes[i].child.as_mut().map(|c| c.try_wait()) {
                 panic!(
@@ -582,5 +659,129 @@ async fn a_dead_broker_is_fenced_and_its_partitions_wait_for_it() {
     assert!(
         fenced_after >= Duration::from_millis(2500),
         "fenced before the session ran out: {fenced_after:?}"
+    );
+}
+
+/// The observers DescribeQuorum lists (asked of `addr`).
+async fn quorum_observers(addr: &str) -> std::io::Result<Vec<i32>> {
+    let req = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+        .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+        .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
+    let resp = call_once(addr, &req, 1).await?;
+    let p = resp
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .ok_or_else(|| std::io::Error::other("no partition"))?;
+    if p.error_code != 0 {
+        return Err(std::io::Error::other(format!("error {}", p.error_code)));
+    }
+    Ok(p.observers.iter().map(|o| o.replica_id.0).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controllers_and_brokers_apart_a_new_broker_catches_up_from_a_snapshot() {
+    // Three nodes that are only controllers, one that is only a broker;
+    // snapshots after every ~2 KB of records, so the log is soon purged.
+    let mut cluster = Cluster::start_mixed(
+        3,
+        1,
+        "controller",
+        &["metadata.log.max.record.bytes.between.snapshots=2048"],
+    );
+    cluster.wait_all_ready().await;
+    let first = cluster.addr(3);
+    // Admin requests travel from the broker to the active controller.
+    let topics = 30;
+    for t in 0..topics {
+        assert_eq!(
+            create_topic(&first, &format!("apart-{t}"), 2)
+                .await
+                .expect("create"),
+            0
+        );
+    }
+    // The active controller has taken a snapshot and purged its log.
+    let leader = quorum_leader(&first).await.expect("leader");
+    let at = cluster.index_of(leader);
+    wait_until(
+        "the active controller purges its log after a snapshot",
+        || {
+            let purged = cluster.log(at).contains("purged the metadata log");
+            async move { purged }
+        },
+    )
+    .await;
+    // A broker that was never there before, with an empty data folder.
+    let new = cluster.add_broker();
+    let new_id = cluster.nodes[new].id;
+    let joined = Instant::now();
+    cluster.wait_all_ready().await;
+    let caught_up = joined.elapsed();
+    let md = topics_of(&cluster.addr(new)).await.expect("metadata");
+    assert_eq!(
+        md.topics
+            .iter()
+            .filter(|t| t.name.as_ref().is_some_and(|n| n.0.starts_with("apart-")))
+            .count(),
+        topics
+    );
+    assert!(
+        cluster
+            .log(new)
+            .contains("installed the metadata snapshot from the active controller"),
+        "the new broker did not start from a snapshot:\n{}",
+        cluster.log_tail(new)
+    );
+    // Both brokers are the quorum's observers; the controllers its voters.
+    wait_until("both brokers listed as observers", || {
+        let at = first.clone();
+        async move {
+            quorum_observers(&at)
+                .await
+                .is_ok_and(|o| o.contains(&4) && o.contains(&new_id))
+        }
+    })
+    .await;
+    // Partitions are placed on the brokers only, and the new one serves its own.
+    assert_eq!(create_topic(&first, "spread", 8).await.expect("create"), 0);
+    let mut on_new = 0;
+    for p in 0..8 {
+        let (brokers, code, leader) = leader_of(&first, "spread", p).await.expect("partition");
+        assert_eq!(code, 0);
+        assert!(brokers.iter().all(|b| *b >= 4), "brokers {brokers:?}");
+        assert!(leader == 4 || leader == new_id, "leader {leader}");
+        if leader == new_id {
+            on_new += 1;
+            let at = cluster.addr(new);
+            assert_eq!(
+                produce(&at, "spread", p as i32, batch(&[b"x"]))
+                    .await
+                    .expect("produce"),
+                0
+            );
+        }
+    }
+    assert!(on_new > 0, "no partition on the new broker");
+    // The brokers follow a new active controller after kill -9 of the old.
+    let leader = quorum_leader(&first).await.expect("leader");
+    cluster.kill9(cluster.index_of(leader));
+    let killed = Instant::now();
+    let at = cluster.addr(new);
+    wait_until(
+        "a topic creation through the new broker after failover",
+        || {
+            let at = at.clone();
+            async move {
+                create_topic(&at, "after-failover", 1)
+                    .await
+                    .is_ok_and(|c| c == 0 || c == 36)
+            }
+        },
+    )
+    .await;
+    println!(
+        "apart: new broker caught up (snapshot + log, {topics} topics) and served in {caught_up:?}; creation after controller kill -9 in {:?}",
+        killed.elapsed()
     );
 }

@@ -4,8 +4,10 @@
 //! `kafka-metadata-quorum.sh describe` and the Java Admin's
 //! `describeMetadataQuorum` show. Only the active controller answers, as in
 //! KRaft; a broker forwards the request to it. Offsets are Kafka's
-//! (exclusive): a Raft index `i` is offset `i + 1`. Last-fetch and
-//! caught-up timestamps are not tracked (-1), except the leader's own.
+//! (exclusive): a Raft index `i` is offset `i + 1`. The observers are the
+//! brokers that fetch the log (nodes that are only brokers), with their
+//! last fetch and last caught-up times; the voters' timestamps are not
+//! tracked (-1), except the leader's own.
 
 use crate::broker::Broker;
 use crate::controller::ControllerContext;
@@ -102,8 +104,23 @@ pub async fn on_controller(
                         }
                     };
                     let voters: Vec<ReplicaState> = membership.voter_ids().map(replica).collect();
-                    let observers: Vec<ReplicaState> =
-                        membership.learner_ids().map(replica).collect();
+                    let observers: Vec<ReplicaState> = ctx
+                        .observers
+                        .current(now)
+                        .into_iter()
+                        .map(|(id, o)| {
+                            let state = ReplicaState::default()
+                                .with_replica_id(BrokerId(id))
+                                .with_log_end_offset(o.log_end_offset);
+                            if version >= 1 {
+                                state
+                                    .with_last_fetch_timestamp(o.last_fetch_ms)
+                                    .with_last_caught_up_timestamp(o.last_caught_up_ms)
+                            } else {
+                                state
+                            }
+                        })
+                        .collect();
                     base.with_error_code(0)
                         .with_leader_id(BrokerId(me))
                         .with_leader_epoch(metrics.current_term as i32)

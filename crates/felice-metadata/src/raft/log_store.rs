@@ -170,6 +170,31 @@ impl FileLogStore {
         })
     }
 
+    /// The entries from `from` to `to` (inclusive) for an observer's fetch,
+    /// up to `max_bytes` of their encoding (always at least one), with the
+    /// last purged log id (entries at or before it are only in the snapshot).
+    pub fn read_range(
+        &self,
+        from: u64,
+        to: u64,
+        max_bytes: u64,
+    ) -> (Option<LogId>, Vec<Entry<MetaRaft>>) {
+        let inner = lock(&self.inner);
+        let mut out = Vec::new();
+        let mut bytes = 0u64;
+        if from <= to {
+            for e in inner.entries.range(from..=to).map(|(_, e)| e) {
+                let size = bincode::serialized_size(e).unwrap_or(u64::MAX);
+                if !out.is_empty() && bytes.saturating_add(size) > max_bytes {
+                    break;
+                }
+                bytes = bytes.saturating_add(size);
+                out.push(e.clone());
+            }
+        }
+        (inner.last_purged, out)
+    }
+
     /// Runs `f` on the state on a blocking thread.
     async fn blocking<R: Send + 'static>(
         &self,
@@ -234,6 +259,7 @@ impl LogFiles {
             .open(self.dir.join("log"))?;
         self.positions = positions;
         self.end = buf.len() as u64;
+        tracing::info!(index = log_id.index, "purged the metadata log");
         Ok(())
     }
 }

@@ -16,6 +16,7 @@
 
 #[cfg(test)]
 mod cluster_tests;
+pub mod fetch;
 mod log_store;
 pub mod network;
 mod state_machine;
@@ -23,7 +24,7 @@ mod state_machine;
 mod tests;
 
 pub use log_store::FileLogStore;
-pub use state_machine::MetadataStateMachine;
+pub use state_machine::{Meta as SnapshotMeta, MetadataStateMachine};
 
 use crate::codec;
 use crate::records::MetadataRecord;

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 
-type Meta = SnapshotMeta<u64, BasicNode>;
+pub type Meta = SnapshotMeta<u64, BasicNode>;
 
 /// The snapshot file's content.
 #[derive(Serialize, Deserialize)]
@@ -50,6 +50,11 @@ struct State {
     membership: StoredMembership<u64, BasicNode>,
     snapshot: Option<Arc<StoredSnapshot>>,
     snapshots_built: u64,
+    /// Encoded record bytes applied since the last snapshot (built or
+    /// installed), and when that snapshot was taken: what the snapshot
+    /// policy (`metadata.log.max.*`) reads.
+    bytes_since_snapshot: u64,
+    snapshot_at: std::time::Instant,
     publish: watch::Sender<Arc<MetadataImage>>,
 }
 
@@ -101,6 +106,8 @@ impl MetadataStateMachine {
                 membership,
                 snapshot: snapshot.map(Arc::new),
                 snapshots_built: 0,
+                bytes_since_snapshot: 0,
+                snapshot_at: std::time::Instant::now(),
             })),
         })
     }
@@ -113,6 +120,26 @@ impl MetadataStateMachine {
     /// Follows the applied images.
     pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
         lock(&self.inner).publish.subscribe()
+    }
+
+    /// The last applied entry.
+    pub fn last_applied(&self) -> Option<LogId> {
+        lock(&self.inner).last_applied
+    }
+
+    /// Record bytes applied since the last snapshot, and the time since it
+    /// (or since this state machine was opened).
+    pub fn since_snapshot(&self) -> (u64, std::time::Duration) {
+        let st = lock(&self.inner);
+        (st.bytes_since_snapshot, st.snapshot_at.elapsed())
+    }
+
+    /// The current snapshot: its metadata and encoded records.
+    pub fn current_snapshot(&self) -> Option<(Meta, Vec<u8>)> {
+        let st = lock(&self.inner);
+        st.snapshot
+            .as_ref()
+            .map(|s| (s.meta.clone(), s.data.clone()))
     }
 }
 
@@ -144,6 +171,9 @@ impl RaftSnapshotBuilder<MetaRaft> for MetadataStateMachine {
                 snapshot_id,
             };
             let data = encode_records(&st.image.to_records());
+            // Counted from the image this snapshot holds.
+            st.bytes_since_snapshot = 0;
+            st.snapshot_at = std::time::Instant::now();
             (Arc::new(StoredSnapshot { meta, data }), st.dir.clone())
         };
         let s = stored.clone();
@@ -152,6 +182,11 @@ impl RaftSnapshotBuilder<MetaRaft> for MetadataStateMachine {
             .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?
             .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
         lock(&self.inner).snapshot = Some(stored.clone());
+        tracing::info!(
+            index = stored.meta.last_log_id.map(|l| l.index),
+            bytes = stored.data.len(),
+            "took a metadata snapshot"
+        );
         Ok(Snapshot {
             meta: stored.meta.clone(),
             snapshot: Box::new(Cursor::new(stored.data.clone())),
@@ -183,6 +218,7 @@ impl RaftStateMachine<MetaRaft> for MetadataStateMachine {
                     for r in &batch.0 {
                         st.image.apply_mut(r);
                     }
+                    st.bytes_since_snapshot += encode_records(&batch.0).len() as u64;
                 }
                 EntryPayload::Membership(m) => {
                     st.membership = StoredMembership::new(Some(entry.log_id), m.clone());
@@ -250,6 +286,8 @@ impl RaftStateMachine<MetaRaft> for MetadataStateMachine {
         st.last_applied = meta.last_log_id;
         st.membership = meta.last_membership.clone();
         st.snapshot = Some(stored);
+        st.bytes_since_snapshot = 0;
+        st.snapshot_at = std::time::Instant::now();
         let image = Arc::new(st.image.clone());
         st.publish.send_replace(image);
         Ok(())
