@@ -3,11 +3,12 @@
 //! [`felice_metadata::MetadataStore::commit`], so validation and append are
 //! atomic with respect to other metadata changes.
 //!
-//! Single node for now: every partition gets this broker as its only replica,
-//! leader and ISR. The replica placement is the one place that changes for a
-//! cluster.
+//! Replicas are placed over the unfenced brokers, rack-aware
+//! ([`crate::placement`]); the first replica leads, and every replica starts
+//! in the ISR.
 
 use crate::config::BrokerConfig;
+use crate::placement::{place, Candidate};
 use crate::topic_config;
 use felice_metadata::{MetadataImage, MetadataRecord, TopicId};
 use kafka_protocol::ResponseError;
@@ -204,13 +205,39 @@ pub fn create_topic_records(
             value: value.clone(),
         });
     }
-    for p in 0..num_partitions {
-        let replicas: Vec<i32> = match t.assignments.get(p as usize) {
-            Some(a) => a.clone(),
-            None => (0..replication_factor as usize)
-                .filter_map(|r| unfenced.get((p as usize + r) % unfenced.len()).copied())
-                .collect(),
-        };
+    let placed = if t.assignments.is_empty() {
+        let candidates: Vec<Candidate> = image
+            .unfenced_brokers()
+            .map(|b| Candidate {
+                node_id: b.node_id,
+                rack: b.rack.clone(),
+            })
+            .collect();
+        // The topic id is random: so is where its partitions start.
+        let start = topic_id.as_u64_pair().0;
+        let mut placed = place(
+            &candidates,
+            num_partitions,
+            replication_factor as usize,
+            start,
+        );
+        // As KRaft: fenced brokers take replicas only when the unfenced
+        // ones are too few, and never lead.
+        let fenced: Vec<i32> = image
+            .brokers
+            .values()
+            .filter(|b| b.fenced)
+            .map(|b| b.node_id)
+            .collect();
+        for (p, replicas) in placed.iter_mut().enumerate() {
+            let missing = (replication_factor as usize).saturating_sub(replicas.len());
+            replicas.extend((0..missing).map(|r| fenced[(p + r) % fenced.len()]));
+        }
+        placed
+    } else {
+        t.assignments.clone()
+    };
+    for (p, replicas) in (0..num_partitions).zip(placed) {
         let leader = replicas.first().copied().unwrap_or(-1);
         records.push(MetadataRecord::Partition {
             topic_id,
@@ -411,5 +438,54 @@ mod tests {
             &mut PartitionBudget::per_request()
         )
         .is_ok());
+    }
+
+    #[test]
+    fn partitions_are_placed_rack_aware_on_unfenced_brokers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = BrokerConfig::for_test(dir.path());
+        let mut image = MetadataImage::default();
+        for (id, rack) in [(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "b")] {
+            image = image.apply(&MetadataRecord::RegisterBroker {
+                node_id: id,
+                host: "h".into(),
+                port: id,
+                rack: Some(rack.into()),
+            });
+        }
+        // A fenced broker leads nothing.
+        image = image.apply(&MetadataRecord::FenceBroker {
+            node_id: 5,
+            broker_epoch: image.brokers[&5].epoch,
+        });
+        let topic = NewTopic {
+            name: "t".into(),
+            num_partitions: 8,
+            replication_factor: 1,
+            assignments: vec![],
+            configs: vec![],
+        };
+        let (_, records) =
+            create_topic_records(&image, &broker, &topic, &mut PartitionBudget::per_request())
+                .expect("created");
+        let leaders: Vec<i32> = records
+            .iter()
+            .filter_map(|r| match r {
+                MetadataRecord::Partition { leader, .. } => Some(*leader),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(leaders.len(), 8);
+        let rack_a = |id: &i32| *id <= 2;
+        for pair in leaders.windows(2) {
+            assert_ne!(rack_a(&pair[0]), rack_a(&pair[1]), "{leaders:?}");
+        }
+        for id in 1..=4 {
+            assert_eq!(
+                leaders.iter().filter(|l| **l == id).count(),
+                2,
+                "{leaders:?}"
+            );
+        }
     }
 }
