@@ -164,7 +164,9 @@ impl Cluster {
             format!("log.dirs={}", data.join("data").display()),
             "group.initial.rebalance.delay.ms=0".into(),
         ];
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_felice"));
+        // FELICE_BIN: another build of the binary (the release one, for figures).
+        let bin = std::env::var("FELICE_BIN").unwrap_or(env!("CARGO_BIN_EXE_felice").into());
+        let mut cmd = Command::new(bin);
         cmd.arg("server");
         for s in settings.iter().chain(&self.extra) {
             cmd.arg("--override").arg(s);
@@ -784,4 +786,74 @@ async fn controllers_and_brokers_apart_a_new_broker_catches_up_from_a_snapshot()
         "apart: new broker caught up (snapshot + log, {topics} topics) and served in {caught_up:?}; creation after controller kill -9 in {:?}",
         killed.elapsed()
     );
+}
+
+/// A figure, not a check of speed: how long a new broker with an empty
+/// folder takes to catch up with the metadata of 10,000 partitions (100
+/// topics of 100), through the log after it (Kafka's default snapshot
+/// settings leave this much metadata in the log) and through a snapshot.
+/// Run with `cargo test --release -p felice --test cluster -- --ignored
+/// --nocapture catch_up` (FELICE_BIN=target/release/felice for a release
+/// broker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a figure for the closing note; minutes in a debug build"]
+async fn catch_up_figure_for_10000_partitions() {
+    for (how, extra) in [
+        ("the log", vec![]),
+        (
+            "a snapshot",
+            vec!["metadata.log.max.record.bytes.between.snapshots=65536"],
+        ),
+    ] {
+        let mut cluster = Cluster::start_mixed(3, 1, "controller", &extra);
+        cluster.wait_all_ready().await;
+        let first = cluster.addr(3);
+        let created = Instant::now();
+        for t in 0..100 {
+            assert_eq!(
+                create_topic(&first, &format!("many-{t}"), 100)
+                    .await
+                    .expect("create"),
+                0
+            );
+        }
+        let creation = created.elapsed();
+        if how == "a snapshot" {
+            let leader = quorum_leader(&first).await.expect("leader");
+            let at = cluster.index_of(leader);
+            wait_until("the active controller purges its log", || {
+                let purged = cluster.log(at).contains("purged the metadata log");
+                async move { purged }
+            })
+            .await;
+        }
+        let new = cluster.add_broker();
+        let joined = Instant::now();
+        let addr = cluster.addr(new);
+        wait_until("the new broker to serve all 10,000 partitions", || {
+            let addr = addr.clone();
+            async move {
+                topics_of(&addr).await.is_ok_and(|md| {
+                    md.brokers.len() == 2
+                        && md
+                            .topics
+                            .iter()
+                            .filter(|t| t.name.as_ref().is_some_and(|n| n.0.starts_with("many-")))
+                            .map(|t| t.partitions.len())
+                            .sum::<usize>()
+                            == 10_000
+                })
+            }
+        })
+        .await;
+        let caught_up = joined.elapsed();
+        println!(
+            "catch-up through {how}: 10,000 partitions created in {creation:?}; a new broker served them {caught_up:?} after its start"
+        );
+        if how == "a snapshot" {
+            assert!(cluster
+                .log(new)
+                .contains("installed the metadata snapshot from the active controller"));
+        }
+    }
 }
