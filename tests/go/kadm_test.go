@@ -445,13 +445,11 @@ func hasAny(o kadm.OffsetResponses) bool {
 // returns when the broker's ApiVersions does not list its key.
 const errBrokerTooOldText = "broker is too old; the broker has already indicated it will not know how to handle the request"
 
-// TestKadmDescribeConfigs: DescribeTopicConfigs and DescribeBrokerConfigs.
-// Felice does not implement DescribeConfigs (key 32) yet, so today this
-// asserts the exact error kadm gives for an API the broker does not
-// advertise: kgo's (unexported) errBrokerTooOld (the request is never sent), wrapped in
-// kadm's *ShardErrors with AllFailed. The second branch asserts what Kafka
-// answers (retention.ms of a topic, num.partitions of the broker): it turns
-// green when DescribeConfigs lands.
+// TestKadmDescribeConfigs: DescribeTopicConfigs and DescribeBrokerConfigs
+// answer as Kafka's do (retention.ms of a topic, num.partitions of the
+// broker). The first branch is for a broker without DescribeConfigs (key
+// 32): kgo's (unexported) errBrokerTooOld, the request never sent, wrapped
+// in kadm's *ShardErrors with AllFailed.
 func TestKadmDescribeConfigs(t *testing.T) {
 	b := startBroker(t)
 	adm := newAdmin(t, b)

@@ -163,3 +163,57 @@ def test_no_auto_create_when_disabled(make_broker):
     # explicitly created topics work as usual
     kc.create_topic(b.bootstrap, topic)
     assert kc.produce_kafka_python(b.bootstrap, topic, [Rec(value=b"here")])[0].offset == 0
+
+
+def describe_configs(bootstrap: str, kind: str, name: str) -> dict:
+    from confluent_kafka.admin import ConfigResource
+    a = kc.admin(bootstrap)
+    (fut,) = a.describe_configs([ConfigResource(kind, name)], request_timeout=15).values()
+    return fut.result(timeout=30)
+
+
+def test_describe_configs_shows_a_topics_overrides_and_defaults(broker):
+    """DescribeConfigs (confluent-kafka): each topic config with its value and
+    source: the topic's override, or the default it falls back on."""
+    from confluent_kafka.admin import ConfigSource
+    topic = kc.create_topic(broker.bootstrap, unique("dcfg"), config={"retention.ms": "86400000"})
+    configs = describe_configs(broker.bootstrap, "topic", topic)
+    retention = configs["retention.ms"]
+    assert retention.value == "86400000"
+    assert retention.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+    assert not retention.is_default and not retention.is_read_only
+    segment = configs["segment.bytes"]
+    assert segment.value == "1073741824"
+    assert segment.source == ConfigSource.DEFAULT_CONFIG.value and segment.is_default
+    assert configs["cleanup.policy"].value == "delete"
+    assert "max.message.bytes" in configs and "min.insync.replicas" in configs
+
+
+def test_describe_configs_names_the_broker_key_a_topic_config_falls_back_on(make_broker):
+    from confluent_kafka.admin import ConfigSource
+    b = make_broker({"log.segment.bytes": "2097152"})
+    topic = kc.create_topic(b.bootstrap, unique("dsyn"))
+    segment = describe_configs(b.bootstrap, "topic", topic)["segment.bytes"]
+    assert segment.value == "2097152"
+    assert segment.source == ConfigSource.STATIC_BROKER_CONFIG.value
+    # Kafka lists the broker key twice (its static value, then its default);
+    # confluent-kafka keeps synonyms in a dict by name, so one entry is seen.
+    assert list(segment.synonyms) == ["log.segment.bytes"], segment.synonyms
+
+
+def test_describe_configs_of_a_missing_topic_is_unknown_topic(broker):
+    with pytest.raises(KafkaException) as e:
+        describe_configs(broker.bootstrap, "topic", unique("nosuch"))
+    assert e.value.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+
+
+def test_describe_configs_of_the_broker_lists_its_configuration(make_broker):
+    from confluent_kafka.admin import ConfigSource
+    b = make_broker({"num.partitions": "3"})
+    node = kc.admin(b.bootstrap).list_topics(timeout=10).controller_id
+    configs = describe_configs(b.bootstrap, "broker", str(node))
+    assert configs["num.partitions"].value == "3"
+    assert configs["num.partitions"].source == ConfigSource.STATIC_BROKER_CONFIG.value
+    assert configs["log.retention.hours"].value == "168"
+    assert configs["log.retention.hours"].source == ConfigSource.DEFAULT_CONFIG.value
+    assert all(c.is_read_only for c in configs.values())

@@ -190,6 +190,8 @@ const KEYS: &[(&str, Kind, Option<&str>)] = &[
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     values: BTreeMap<String, String>,
+    /// The keys a file or an override set.
+    explicit: std::collections::BTreeSet<String>,
     pub node_id: i32,
     /// `process.roles`.
     pub roles: Roles,
@@ -276,6 +278,7 @@ impl BrokerConfig {
     /// Builds the config from an optional properties file and overrides.
     pub fn load(file: Option<&str>, overrides: &[String]) -> Result<BrokerConfig, ConfigError> {
         let mut values = BTreeMap::new();
+        let mut explicit = std::collections::BTreeSet::new();
         for (key, _, default) in KEYS {
             if let Some(d) = default {
                 values.insert(key.to_string(), d.to_string());
@@ -300,6 +303,7 @@ impl BrokerConfig {
                         text: line.to_string(),
                     })?;
                 set(&mut values, k.trim(), v.trim(), &format!(" (in {path})"))?;
+                explicit.insert(k.trim().to_string());
             }
         }
         for o in overrides {
@@ -307,6 +311,7 @@ impl BrokerConfig {
                 .split_once('=')
                 .ok_or_else(|| ConfigError::MalformedOverride(o.clone()))?;
             set(&mut values, k.trim(), v.trim(), " (from --override)")?;
+            explicit.insert(k.trim().to_string());
         }
         // As in Kafka, `log.dirs` wins over `log.dir`; but a `log.dir` set
         // explicitly must beat our built-in `log.dirs` default.
@@ -315,7 +320,9 @@ impl BrokerConfig {
                 values.insert("log.dirs".to_string(), dir);
             }
         }
-        Self::from_values(values)
+        let mut config = Self::from_values(values)?;
+        config.explicit = explicit;
+        Ok(config)
     }
 
     fn from_values(values: BTreeMap<String, String>) -> Result<BrokerConfig, ConfigError> {
@@ -600,7 +607,39 @@ impl BrokerConfig {
             )? as u64,
             listener,
             values,
+            explicit: Default::default(),
         })
+    }
+
+    /// Whether `key` was given (file or override) rather than defaulted:
+    /// Kafka's STATIC_BROKER_CONFIG against DEFAULT_CONFIG.
+    pub fn is_explicit(&self, key: &str) -> bool {
+        self.explicit.contains(key)
+    }
+
+    /// Felice's built-in default of a broker key, if it has one.
+    pub fn default_of(key: &str) -> Option<&'static str> {
+        KEYS.iter()
+            .find(|(k, _, _)| *k == key)
+            .and_then(|(_, _, d)| *d)
+    }
+
+    /// Every broker key Felice knows, as DescribeConfigs lists them.
+    pub fn describe(&self) -> Vec<BrokerConfigEntry> {
+        KEYS.iter()
+            .map(|(name, kind, default)| BrokerConfigEntry {
+                name,
+                value: self.value(name).map(str::to_string),
+                explicit: self.is_explicit(name),
+                default: *default,
+                config_type: match kind {
+                    Kind::Int => CONFIG_TYPE_INT,
+                    Kind::Long => CONFIG_TYPE_LONG,
+                    Kind::Bool => CONFIG_TYPE_BOOLEAN,
+                    Kind::Str | Kind::Ignored => CONFIG_TYPE_STRING,
+                },
+            })
+            .collect()
     }
 
     /// The effective configuration as sorted `key=value` lines.
@@ -674,6 +713,26 @@ fn set(
     }
     values.insert(key.to_string(), value.to_string());
     Ok(())
+}
+
+/// Kafka's ConfigEntry.ConfigType codes (DescribeConfigs v3+).
+pub const CONFIG_TYPE_BOOLEAN: i8 = 1;
+pub const CONFIG_TYPE_STRING: i8 = 2;
+pub const CONFIG_TYPE_INT: i8 = 3;
+pub const CONFIG_TYPE_LONG: i8 = 5;
+pub const CONFIG_TYPE_DOUBLE: i8 = 6;
+pub const CONFIG_TYPE_LIST: i8 = 7;
+
+/// One broker key as DescribeConfigs shows it.
+#[derive(Debug, Clone)]
+pub struct BrokerConfigEntry {
+    pub name: &'static str,
+    /// The effective value (`None`: unset, no default).
+    pub value: Option<String>,
+    /// Set by the file or an override (else the default).
+    pub explicit: bool,
+    pub default: Option<&'static str>,
+    pub config_type: i8,
 }
 
 /// `process.roles`: which parts this node runs.

@@ -91,6 +91,9 @@ pub async fn handle_frame(
         ApiKey::DescribeCluster => {
             route!(DescribeClusterRequest, handlers::describe_cluster::handle)
         }
+        ApiKey::DescribeConfigs => {
+            route!(DescribeConfigsRequest, handlers::describe_configs::handle)
+        }
         ApiKey::FindCoordinator => {
             route!(FindCoordinatorRequest, handlers::find_coordinator::handle)
         }

@@ -2,7 +2,10 @@
 //! of overrides (CreateTopics, later IncrementalAlterConfigs), and the
 //! effective settings the log and the produce path use.
 
-use crate::config::{valid_cleanup_policy, BrokerConfig, COMPRESSION_TYPES};
+use crate::config::{
+    valid_cleanup_policy, BrokerConfig, COMPRESSION_TYPES, CONFIG_TYPE_BOOLEAN, CONFIG_TYPE_DOUBLE,
+    CONFIG_TYPE_INT, CONFIG_TYPE_LIST, CONFIG_TYPE_LONG, CONFIG_TYPE_STRING,
+};
 use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,12 +203,39 @@ pub fn validate(key: &str, value: Option<&str>) -> Result<(), TopicConfigError> 
     }
 }
 
+/// Kafka's ConfigSource codes (DescribeConfigs v1+, CreateTopics v5+).
+pub const SOURCE_DYNAMIC_TOPIC_CONFIG: i8 = 1;
+pub const SOURCE_STATIC_BROKER_CONFIG: i8 = 4;
+pub const SOURCE_DEFAULT_CONFIG: i8 = 5;
+
 /// One topic config as DescribeConfigs/CreateTopics v5+ report it.
 pub struct DescribedConfig {
     pub name: &'static str,
     pub value: String,
-    /// The override is the topic's own (DYNAMIC_TOPIC_CONFIG) or a default.
-    pub is_override: bool,
+    /// Where the value comes from: the topic's own override
+    /// (DYNAMIC_TOPIC_CONFIG), a broker key set in its configuration
+    /// (STATIC_BROKER_CONFIG), or a default (DEFAULT_CONFIG).
+    pub source: i8,
+    /// Kafka's ConfigType code.
+    pub config_type: i8,
+    /// The values it would take, most specific first (name, value, source),
+    /// as DescribeConfigs `include_synonyms` lists them.
+    pub synonyms: Vec<(String, Option<String>, i8)>,
+}
+
+/// The broker keys a topic config falls back on, most specific first.
+fn broker_synonyms(name: &str, default: Default) -> Vec<&'static str> {
+    match (name, default) {
+        ("retention.ms", _) => vec![
+            "log.retention.ms",
+            "log.retention.minutes",
+            "log.retention.hours",
+        ],
+        ("segment.ms", _) => vec!["log.roll.ms", "log.roll.hours"],
+        ("flush.ms", _) => vec!["log.flush.interval.ms"],
+        (_, Default::Broker(key)) => vec![key],
+        (_, Default::Fixed(_)) => vec![],
+    }
 }
 
 /// Every topic config with its effective value for a topic with `overrides`.
@@ -215,25 +245,57 @@ pub fn describe(
 ) -> Vec<DescribedConfig> {
     TOPIC_CONFIGS
         .iter()
-        .map(|(name, _, default)| {
+        .map(|(name, kind, default)| {
+            let mut synonyms = Vec::new();
             if let Some(v) = overrides.get(*name) {
-                return DescribedConfig {
-                    name,
-                    value: v.clone(),
-                    is_override: true,
-                };
+                synonyms.push((
+                    name.to_string(),
+                    Some(v.clone()),
+                    SOURCE_DYNAMIC_TOPIC_CONFIG,
+                ));
             }
-            let value = match (*name, default) {
-                ("retention.ms", _) => broker.log_retention_ms.to_string(),
-                ("segment.ms", _) => broker.log_roll_ms.to_string(),
-                ("flush.ms", _) => broker.log_flush_interval_ms.to_string(),
-                (_, Default::Broker(key)) => broker.value(key).unwrap_or("").to_string(),
-                (_, Default::Fixed(v)) => v.to_string(),
+            let keys = broker_synonyms(name, *default);
+            for key in keys.iter().filter(|k| broker.is_explicit(k)) {
+                synonyms.push((
+                    key.to_string(),
+                    broker.value(key).map(str::to_string),
+                    SOURCE_STATIC_BROKER_CONFIG,
+                ));
+            }
+            // As Kafka: the default of a broker key in other units
+            // (hours, minutes) is not listed as a synonym.
+            let converted = keys.len() > 1;
+            for key in keys.iter().filter(|_| !converted) {
+                if let Some(d) = BrokerConfig::default_of(key) {
+                    synonyms.push((key.to_string(), Some(d.to_string()), SOURCE_DEFAULT_CONFIG));
+                }
+            }
+            let source = synonyms
+                .first()
+                .map_or(SOURCE_DEFAULT_CONFIG, |(_, _, source)| *source);
+            let value = match overrides.get(*name) {
+                Some(v) => v.clone(),
+                None => match (*name, default) {
+                    ("retention.ms", _) => broker.log_retention_ms.to_string(),
+                    ("segment.ms", _) => broker.log_roll_ms.to_string(),
+                    ("flush.ms", _) => broker.log_flush_interval_ms.to_string(),
+                    (_, Default::Broker(key)) => broker.value(key).unwrap_or("").to_string(),
+                    (_, Default::Fixed(v)) => v.to_string(),
+                },
             };
             DescribedConfig {
                 name,
                 value,
-                is_override: false,
+                source,
+                config_type: match kind {
+                    Kind::Int { .. } => CONFIG_TYPE_INT,
+                    Kind::Long { .. } => CONFIG_TYPE_LONG,
+                    Kind::Bool => CONFIG_TYPE_BOOLEAN,
+                    Kind::Double => CONFIG_TYPE_DOUBLE,
+                    Kind::CleanupPolicy | Kind::List => CONFIG_TYPE_LIST,
+                    Kind::Compression | Kind::TimestampType => CONFIG_TYPE_STRING,
+                },
+                synonyms,
             }
         })
         .collect()
@@ -370,6 +432,6 @@ mod tests {
             .find(|c| c.name == "segment.bytes")
             .expect("segment.bytes");
         assert_eq!(seg.value, "1073741824");
-        assert!(!seg.is_override);
+        assert_eq!(seg.source, SOURCE_DEFAULT_CONFIG);
     }
 }

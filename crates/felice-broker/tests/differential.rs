@@ -1019,6 +1019,67 @@ async fn cluster_apis_match_kafka() {
     b.stop().await;
 }
 
+/// DescribeConfigs of topics: an override, defaults with their broker
+/// synonyms, a narrowing to named keys, a missing topic, an invalid name.
+#[tokio::test]
+#[ignore = "needs the reference Apache Kafka (FELICE_REF_BOOTSTRAP)"]
+async fn describe_configs_match_kafka() {
+    let Some((mut p, b, _dir)) = pair().await else {
+        panic!("FELICE_REF_BOOTSTRAP not set");
+    };
+    let t = fresh("configs");
+    let create = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![topic_req(&t, 1).with_configs(vec![
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str("retention.ms"))
+                .with_value(Some(StrBytes::from_static_str("3600000"))),
+        ])]);
+    p.both("create_topics for describe_configs", &create, 7)
+        .await;
+    kafka_wait_topic(&mut p.kafka, &t).await;
+    let keys = [
+        "retention.ms",
+        "cleanup.policy",
+        "segment.bytes",
+        "max.message.bytes",
+        // Not min.insync.replicas: Kafka 4's controller writes it as a
+        // cluster-wide dynamic default (DYNAMIC_DEFAULT_BROKER_CONFIG, for
+        // KIP-966), where Felice has only the static default.
+        "compression.type",
+        "message.timestamp.type",
+        "segment.ms",
+        "no.such.config",
+    ];
+    let resource = |name: &str| {
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(name.to_string()))
+            .with_configuration_keys(Some(
+                keys.iter().map(|k| StrBytes::from_static_str(k)).collect(),
+            ))
+    };
+    for v in [4, 1] {
+        for synonyms in [true, false] {
+            let req = DescribeConfigsRequest::default()
+                .with_include_synonyms(synonyms)
+                .with_resources(vec![
+                    resource(&t),
+                    resource(&fresh("configs-missing")),
+                    resource("bad name!"),
+                ]);
+            p.both(
+                &format!("describe_configs v{v} synonyms {synonyms}"),
+                &req,
+                v,
+            )
+            .await;
+        }
+    }
+    report(p);
+    b.stop().await;
+}
+
 /// ApiVersions ranges that differ on purpose: (api key, reason).
 const API_RANGES_ALLOWED: &[(i16, &str)] = &[(
     0,

@@ -23,10 +23,6 @@ use std::sync::Arc;
 
 pub const VERSIONS: VersionRange = CreateTopicsRequest::VERSIONS;
 
-/// Kafka's ConfigSource values (DescribeConfigs and CreateTopics v5+).
-pub const SOURCE_DYNAMIC_TOPIC_CONFIG: i8 = 1;
-pub const SOURCE_DEFAULT_CONFIG: i8 = 5;
-
 /// A topic that was (or, with validate_only, would be) created.
 struct Created {
     topic_id: uuid::Uuid,
@@ -243,11 +239,7 @@ fn result(
                         .with_name(str_bytes(c.name))
                         .with_value(Some(str_bytes(&c.value)))
                         .with_read_only(false)
-                        .with_config_source(if c.is_override {
-                            SOURCE_DYNAMIC_TOPIC_CONFIG
-                        } else {
-                            SOURCE_DEFAULT_CONFIG
-                        })
+                        .with_config_source(c.source)
                         .with_is_sensitive(false)
                 })
                 .collect();

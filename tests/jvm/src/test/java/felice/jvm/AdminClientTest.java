@@ -306,25 +306,42 @@ class AdminClientTest {
         return admin.listOffsets(Map.of(tp, spec)).partitionResult(tp).get();
     }
 
-    // Recorded gap: Felice does not implement DescribeConfigs (API 32) and does
-    // not advertise it in ApiVersions, so the Admin client refuses locally with
-    // UnsupportedVersionException. Turns green when DescribeConfigs lands:
-    // then replace this with assertions on the returned configs (e.g.
-    // cleanup.policy=compact for a topic created with it).
+    // describeConfigs (DescribeConfigs, API 32): a topic's override with its
+    // source, a default with its broker synonym, and the broker's own
+    // configuration, read-only (Felice has no dynamic broker configs).
     @Test
-    void recordedGapDescribeConfigs() throws Exception {
+    void describeConfigs() throws Exception {
         String topic = Support.unique("admin-configs");
         admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1).configs(Map.of("cleanup.policy", "compact"))))
                 .all().get();
         ConfigResource resource = new ConfigResource(ConfigResource.Type.TOPIC, topic);
-        ExecutionException e = assertThrows(ExecutionException.class,
-                () -> admin.describeConfigs(List.of(resource)).all().get());
-        assertInstanceOf(UnsupportedVersionException.class, e.getCause(), Support.causes(e));
-        assertEquals("The node does not support DESCRIBE_CONFIGS", e.getCause().getMessage());
+        org.apache.kafka.clients.admin.Config config = admin.describeConfigs(List.of(resource),
+                new org.apache.kafka.clients.admin.DescribeConfigsOptions().includeSynonyms(true))
+                .all().get().get(resource);
+        ConfigEntry policy = config.get("cleanup.policy");
+        assertEquals("compact", policy.value());
+        assertEquals(ConfigEntry.ConfigSource.DYNAMIC_TOPIC_CONFIG, policy.source());
+        assertEquals(ConfigEntry.ConfigType.LIST, policy.type());
+        ConfigEntry retention = config.get("retention.ms");
+        assertEquals("604800000", retention.value());
+        assertEquals(ConfigEntry.ConfigSource.DEFAULT_CONFIG, retention.source());
+        assertTrue(retention.isDefault());
+        ConfigEntry segment = config.get("segment.bytes");
+        assertEquals("log.segment.bytes", segment.synonyms().get(0).name());
+        assertEquals("1073741824", segment.synonyms().get(0).value());
+        assertEquals(ConfigEntry.ConfigSource.DEFAULT_CONFIG, segment.synonyms().get(0).source());
+
         ConfigResource brokerResource = new ConfigResource(ConfigResource.Type.BROKER, "1");
-        ExecutionException eb = assertThrows(ExecutionException.class,
-                () -> admin.describeConfigs(List.of(brokerResource)).all().get());
-        assertInstanceOf(UnsupportedVersionException.class, eb.getCause(), Support.causes(eb));
+        org.apache.kafka.clients.admin.Config brokerConfig = admin.describeConfigs(List.of(brokerResource))
+                .all().get().get(brokerResource);
+        ConfigEntry partitions = brokerConfig.get("num.partitions");
+        assertNotNull(partitions, brokerConfig.toString());
+        assertTrue(partitions.isReadOnly());
+        ConfigResource missing = new ConfigResource(ConfigResource.Type.TOPIC, Support.unique("admin-missing"));
+        ExecutionException e = assertThrows(ExecutionException.class,
+                () -> admin.describeConfigs(List.of(missing)).all().get());
+        assertInstanceOf(org.apache.kafka.common.errors.UnknownTopicOrPartitionException.class, e.getCause(),
+                Support.causes(e));
     }
 
     // Recorded gaps: the Admin calls whose APIs Felice does not advertise fail

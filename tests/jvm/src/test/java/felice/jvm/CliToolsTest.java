@@ -100,24 +100,23 @@ class CliToolsTest {
                 missing.toString());
     }
 
-    // Recorded gap: kafka-topics --describe always asks for the topics'
-    // configs (DescribeConfigs, API 32) to print the "Configs:" column, and
-    // Felice lacks that API, so the whole describe fails. With Kafka it prints
-    // "Topic: T\tTopicId: ...\tPartitionCount: 2\tReplicationFactor: 1\tConfigs: ..."
-    // and one line per partition.
+    // kafka-topics --describe: the topic line (id, partition count,
+    // replication factor, the configs that are not defaults, from
+    // DescribeConfigs) and one line per partition, as with Kafka.
     @Test
-    void recordedGapTopicsDescribeNeedsDescribeConfigs() {
+    void topicsDescribe() {
         String topic = Support.unique("cli-describe");
         ok(KafkaTool.run(KafkaTool.TOPICS, "--bootstrap-server", bs(), "--create", "--topic", topic,
-                "--partitions", "2"));
-        Result r = KafkaTool.run(KafkaTool.TOPICS, "--bootstrap-server", bs(), "--describe", "--topic", topic);
-        assertEquals(1, r.exitCode(), r.toString());
-        assertTrue(r.stdout().startsWith(
-                "Error while executing topic command : The node does not support DESCRIBE_CONFIGS\n"), r.toString());
-        assertTrue(r.stdout().contains(
-                "ERROR org.apache.kafka.common.errors.UnsupportedVersionException: "
-                        + "The node does not support DESCRIBE_CONFIGS\n (org.apache.kafka.tools.TopicCommand)"),
-                r.toString());
+                "--partitions", "2", "--config", "retention.ms=1000"));
+        Result r = ok(KafkaTool.run(KafkaTool.TOPICS, "--bootstrap-server", bs(), "--describe", "--topic", topic));
+        List<String> lines = r.stdoutLines();
+        assertEquals(3, lines.size(), r.toString());
+        assertTrue(lines.get(0).matches("Topic: " + topic + "\tTopicId: \\S+\tPartitionCount: 2\t"
+                + "ReplicationFactor: 1\tConfigs: retention.ms=1000"), r.toString());
+        for (int p = 0; p < 2; p++) {
+            assertTrue(lines.get(1 + p).matches("\tTopic: " + topic + "\tPartition: " + p
+                    + "\tLeader: \\d+\tReplicas: \\d+\tIsr: \\d+.*"), r.toString());
+        }
     }
 
     // Recorded gap: kafka-topics --alter --partitions needs CreatePartitions
@@ -278,27 +277,27 @@ class CliToolsTest {
         return Arrays.asList(rows.get(0).trim().split("\\s+"));
     }
 
-    // Recorded gap: kafka-configs --describe needs DescribeConfigs (API 32),
-    // for topics and for brokers alike. With Kafka it prints
-    // "Dynamic configs for topic T are:" and the topic's overrides.
+    // kafka-configs --describe (DescribeConfigs): a topic's overrides with
+    // their synonyms, and a broker's whole configuration with --all.
     @Test
-    void recordedGapConfigsDescribe() {
+    void configsDescribe() {
         String topic = Support.unique("cli-configs");
-        Support.createTopic(admin, topic, 1);
-        Result r = KafkaTool.run(KafkaTool.CONFIGS, "--bootstrap-server", bs(), "--describe",
-                "--entity-type", "topics", "--entity-name", topic);
-        assertEquals(1, r.exitCode(), r.toString());
-        assertEquals("Dynamic configs for topic " + topic + " are:\n", r.stdout());
-        assertTrue(r.stderr().startsWith("Error while executing config command with args '--bootstrap-server "
-                + bs() + " --describe --entity-type topics --entity-name " + topic + "'\n"
-                + "java.util.concurrent.ExecutionException: org.apache.kafka.common.errors."
-                + "UnsupportedVersionException: The node does not support DESCRIBE_CONFIGS\n"), r.toString());
+        ok(KafkaTool.run(KafkaTool.TOPICS, "--bootstrap-server", bs(), "--create", "--topic", topic,
+                "--partitions", "1", "--config", "retention.ms=1000"));
+        Result r = ok(KafkaTool.run(KafkaTool.CONFIGS, "--bootstrap-server", bs(), "--describe",
+                "--entity-type", "topics", "--entity-name", topic));
+        assertEquals("Dynamic configs for topic " + topic + " are:\n"
+                + "  retention.ms=1000 sensitive=false synonyms={DYNAMIC_TOPIC_CONFIG:retention.ms=1000}\n", r.stdout());
 
-        Result b = KafkaTool.run(KafkaTool.CONFIGS, "--bootstrap-server", bs(), "--describe",
-                "--entity-type", "brokers", "--entity-name", "1");
-        assertEquals(1, b.exitCode(), b.toString());
-        assertTrue(b.stderr().contains("UnsupportedVersionException: The node does not support DESCRIBE_CONFIGS"),
-                b.toString());
+        Result none = ok(KafkaTool.run(KafkaTool.CONFIGS, "--bootstrap-server", bs(), "--describe",
+                "--entity-type", "brokers", "--entity-name", "1"));
+        assertEquals("Dynamic configs for broker 1 are:\n", none.stdout());
+        Result all = ok(KafkaTool.run(KafkaTool.CONFIGS, "--bootstrap-server", bs(), "--describe",
+                "--entity-type", "brokers", "--entity-name", "1", "--all"));
+        assertTrue(all.stdout().startsWith("All configs for broker 1 are:\n"), all.toString());
+        assertTrue(all.stdoutLines().contains(
+                "  log.retention.hours=168 sensitive=false synonyms={DEFAULT_CONFIG:log.retention.hours=168}"),
+                all.toString());
     }
 
     // Recorded gap: kafka-configs --alter needs IncrementalAlterConfigs
@@ -415,7 +414,7 @@ class CliToolsTest {
                 "OffsetFetch(9)", "FindCoordinator(10)", "JoinGroup(11)", "Heartbeat(12)", "LeaveGroup(13)",
                 "SyncGroup(14)", "DescribeGroups(15)", "ListGroups(16)", "ApiVersions(18)", "CreateTopics(19)",
                 "DeleteTopics(20)", "InitProducerId(22)", "DeleteGroups(42)", "OffsetDelete(47)",
-                "DescribeCluster(60)", "DescribeProducers(61)")) {
+                "DescribeCluster(60)", "DescribeProducers(61)", "DescribeConfigs(32)")) {
             Pattern usable = Pattern.compile("\t" + Pattern.quote(api) + ": (\\d+ to )?\\d+ \\[usable: \\d+\\],?\n");
             assertTrue(usable.matcher(out).find(), api + " usable in:\n" + out);
         }
@@ -427,7 +426,7 @@ class CliToolsTest {
     void recordedGapApiVersionsUnsupported() {
         String out = ok(KafkaTool.run(KafkaTool.BROKER_API_VERSIONS, "--bootstrap-server", bs())).stdout();
         for (String api : List.of("DeleteRecords(21)", "AddPartitionsToTxn(24)", "EndTxn(26)",
-                "DescribeConfigs(32)", "AlterConfigs(33)", "CreatePartitions(37)", "IncrementalAlterConfigs(44)",
+                "AlterConfigs(33)", "CreatePartitions(37)", "IncrementalAlterConfigs(44)",
                 "ListTransactions(66)", "ConsumerGroupHeartbeat(68)", "DescribeTopicPartitions(75)")) {
             assertTrue(out.contains("\t" + api + ": UNSUPPORTED"), api + " UNSUPPORTED in:\n" + out);
         }
