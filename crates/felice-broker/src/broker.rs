@@ -223,6 +223,12 @@ impl Broker {
         self.controller.call(req, 0).await
     }
 
+    /// Whether a controlled shutdown has begun.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// The newest applied image (see [`crate::publisher`]).
     pub fn image(&self) -> Arc<MetadataImage> {
         self.applied.get()

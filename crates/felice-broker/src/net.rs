@@ -107,6 +107,14 @@ async fn connection(
             },
             _ = shutdown.changed() => return Err(ConnError::Shutdown),
         };
+        // Once a controlled shutdown has begun, this broker's own image may
+        // already show it fenced: answering Metadata from it would list no
+        // broker at all on a single node, and clients (librdkafka 2.10+)
+        // drop brokers a Metadata answer leaves out. A stopping broker
+        // closes connections instead, as a stopped one would.
+        if broker.is_shutting_down() {
+            return Err(ConnError::Shutdown);
+        }
         // The memory permit is held until the response is written.
         let (frame, _permit) = frame;
         match dispatch::handle_frame(&broker, frame.freeze(), peer).await {
