@@ -217,3 +217,41 @@ def test_describe_configs_of_the_broker_lists_its_configuration(make_broker):
     assert configs["log.retention.hours"].value == "168"
     assert configs["log.retention.hours"].source == ConfigSource.DEFAULT_CONFIG.value
     assert all(c.is_read_only for c in configs.values())
+
+
+def test_create_partitions_grows_a_topic_that_then_serves_every_partition(broker):
+    """CreatePartitions (confluent-kafka): a topic grows from 2 to 5
+    partitions; the new ones take records; shrinking or keeping the count is
+    INVALID_PARTITIONS; validate_only changes nothing."""
+    from confluent_kafka.admin import NewPartitions
+    a = kc.admin(broker.bootstrap)
+    topic = kc.create_topic(broker.bootstrap, unique("grow"), partitions=2)
+    (fut,) = a.create_partitions([NewPartitions(topic, 4)], validate_only=True).values()
+    fut.result(timeout=30)
+    assert kc.topics(broker.bootstrap)[topic] == 2
+    (fut,) = a.create_partitions([NewPartitions(topic, 5)], request_timeout=15).values()
+    fut.result(timeout=30)
+    assert kc.topics(broker.bootstrap)[topic] == 5
+    for p in range(5):
+        delivered = kc.produce_confluent(broker.bootstrap, topic, [Rec(value=b"v%d" % p, partition=p)])
+        assert len(delivered) == 1
+        assert kc.watermarks(broker.bootstrap, topic, p) == (0, 1)
+    for count in (5, 3):
+        (fut,) = a.create_partitions([NewPartitions(topic, count)]).values()
+        assert expect_error(fut) == KafkaError.INVALID_PARTITIONS
+    (fut,) = a.create_partitions([NewPartitions(unique("nosuch"), 3)]).values()
+    assert expect_error(fut) == KafkaError.UNKNOWN_TOPIC_OR_PART
+
+
+def test_create_partitions_with_an_assignment_checks_its_brokers(broker):
+    from confluent_kafka.admin import NewPartitions
+    a = kc.admin(broker.bootstrap)
+    node = a.list_topics(timeout=10).controller_id
+    topic = kc.create_topic(broker.bootstrap, unique("assign"), partitions=1)
+    (fut,) = a.create_partitions([NewPartitions(topic, 2, replica_assignment=[[node + 100]])]).values()
+    assert expect_error(fut) == KafkaError.INVALID_REPLICA_ASSIGNMENT
+    (fut,) = a.create_partitions([NewPartitions(topic, 3, replica_assignment=[[node]])]).values()
+    assert expect_error(fut) == KafkaError.INVALID_REPLICA_ASSIGNMENT
+    (fut,) = a.create_partitions([NewPartitions(topic, 3, replica_assignment=[[node], [node]])]).values()
+    fut.result(timeout=30)
+    assert kc.topics(broker.bootstrap)[topic] == 3

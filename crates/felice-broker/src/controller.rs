@@ -206,34 +206,7 @@ pub fn create_topic_records(
         });
     }
     let placed = if t.assignments.is_empty() {
-        let candidates: Vec<Candidate> = image
-            .unfenced_brokers()
-            .map(|b| Candidate {
-                node_id: b.node_id,
-                rack: b.rack.clone(),
-            })
-            .collect();
-        // The topic id is random: so is where its partitions start.
-        let start = topic_id.as_u64_pair().0;
-        let mut placed = place(
-            &candidates,
-            num_partitions,
-            replication_factor as usize,
-            start,
-        );
-        // As KRaft: fenced brokers take replicas only when the unfenced
-        // ones are too few, and never lead.
-        let fenced: Vec<i32> = image
-            .brokers
-            .values()
-            .filter(|b| b.fenced)
-            .map(|b| b.node_id)
-            .collect();
-        for (p, replicas) in placed.iter_mut().enumerate() {
-            let missing = (replication_factor as usize).saturating_sub(replicas.len());
-            replicas.extend((0..missing).map(|r| fenced[(p + r) % fenced.len()]));
-        }
-        placed
+        place_partitions(image, topic_id, num_partitions, replication_factor as usize)
     } else {
         t.assignments.clone()
     };
@@ -250,6 +223,171 @@ pub fn create_topic_records(
         });
     }
     Ok((topic_id, records))
+}
+
+/// The replicas of partitions `0..num_partitions` of a topic, placed over
+/// the unfenced brokers ([`crate::placement`]) from a start the topic id
+/// picks; as KRaft, fenced brokers take replicas only when the unfenced ones
+/// are too few, and never lead. The caller has checked that enough brokers
+/// are registered and at least one is unfenced.
+fn place_partitions(
+    image: &MetadataImage,
+    topic_id: TopicId,
+    num_partitions: i32,
+    replication_factor: usize,
+) -> Vec<Vec<i32>> {
+    let candidates: Vec<Candidate> = image
+        .unfenced_brokers()
+        .map(|b| Candidate {
+            node_id: b.node_id,
+            rack: b.rack.clone(),
+        })
+        .collect();
+    // The topic id is random: so is where its partitions start.
+    let start = topic_id.as_u64_pair().0;
+    let mut placed = place(&candidates, num_partitions, replication_factor, start);
+    let fenced: Vec<i32> = image
+        .brokers
+        .values()
+        .filter(|b| b.fenced)
+        .map(|b| b.node_id)
+        .collect();
+    for (p, replicas) in placed.iter_mut().enumerate() {
+        let missing = replication_factor.saturating_sub(replicas.len());
+        if !fenced.is_empty() {
+            replicas.extend((0..missing).map(|r| fenced[(p + r) % fenced.len()]));
+        }
+    }
+    placed
+}
+
+/// CreatePartitions of one topic: validates the new count (and the manual
+/// assignments of the new partitions, if any) against the image and the
+/// request's budget, and returns the new partitions' records, as Kafka's
+/// controller checks them.
+pub fn add_partitions_records(
+    image: &MetadataImage,
+    name: &str,
+    count: i32,
+    assignments: Option<&[Vec<i32>]>,
+    budget: &mut PartitionBudget,
+) -> Result<Vec<MetadataRecord>, TopicError> {
+    let topic = image.topic(name).ok_or_else(|| {
+        TopicError::new(
+            ResponseError::UnknownTopicOrPartition,
+            format!("The topic '{name}' does not exist."),
+        )
+    })?;
+    let current = topic.partitions.len() as i32;
+    if count < current {
+        return Err(TopicError::new(
+            ResponseError::InvalidPartitions,
+            format!("The topic {name} currently has {current} partition(s); {count} would not be an increase."),
+        ));
+    }
+    if count == current {
+        return Err(TopicError::new(
+            ResponseError::InvalidPartitions,
+            format!("Topic already has {current} partition(s)."),
+        ));
+    }
+    if count > MAX_PARTITIONS_PER_TOPIC {
+        return Err(TopicError::new(
+            ResponseError::InvalidPartitions,
+            format!(
+                "Number of partitions {count} exceeds the limit of {MAX_PARTITIONS_PER_TOPIC}."
+            ),
+        ));
+    }
+    let adding = count - current;
+    if i64::from(adding) > budget.0 {
+        return Err(TopicError::new(
+            ResponseError::InvalidPartitions,
+            format!("Creating {adding} more partitions exceeds the limit of {MAX_PARTITIONS_PER_CREATE_REQUEST} per request."),
+        ));
+    }
+    let replication_factor = topic.partitions.first().map_or(1, |p| p.replicas.len());
+    let new: Vec<Vec<i32>> = match assignments {
+        Some(a) => {
+            if a.len() != adding as usize {
+                return Err(TopicError::new(
+                    ResponseError::InvalidReplicaAssignment,
+                    format!("Attempted to add {adding} additional partition(s), but only {} assignment(s) were specified.", a.len()),
+                ));
+            }
+            for replicas in a {
+                let mut seen = std::collections::BTreeSet::new();
+                for b in replicas {
+                    if !image.brokers.contains_key(b) {
+                        return Err(TopicError::new(
+                            ResponseError::InvalidReplicaAssignment,
+                            format!("The manual partition assignment includes broker {b}, but no such broker is registered."),
+                        ));
+                    }
+                    if !seen.insert(b) {
+                        return Err(TopicError::new(
+                            ResponseError::InvalidReplicaAssignment,
+                            format!("The manual partition assignment includes the broker {b} more than once."),
+                        ));
+                    }
+                }
+                if replicas.len() != replication_factor {
+                    return Err(TopicError::new(
+                        ResponseError::InvalidReplicaAssignment,
+                        format!("The manual partition assignment includes a partition with {} replica(s), but this is not consistent with previous partitions, which have {replication_factor} replica(s).", replicas.len()),
+                    ));
+                }
+                if !replicas
+                    .iter()
+                    .any(|b| image.brokers.get(b).is_some_and(|b| !b.fenced))
+                {
+                    return Err(TopicError::new(
+                        ResponseError::InvalidReplicaAssignment,
+                        "All brokers specified in the manual partition assignment are fenced or in controlled shutdown.",
+                    ));
+                }
+            }
+            a.to_vec()
+        }
+        None => {
+            if image.unfenced_brokers().next().is_none() {
+                return Err(TopicError::new(
+                    ResponseError::InvalidReplicationFactor,
+                    format!("Unable to replicate the partition {replication_factor} time(s): All brokers are currently fenced."),
+                ));
+            }
+            if image.brokers.len() < replication_factor {
+                return Err(TopicError::new(
+                    ResponseError::InvalidReplicationFactor,
+                    format!("Unable to replicate the partition {replication_factor} time(s): The target replication factor of {replication_factor} cannot be reached because only {} broker(s) are registered.", image.brokers.len()),
+                ));
+            }
+            place_partitions(image, topic.topic_id, count, replication_factor)
+                .split_off(current as usize)
+        }
+    };
+    budget.0 -= i64::from(adding);
+    Ok(new
+        .into_iter()
+        .zip(current..count)
+        .map(|(replicas, partition)| {
+            // The first unfenced replica leads; the unfenced ones are the ISR.
+            let isr: Vec<i32> = replicas
+                .iter()
+                .copied()
+                .filter(|b| image.brokers.get(b).is_some_and(|b| !b.fenced))
+                .collect();
+            MetadataRecord::Partition {
+                topic_id: topic.topic_id,
+                partition,
+                leader: isr.first().copied().unwrap_or(-1),
+                isr,
+                replicas,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            }
+        })
+        .collect())
 }
 
 /// What the controller's request handlers need: the quorum they commit to

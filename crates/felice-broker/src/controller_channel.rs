@@ -110,6 +110,15 @@ impl ControllerRequest for DeleteTopicsRequest {
     }
 }
 
+impl ControllerRequest for CreatePartitionsRequest {
+    async fn run_local(self, ctx: &ControllerContext, _version: i16) -> CreatePartitionsResponse {
+        crate::handlers::create_partitions::on_controller(ctx, self).await
+    }
+    fn not_controller(r: &CreatePartitionsResponse) -> bool {
+        r.results.iter().any(|t| t.error_code == NOT_CONTROLLER)
+    }
+}
+
 impl ControllerRequest for DescribeQuorumRequest {
     async fn run_local(self, ctx: &ControllerContext, version: i16) -> DescribeQuorumResponse {
         crate::handlers::describe_quorum::on_controller(ctx, self, version).await

@@ -4,7 +4,7 @@
 //! advertised, refused on the client listener), ApiVersions, and the
 //! controller's Kafka APIs: BrokerRegistration, BrokerHeartbeat,
 //! AllocateProducerIds,
-//! CreateTopics and DeleteTopics (what brokers forward). Those run here only
+//! CreateTopics, DeleteTopics and CreatePartitions (what brokers forward). Those run here only
 //! while this node leads the quorum; otherwise they answer NOT_CONTROLLER.
 //!
 //! It starts before the broker exists (the quorum must elect a leader before
@@ -25,8 +25,8 @@ use bytes::{Buf, BufMut, BytesMut};
 use felice_metadata::raft::network::{self, RaftRpc};
 use kafka_protocol::messages::{
     AllocateProducerIdsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse,
-    BrokerHeartbeatRequest, BrokerRegistrationRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeQuorumRequest, RequestHeader,
+    BrokerHeartbeatRequest, BrokerRegistrationRequest, CreatePartitionsRequest,
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeQuorumRequest, RequestHeader,
 };
 use kafka_protocol::protocol::{Decodable, Message};
 use std::sync::Arc;
@@ -197,6 +197,7 @@ async fn handle(ctx: &ControllerContext, mut frame: BytesMut) -> std::io::Result
         Ok(ApiKey::AllocateProducerIds) => controller_api!(AllocateProducerIdsRequest),
         Ok(ApiKey::CreateTopics) => controller_api!(CreateTopicsRequest),
         Ok(ApiKey::DeleteTopics) => controller_api!(DeleteTopicsRequest),
+        Ok(ApiKey::CreatePartitions) => controller_api!(CreatePartitionsRequest),
         Ok(ApiKey::DescribeQuorum) => controller_api!(DescribeQuorumRequest),
         _ => Err(invalid(format!(
             "api key {api_key} v{version} is not served on the controller listener"

@@ -88,6 +88,9 @@ pub async fn handle_frame(
         ApiKey::ApiVersions => route!(ApiVersionsRequest, handlers::api_versions::handle),
         ApiKey::CreateTopics => route!(CreateTopicsRequest, handlers::create_topics::handle),
         ApiKey::DeleteTopics => route!(DeleteTopicsRequest, handlers::delete_topics::handle),
+        ApiKey::CreatePartitions => {
+            route!(CreatePartitionsRequest, handlers::create_partitions::handle)
+        }
         ApiKey::DescribeCluster => {
             route!(DescribeClusterRequest, handlers::describe_cluster::handle)
         }

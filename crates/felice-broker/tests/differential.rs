@@ -1080,6 +1080,81 @@ async fn describe_configs_match_kafka() {
     b.stop().await;
 }
 
+/// CreatePartitions: growing, validate-only, no increase, a decrease, an
+/// unknown topic, a duplicate, assignments of the wrong count.
+#[tokio::test]
+#[ignore = "needs the reference Apache Kafka (FELICE_REF_BOOTSTRAP)"]
+async fn create_partitions_match_kafka() {
+    let Some((mut p, b, _dir)) = pair().await else {
+        panic!("FELICE_REF_BOOTSTRAP not set");
+    };
+    let t = fresh("grow");
+    let create = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![topic_req(&t, 1)]);
+    p.both("create_topics for create_partitions", &create, 7)
+        .await;
+    kafka_wait_topic(&mut p.kafka, &t).await;
+    let grow = |topic: &str, count: i32| {
+        create_partitions_request::CreatePartitionsTopic::default()
+            .with_name(name(topic))
+            .with_count(count)
+            .with_assignments(None)
+    };
+    let req = |topics, validate_only| {
+        CreatePartitionsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_validate_only(validate_only)
+            .with_topics(topics)
+    };
+    for v in [3, 0] {
+        let tv = format!("{t}-v{v}");
+        let create = CreateTopicsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![topic_req(&tv, 1)]);
+        p.both(
+            &format!("create_topics for create_partitions v{v}"),
+            &create,
+            7,
+        )
+        .await;
+        kafka_wait_topic(&mut p.kafka, &tv).await;
+        p.both(
+            &format!("create_partitions validate only v{v}"),
+            &req(vec![grow(&tv, 4)], true),
+            v,
+        )
+        .await;
+        p.both(
+            &format!("create_partitions v{v}"),
+            &req(vec![grow(&tv, 3), grow(&fresh("nosuch"), 2)], false),
+            v,
+        )
+        .await;
+        kafka_wait_topic(&mut p.kafka, &tv).await;
+        p.both(
+            &format!("create_partitions no increase v{v}"),
+            &req(vec![grow(&tv, 3), grow(&t, 1)], false),
+            v,
+        )
+        .await;
+        p.both(
+            &format!("create_partitions bad requests v{v}"),
+            &req(vec![grow(&t, 2), grow(&t, 3), grow(&tv, 2)], false),
+            v,
+        )
+        .await;
+        p.both(
+            &format!("create_partitions wrong assignments v{v}"),
+            &req(vec![grow(&tv, 5).with_assignments(Some(vec![]))], false),
+            v,
+        )
+        .await;
+    }
+    report(p);
+    b.stop().await;
+}
+
 /// ApiVersions ranges that differ on purpose: (api key, reason).
 const API_RANGES_ALLOWED: &[(i16, &str)] = &[(
     0,

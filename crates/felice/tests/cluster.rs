@@ -355,6 +355,19 @@ async fn create_topic(addr: &str, name: &str, partitions: i32) -> std::io::Resul
     Ok(resp.topics.first().map_or(-1, |t| t.error_code))
 }
 
+async fn grow_topic(addr: &str, name: &str, count: i32) -> std::io::Result<i16> {
+    let req = CreatePartitionsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![
+            create_partitions_request::CreatePartitionsTopic::default()
+                .with_name(TopicName(StrBytes::from(name.to_string())))
+                .with_count(count)
+                .with_assignments(None),
+        ]);
+    let resp = call_once(addr, &req, 3).await?;
+    Ok(resp.results.first().map_or(-1, |t| t.error_code))
+}
+
 async fn topics_of(addr: &str) -> std::io::Result<MetadataResponse> {
     call_once(addr, &MetadataRequest::default().with_topics(None), 12).await
 }
@@ -765,6 +778,24 @@ async fn controllers_and_brokers_apart_a_new_broker_catches_up_from_a_snapshot()
         }
     }
     assert!(on_new > 0, "no partition on the new broker");
+    // CreatePartitions through the broker that joined last reaches the
+    // controller; the new partitions spread over both brokers and serve.
+    let at = cluster.addr(new);
+    assert_eq!(grow_topic(&at, "spread", 12).await.expect("grow"), 0);
+    let mut leaders = BTreeSet::new();
+    for p in 8..12 {
+        let (_, code, leader) = leader_of(&at, "spread", p).await.expect("new partition");
+        assert_eq!(code, 0);
+        leaders.insert(leader);
+        let owner = cluster.index_of(leader);
+        assert_eq!(
+            produce(&cluster.addr(owner), "spread", p as i32, batch(&[b"y"]))
+                .await
+                .expect("produce"),
+            0
+        );
+    }
+    assert_eq!(leaders, BTreeSet::from([4, new_id]));
     // The brokers follow a new active controller after kill -9 of the old.
     let leader = quorum_leader(&first).await.expect("leader");
     cluster.kill9(cluster.index_of(leader));
