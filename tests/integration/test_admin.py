@@ -255,3 +255,54 @@ def test_create_partitions_with_an_assignment_checks_its_brokers(broker):
     (fut,) = a.create_partitions([NewPartitions(topic, 3, replica_assignment=[[node], [node]])]).values()
     fut.result(timeout=30)
     assert kc.topics(broker.bootstrap)[topic] == 3
+
+
+def test_incremental_alter_configs_changes_what_the_partitions_enforce(broker):
+    """IncrementalAlterConfigs (confluent-kafka): SET max.message.bytes is
+    enforced by the topic's partitions at once; DELETE brings the default
+    back; APPEND and SUBTRACT edit cleanup.policy; a bad key or value is
+    INVALID_CONFIG and changes nothing."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource
+    a = kc.admin(broker.bootstrap)
+    topic = kc.create_topic(broker.bootstrap, unique("alter"))
+
+    def alter(*ops):
+        res = ConfigResource("topic", topic, incremental_configs=[
+            ConfigEntry(name, value, incremental_operation=op) for name, value, op in ops])
+        (fut,) = a.incremental_alter_configs([res]).values()
+        return fut
+
+    alter(("max.message.bytes", "2000", AlterConfigOpType.SET)).result(timeout=30)
+    big = Rec(value=b"z" * 5000, partition=0)
+    with pytest.raises(Exception):
+        kc.produce_confluent(broker.bootstrap, topic, [big], config={"message.max.bytes": 100000,
+                                                                      "message.timeout.ms": 5000})
+    configs = describe_configs(broker.bootstrap, "topic", topic)
+    assert configs["max.message.bytes"].value == "2000"
+    assert configs["max.message.bytes"].source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+
+    alter(("max.message.bytes", None, AlterConfigOpType.DELETE)).result(timeout=30)
+    assert len(kc.produce_confluent(broker.bootstrap, topic, [big], config={"message.max.bytes": 100000})) == 1
+    assert describe_configs(broker.bootstrap, "topic", topic)["max.message.bytes"].is_default
+
+    alter(("cleanup.policy", "compact", AlterConfigOpType.APPEND)).result(timeout=30)
+    assert describe_configs(broker.bootstrap, "topic", topic)["cleanup.policy"].value == "delete,compact"
+    alter(("cleanup.policy", "delete", AlterConfigOpType.SUBTRACT)).result(timeout=30)
+    assert describe_configs(broker.bootstrap, "topic", topic)["cleanup.policy"].value == "compact"
+
+    assert expect_error(alter(("no.such.config", "1", AlterConfigOpType.SET))) == KafkaError.INVALID_CONFIG
+    assert expect_error(alter(("retention.ms", "soon", AlterConfigOpType.SET))) == KafkaError.INVALID_CONFIG
+    assert expect_error(alter(("retention.ms", "1", AlterConfigOpType.APPEND))) == KafkaError.INVALID_CONFIG
+    assert describe_configs(broker.bootstrap, "topic", topic)["retention.ms"].is_default
+
+
+def test_alter_configs_replaces_a_topics_overrides(broker):
+    """AlterConfigs (the legacy API): the given set replaces the overrides."""
+    a = kc.admin(broker.bootstrap)
+    topic = kc.create_topic(broker.bootstrap, unique("replace"), config={"retention.ms": "86400000"})
+    from confluent_kafka.admin import ConfigResource
+    (fut,) = a.alter_configs([ConfigResource("topic", topic, set_config={"segment.ms": "3600000"})]).values()
+    fut.result(timeout=30)
+    configs = describe_configs(broker.bootstrap, "topic", topic)
+    assert configs["segment.ms"].value == "3600000" and not configs["segment.ms"].is_default
+    assert configs["retention.ms"].is_default

@@ -119,6 +119,28 @@ impl ControllerRequest for CreatePartitionsRequest {
     }
 }
 
+impl ControllerRequest for IncrementalAlterConfigsRequest {
+    async fn run_local(
+        self,
+        ctx: &ControllerContext,
+        _version: i16,
+    ) -> IncrementalAlterConfigsResponse {
+        crate::handlers::alter_configs::on_controller_incremental(ctx, self).await
+    }
+    fn not_controller(r: &IncrementalAlterConfigsResponse) -> bool {
+        r.responses.iter().any(|t| t.error_code == NOT_CONTROLLER)
+    }
+}
+
+impl ControllerRequest for AlterConfigsRequest {
+    async fn run_local(self, ctx: &ControllerContext, _version: i16) -> AlterConfigsResponse {
+        crate::handlers::alter_configs::on_controller(ctx, self).await
+    }
+    fn not_controller(r: &AlterConfigsResponse) -> bool {
+        r.responses.iter().any(|t| t.error_code == NOT_CONTROLLER)
+    }
+}
+
 impl ControllerRequest for DescribeQuorumRequest {
     async fn run_local(self, ctx: &ControllerContext, version: i16) -> DescribeQuorumResponse {
         crate::handlers::describe_quorum::on_controller(ctx, self, version).await

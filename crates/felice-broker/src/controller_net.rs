@@ -24,9 +24,10 @@ use crate::limits::{MAX_CONTROLLER_CONNECTIONS, MIN_REQUEST_FRAME_BYTES};
 use bytes::{Buf, BufMut, BytesMut};
 use felice_metadata::raft::network::{self, RaftRpc};
 use kafka_protocol::messages::{
-    AllocateProducerIdsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse,
-    BrokerHeartbeatRequest, BrokerRegistrationRequest, CreatePartitionsRequest,
-    CreateTopicsRequest, DeleteTopicsRequest, DescribeQuorumRequest, RequestHeader,
+    AllocateProducerIdsRequest, AlterConfigsRequest, ApiKey, ApiVersionsRequest,
+    ApiVersionsResponse, BrokerHeartbeatRequest, BrokerRegistrationRequest,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeQuorumRequest,
+    IncrementalAlterConfigsRequest, RequestHeader,
 };
 use kafka_protocol::protocol::{Decodable, Message};
 use std::sync::Arc;
@@ -198,6 +199,8 @@ async fn handle(ctx: &ControllerContext, mut frame: BytesMut) -> std::io::Result
         Ok(ApiKey::CreateTopics) => controller_api!(CreateTopicsRequest),
         Ok(ApiKey::DeleteTopics) => controller_api!(DeleteTopicsRequest),
         Ok(ApiKey::CreatePartitions) => controller_api!(CreatePartitionsRequest),
+        Ok(ApiKey::IncrementalAlterConfigs) => controller_api!(IncrementalAlterConfigsRequest),
+        Ok(ApiKey::AlterConfigs) => controller_api!(AlterConfigsRequest),
         Ok(ApiKey::DescribeQuorum) => controller_api!(DescribeQuorumRequest),
         _ => Err(invalid(format!(
             "api key {api_key} v{version} is not served on the controller listener"

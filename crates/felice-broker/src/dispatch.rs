@@ -94,6 +94,13 @@ pub async fn handle_frame(
         ApiKey::DescribeCluster => {
             route!(DescribeClusterRequest, handlers::describe_cluster::handle)
         }
+        ApiKey::AlterConfigs => route!(AlterConfigsRequest, handlers::alter_configs::handle),
+        ApiKey::IncrementalAlterConfigs => {
+            route!(
+                IncrementalAlterConfigsRequest,
+                handlers::alter_configs::handle_incremental
+            )
+        }
         ApiKey::DescribeConfigs => {
             route!(DescribeConfigsRequest, handlers::describe_configs::handle)
         }

@@ -203,6 +203,19 @@ pub fn validate(key: &str, value: Option<&str>) -> Result<(), TopicConfigError> 
     }
 }
 
+/// Whether `key` is a topic config whose value is a comma-separated list
+/// (what IncrementalAlterConfigs APPEND and SUBTRACT act on).
+pub fn is_list(key: &str) -> bool {
+    TOPIC_CONFIGS
+        .iter()
+        .any(|(k, kind, _)| *k == key && matches!(kind, Kind::CleanupPolicy | Kind::List))
+}
+
+/// Whether `key` is a topic config Felice knows.
+pub fn is_known(key: &str) -> bool {
+    TOPIC_CONFIGS.iter().any(|(k, _, _)| *k == key)
+}
+
 /// Kafka's ConfigSource codes (DescribeConfigs v1+, CreateTopics v5+).
 pub const SOURCE_DYNAMIC_TOPIC_CONFIG: i8 = 1;
 pub const SOURCE_STATIC_BROKER_CONFIG: i8 = 4;

@@ -1155,6 +1155,134 @@ async fn create_partitions_match_kafka() {
     b.stop().await;
 }
 
+/// IncrementalAlterConfigs and AlterConfigs of topics, then DescribeConfigs
+/// of what they changed: SET, DELETE, APPEND, SUBTRACT, validate-only, an
+/// unknown key, a bad value, APPEND to a non-list, a duplicate key, an
+/// unknown topic.
+#[tokio::test]
+#[ignore = "needs the reference Apache Kafka (FELICE_REF_BOOTSTRAP)"]
+async fn alter_configs_match_kafka() {
+    use incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    let Some((mut p, b, _dir)) = pair().await else {
+        panic!("FELICE_REF_BOOTSTRAP not set");
+    };
+    let t = fresh("alter");
+    let create = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![topic_req(&t, 1)]);
+    p.both("create_topics for alter_configs", &create, 7).await;
+    kafka_wait_topic(&mut p.kafka, &t).await;
+    let op = |key: &str, value: Option<&str>, operation: i8| {
+        AlterableConfig::default()
+            .with_name(StrBytes::from_string(key.to_string()))
+            .with_value(value.map(|v| StrBytes::from_string(v.to_string())))
+            .with_config_operation(operation)
+    };
+    let resource = |topic: &str, configs| {
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            .with_configs(configs)
+    };
+    let describe = DescribeConfigsRequest::default()
+        .with_include_synonyms(true)
+        .with_resources(vec![
+            describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_string(t.clone()))
+                .with_configuration_keys(Some(
+                    ["retention.ms", "cleanup.policy", "max.message.bytes"]
+                        .iter()
+                        .map(|k| StrBytes::from_static_str(k))
+                        .collect(),
+                )),
+        ]);
+    let steps: Vec<(&str, Vec<AlterConfigsResource>, bool)> = vec![
+        (
+            "set and append",
+            vec![resource(
+                &t,
+                vec![
+                    op("retention.ms", Some("60000"), 0),
+                    op("max.message.bytes", Some("2000"), 0),
+                    op("cleanup.policy", Some("compact"), 2),
+                ],
+            )],
+            false,
+        ),
+        (
+            "validate only",
+            vec![resource(&t, vec![op("retention.ms", Some("1"), 0)])],
+            true,
+        ),
+        (
+            "delete and subtract",
+            vec![resource(
+                &t,
+                vec![
+                    op("max.message.bytes", None, 1),
+                    op("cleanup.policy", Some("delete"), 3),
+                ],
+            )],
+            false,
+        ),
+        (
+            "errors",
+            vec![
+                resource(&t, vec![op("no.such.config", Some("1"), 0)]),
+                resource(
+                    &fresh("alter-missing"),
+                    vec![op("retention.ms", Some("1"), 0)],
+                ),
+            ],
+            false,
+        ),
+        (
+            "bad value",
+            vec![resource(&t, vec![op("retention.ms", Some("soon"), 0)])],
+            false,
+        ),
+        (
+            "append to a non-list",
+            vec![resource(&t, vec![op("retention.ms", Some("1"), 2)])],
+            false,
+        ),
+        (
+            "duplicate key",
+            vec![resource(
+                &t,
+                vec![
+                    op("retention.ms", Some("1"), 0),
+                    op("retention.ms", Some("2"), 0),
+                ],
+            )],
+            false,
+        ),
+    ];
+    for (step, resources, validate_only) in steps {
+        let req = IncrementalAlterConfigsRequest::default()
+            .with_validate_only(validate_only)
+            .with_resources(resources);
+        p.both(&format!("incremental_alter_configs {step}"), &req, 1)
+            .await;
+        p.both(&format!("describe_configs after {step}"), &describe, 4)
+            .await;
+    }
+    let legacy = AlterConfigsRequest::default().with_resources(vec![
+        alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(t.clone()))
+            .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                .with_name(StrBytes::from_static_str("max.message.bytes"))
+                .with_value(Some(StrBytes::from_static_str("3000")))]),
+    ]);
+    p.both("alter_configs", &legacy, 2).await;
+    p.both("describe_configs after alter_configs", &describe, 4)
+        .await;
+    report(p);
+    b.stop().await;
+}
+
 /// ApiVersions ranges that differ on purpose: (api key, reason).
 const API_RANGES_ALLOWED: &[(i16, &str)] = &[(
     0,

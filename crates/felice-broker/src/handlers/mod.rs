@@ -2,6 +2,7 @@
 //! table below, built from those declarations, is what ApiVersions advertises
 //! and what dispatch accepts, so an API without a handler is never advertised.
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -44,6 +45,11 @@ pub const HANDLED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::CreatePartitions, create_partitions::VERSIONS),
     (ApiKey::DescribeCluster, describe_cluster::VERSIONS),
     (ApiKey::DescribeConfigs, describe_configs::VERSIONS),
+    (ApiKey::AlterConfigs, alter_configs::VERSIONS),
+    (
+        ApiKey::IncrementalAlterConfigs,
+        alter_configs::INCREMENTAL_VERSIONS,
+    ),
     (ApiKey::FindCoordinator, find_coordinator::VERSIONS),
     (ApiKey::JoinGroup, join_group::VERSIONS),
     (ApiKey::SyncGroup, sync_group::VERSIONS),

@@ -344,13 +344,12 @@ class AdminClientTest {
                 Support.causes(e));
     }
 
-    // createPartitions grows the topic. Recorded gaps: the Admin calls whose
-    // APIs Felice does not advertise fail in the client with
-    // UnsupportedVersionException, per call or per partition. Each turns
-    // green when its API lands: deleteRecords (DeleteRecords, API 21: low
-    // watermark 2), incrementalAlterConfigs (API 44).
+    // createPartitions grows the topic and incrementalAlterConfigs changes
+    // its configs. Recorded gap: deleteRecords (DeleteRecords, API 21) is not
+    // advertised, so the client fails it with UnsupportedVersionException;
+    // it turns green when the API lands (low watermark 2).
     @Test
-    void createPartitionsAndRecordedGapsDeleteRecordsAlterConfigs() throws Exception {
+    void createPartitionsAlterConfigsAndRecordedGapDeleteRecords() throws Exception {
         String topic = Support.unique("admin-gaps");
         Support.createTopic(admin, topic, 1);
         TopicPartition tp = new TopicPartition(topic, 0);
@@ -368,12 +367,16 @@ class AdminClientTest {
         assertInstanceOf(UnsupportedVersionException.class, delete.getCause(), Support.causes(delete));
         assertEquals("The node does not support DELETE_RECORDS", delete.getCause().getMessage());
 
+        // incrementalAlterConfigs (API 44): SET, then APPEND to a list.
         ConfigResource resource = new ConfigResource(ConfigResource.Type.TOPIC, topic);
-        ExecutionException alter = assertThrows(ExecutionException.class, () -> admin.incrementalAlterConfigs(
-                Map.of(resource, List.of(new AlterConfigOp(new ConfigEntry("retention.ms", "60000"),
-                        AlterConfigOp.OpType.SET)))).all().get());
-        assertInstanceOf(UnsupportedVersionException.class, alter.getCause(), Support.causes(alter));
-        assertEquals("The node does not support INCREMENTAL_ALTER_CONFIGS", alter.getCause().getMessage());
+        admin.incrementalAlterConfigs(Map.of(resource, List.of(
+                new AlterConfigOp(new ConfigEntry("retention.ms", "60000"), AlterConfigOp.OpType.SET),
+                new AlterConfigOp(new ConfigEntry("cleanup.policy", "compact"), AlterConfigOp.OpType.APPEND))))
+                .all().get();
+        org.apache.kafka.clients.admin.Config after = admin.describeConfigs(List.of(resource)).all().get()
+                .get(resource);
+        assertEquals("60000", after.get("retention.ms").value());
+        assertEquals("delete,compact", after.get("cleanup.policy").value());
     }
 
     // Committed offsets set and removed by an operator: alterConsumerGroupOffsets
