@@ -769,6 +769,17 @@ async fn controllers_and_brokers_apart_a_new_broker_catches_up_from_a_snapshot()
         if leader == new_id {
             on_new += 1;
             let at = cluster.addr(new);
+            // The creation waited for the broker it went to; the new broker
+            // follows the metadata log on its own time.
+            wait_until("the new broker to know the new topic", || {
+                let at = at.clone();
+                async move {
+                    leader_of(&at, "spread", p)
+                        .await
+                        .is_some_and(|(_, code, _)| code == 0)
+                }
+            })
+            .await;
             assert_eq!(
                 produce(&at, "spread", p as i32, batch(&[b"x"]))
                     .await
@@ -787,9 +798,18 @@ async fn controllers_and_brokers_apart_a_new_broker_catches_up_from_a_snapshot()
         let (_, code, leader) = leader_of(&at, "spread", p).await.expect("new partition");
         assert_eq!(code, 0);
         leaders.insert(leader);
-        let owner = cluster.index_of(leader);
+        let owner = cluster.addr(cluster.index_of(leader));
+        wait_until("the leader to know the new partition", || {
+            let at = owner.clone();
+            async move {
+                leader_of(&at, "spread", p)
+                    .await
+                    .is_some_and(|(_, code, _)| code == 0)
+            }
+        })
+        .await;
         assert_eq!(
-            produce(&cluster.addr(owner), "spread", p as i32, batch(&[b"y"]))
+            produce(&owner, "spread", p as i32, batch(&[b"y"]))
                 .await
                 .expect("produce"),
             0
