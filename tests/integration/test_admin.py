@@ -306,3 +306,23 @@ def test_alter_configs_replaces_a_topics_overrides(broker):
     configs = describe_configs(broker.bootstrap, "topic", topic)
     assert configs["segment.ms"].value == "3600000" and not configs["segment.ms"].is_default
     assert configs["retention.ms"].is_default
+
+
+def test_a_compacted_topic_refuses_just_the_records_without_a_key(broker):
+    """A compacted topic takes no record without a key: the answer names the
+    records (KIP-467), so librdkafka fails those with INVALID_RECORD and the
+    rest of their batch with _INVALID_DIFFERENT_RECORD; a batch of keyed
+    records goes through."""
+    from confluent_kafka import Producer
+    topic = kc.create_topic(broker.bootstrap, unique("compacted"), config={"cleanup.policy": "compact"})
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 100, "retries": 0})
+    errors = []
+    for i in range(10):
+        p.produce(topic, value=b"v%d" % i, key=None if i in (2, 7) else b"k%d" % i, partition=0,
+                  on_delivery=lambda e, m: errors.append(e.code() if e else None))
+    assert p.flush(30) == 0
+    assert errors.count(KafkaError.INVALID_RECORD) == 2, errors
+    assert errors.count(KafkaError._INVALID_DIFFERENT_RECORD) == 8, errors
+    assert kc.watermarks(broker.bootstrap, topic, 0) == (0, 0)
+    delivered = kc.produce_confluent(broker.bootstrap, topic, [Rec(key=b"k", value=b"v", partition=0)])
+    assert len(delivered) == 1 and kc.watermarks(broker.bootstrap, topic, 0) == (0, 1)

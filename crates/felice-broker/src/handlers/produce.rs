@@ -39,6 +39,9 @@ enum Rejected {
     /// Refused by the checks Kafka's LogValidator makes at the log: the
     /// answer carries the partition's log start offset, as Kafka's does.
     Validator(ResponseError, String),
+    /// Records of the batch refused one by one (INVALID_RECORD with the
+    /// records' indexes in the batch, KIP-467), at the log as `Validator`.
+    Records(String, Vec<(i32, String)>),
 }
 
 fn batch_error_code(e: &BatchError) -> ResponseError {
@@ -93,31 +96,28 @@ fn recompress(batch: &[u8], target: Compression, limit: usize) -> Result<bytes::
     Ok(bytes::Bytes::from(out))
 }
 
-/// Whether a validated batch holds a record with a null key (compacted
-/// topics only: compressed batches are decoded for it).
-fn has_keyless_record(batch: &bytes::Bytes, limit: usize) -> Result<bool, Rejected> {
+/// The indexes (in the batch) of the records with a null key, of a
+/// validated batch (compacted topics only: compressed batches are decoded
+/// for it).
+fn keyless_records(batch: &bytes::Bytes, limit: usize) -> Result<Vec<i32>, Rejected> {
     let corrupt = |e: String| Rejected::Kafka(ResponseError::CorruptMessage, e);
-    match felice_wire::Records::new(batch) {
-        Ok(records) => {
-            for r in records {
-                if r.map_err(|e| corrupt(e.to_string()))?.key.is_none() {
-                    return Ok(true);
-                }
+    let keyless = |records: felice_wire::Records<'_>| -> Result<Vec<i32>, Rejected> {
+        let mut found = Vec::new();
+        for (i, r) in records.enumerate() {
+            if r.map_err(|e| corrupt(e.to_string()))?.key.is_none() {
+                found.push(i as i32);
             }
-            Ok(false)
         }
+        Ok(found)
+    };
+    match felice_wire::Records::new(batch) {
+        Ok(records) => keyless(records),
         Err(BatchError::Compressed(_)) => {
             let (header, raw) = felice_wire::codec::records_section(batch, limit)
                 .map_err(|e| corrupt(e.to_string()))?;
             let plain = felice_wire::codec::as_uncompressed(&header, &raw)
                 .map_err(|e| corrupt(e.to_string()))?;
-            let records = felice_wire::Records::new(&plain).map_err(|e| corrupt(e.to_string()))?;
-            for r in records {
-                if r.map_err(|e| corrupt(e.to_string()))?.key.is_none() {
-                    return Ok(true);
-                }
-            }
-            Ok(false)
+            keyless(felice_wire::Records::new(&plain).map_err(|e| corrupt(e.to_string()))?)
         }
         Err(e) => Err(corrupt(e.to_string())),
     }
@@ -128,6 +128,7 @@ fn has_keyless_record(batch: &bytes::Bytes, limit: usize) -> Result<bool, Reject
 fn check(
     records: Option<&bytes::Bytes>,
     settings: &TopicSettings,
+    tp: &str,
 ) -> Result<bytes::Bytes, Rejected> {
     let max_message_bytes = settings.max_message_bytes;
     let Some(records) = records else {
@@ -184,13 +185,35 @@ fn check(
     // Decompressed records may not exceed what Kafka would accept of a
     // batch's records: a generous multiple of the batch size limit.
     let limit = (max_message_bytes.max(0) as usize).saturating_mul(DECOMPRESSION_RATIO_LIMIT);
-    if settings.log.cleanup_compact && has_keyless_record(records, limit)? {
+    if settings.log.cleanup_compact {
         // Kafka: a compacted topic keeps the last record per key; a record
-        // without one could never be compacted.
-        return Err(Rejected::Validator(
-            ResponseError::InvalidRecord,
-            "Compacted topic cannot accept message without key".into(),
-        ));
+        // without one could never be compacted. Each such record is named
+        // in the answer (KIP-467), so a client fails just those.
+        let keyless = keyless_records(records, limit)?;
+        if !keyless.is_empty() {
+            let errors: Vec<(i32, String)> = keyless
+                .iter()
+                .map(|i| {
+                    (
+                        *i,
+                        format!("Compacted topic cannot accept message without key in topic partition {tp}."),
+                    )
+                })
+                .collect();
+            let shown: Vec<String> = errors
+                .iter()
+                .take(3)
+                .map(|(i, m)| format!("RecordError(batchIndex={i}, message='{m}')"))
+                .collect();
+            return Err(Rejected::Records(
+                format!(
+                    "One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]",
+                    errors.len(),
+                    shown.join(", ")
+                ),
+                errors,
+            ));
+        }
     }
     match settings.compression {
         Some(target) if codec != Some(target as u8) => recompress(records, target, limit),
@@ -262,7 +285,8 @@ pub async fn handle(
                 ));
                 continue;
             }
-            match check(pd.records.as_ref(), &partition.settings()) {
+            let tp = format!("{}-{}", topic.name.0, pd.index);
+            match check(pd.records.as_ref(), &partition.settings(), &tp) {
                 Ok(data) => {
                     work.push(Work {
                         topic: ti,
@@ -275,6 +299,23 @@ pub async fn handle(
                 Err(Rejected::Kafka(code, msg)) => {
                     tracing::debug!(topic = %topic.name.0, partition = pd.index, error = %msg, "produce rejected");
                     partition_responses.push(error(code, Some(msg)));
+                }
+                Err(Rejected::Records(msg, errors)) => {
+                    tracing::debug!(topic = %topic.name.0, partition = pd.index, error = %msg, "produce rejected");
+                    partition_responses.push(
+                        error(ResponseError::InvalidRecord, Some(msg))
+                            .with_log_start_offset(partition.log_start_offset())
+                            .with_record_errors(
+                                errors
+                                    .into_iter()
+                                    .map(|(i, m)| {
+                                        kafka_protocol::messages::produce_response::BatchIndexAndErrorMessage::default()
+                                            .with_batch_index(i)
+                                            .with_batch_index_error_message(Some(str_bytes(&m)))
+                                    })
+                                    .collect(),
+                            ),
+                    );
                 }
                 Err(Rejected::Validator(code, msg)) => {
                     tracing::debug!(topic = %topic.name.0, partition = pd.index, error = %msg, "produce rejected");
