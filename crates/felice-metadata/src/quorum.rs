@@ -134,6 +134,8 @@ pub struct MetadataQuorum {
     log: FileLogStore,
     node_id: u64,
     commit_lock: tokio::sync::Mutex<()>,
+    /// Voters' last successful AppendEntries, while this node leads.
+    contacts: crate::raft::network::Contacts,
 }
 
 /// The transport of a quorum with no other node.
@@ -192,10 +194,11 @@ impl MetadataQuorum {
             .map_err(|e| QuorumError::Raft(e.to_string()))??
         };
         let transport = transport.unwrap_or_else(|| Arc::new(NoPeers));
+        let contacts = crate::raft::network::Contacts::default();
         let raft = Raft::new(
             cfg.node_id,
             raft_config(&cfg)?,
-            Network::new(transport),
+            Network::new(transport, contacts.clone()),
             log.clone(),
             sm.clone(),
         )
@@ -208,6 +211,7 @@ impl MetadataQuorum {
             log,
             node_id: cfg.node_id,
             commit_lock: tokio::sync::Mutex::new(()),
+            contacts,
         })
     }
 
@@ -473,6 +477,12 @@ impl MetadataQuorum {
             committed,
             entries,
         }
+    }
+
+    /// When `voter` last acknowledged this leader's AppendEntries
+    /// (wall-clock ms), if it has.
+    pub fn last_contact_ms(&self, voter: u64) -> Option<i64> {
+        self.contacts.get(voter)
     }
 
     /// Stops this node's Raft (its storage is already durable).

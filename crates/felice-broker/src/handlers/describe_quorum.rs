@@ -6,8 +6,9 @@
 //! KRaft; a broker forwards the request to it. Offsets are Kafka's
 //! (exclusive): a Raft index `i` is offset `i + 1`. The observers are the
 //! brokers that fetch the log (nodes that are only brokers), with their
-//! last fetch and last caught-up times; the voters' timestamps are not
-//! tracked (-1), except the leader's own.
+//! last fetch and last caught-up times; a voter's last fetch is its last
+//! successful AppendEntries from this leader, and it was last caught up
+//! then if its log ends where the leader's does (else -1, unknown).
 
 use crate::broker::Broker;
 use crate::controller::ControllerContext;
@@ -90,15 +91,25 @@ pub async fn on_controller(
                             .and_then(|r| r.get(&id))
                             .map_or(-1, |matched| matched.map_or(0, |l| l.index as i64 + 1))
                     };
+                    let end = offset_of(me as u64);
                     let replica = |id: u64| {
                         let own = id == me as u64;
                         let state = ReplicaState::default()
                             .with_replica_id(BrokerId(id as i32))
                             .with_log_end_offset(offset_of(id));
                         if version >= 1 {
+                            // A voter's last successful AppendEntries stands
+                            // for Kafka's last fetch; it was caught up then
+                            // if it is now (else unknown, -1).
+                            let contact = if own {
+                                now
+                            } else {
+                                ctx.quorum.last_contact_ms(id).unwrap_or(-1)
+                            };
+                            let caught_up = if offset_of(id) == end { contact } else { -1 };
                             state
-                                .with_last_fetch_timestamp(if own { now } else { -1 })
-                                .with_last_caught_up_timestamp(if own { now } else { -1 })
+                                .with_last_fetch_timestamp(contact)
+                                .with_last_caught_up_timestamp(caught_up)
                         } else {
                             state
                         }

@@ -77,9 +77,15 @@ async fn start(net: &Arc<MemNet>, id: u64) -> Node {
         from: id,
         net: net.clone(),
     });
-    let raft = Raft::new(id, config(), Network::new(transport), log, sm.clone())
-        .await
-        .expect("raft");
+    let raft = Raft::new(
+        id,
+        config(),
+        Network::new(transport, Default::default()),
+        log,
+        sm.clone(),
+    )
+    .await
+    .expect("raft");
     net.nodes.lock().expect("lock").insert(id, raft.clone());
     Node {
         raft,

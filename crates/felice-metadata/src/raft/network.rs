@@ -50,15 +50,44 @@ pub trait RaftTransport: Send + Sync + 'static {
     ) -> TransportFuture;
 }
 
+/// When each peer last answered an AppendEntries with success (wall-clock
+/// ms): what DescribeQuorum shows as a voter's last fetch, Raft's push
+/// standing in for Kafka's pull. At most one entry per voter.
+#[derive(Clone, Default)]
+pub struct Contacts(Arc<std::sync::Mutex<std::collections::HashMap<u64, i64>>>);
+
+impl Contacts {
+    pub fn get(&self, node: u64) -> Option<i64> {
+        match self.0.lock() {
+            Ok(m) => m.get(&node).copied(),
+            Err(p) => p.into_inner().get(&node).copied(),
+        }
+    }
+
+    fn record(&self, node: u64) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        match self.0.lock() {
+            Ok(mut m) => m.insert(node, now),
+            Err(p) => p.into_inner().insert(node, now),
+        };
+    }
+}
+
 /// openraft's network factory over a [`RaftTransport`].
 #[derive(Clone)]
 pub struct Network {
     transport: Arc<dyn RaftTransport>,
+    contacts: Contacts,
 }
 
 impl Network {
-    pub fn new(transport: Arc<dyn RaftTransport>) -> Network {
-        Network { transport }
+    pub fn new(transport: Arc<dyn RaftTransport>, contacts: Contacts) -> Network {
+        Network {
+            transport,
+            contacts,
+        }
     }
 }
 
@@ -67,6 +96,7 @@ pub struct Peer {
     transport: Arc<dyn RaftTransport>,
     target: u64,
     node: BasicNode,
+    contacts: Contacts,
 }
 
 impl RaftNetworkFactory<MetaRaft> for Network {
@@ -77,6 +107,7 @@ impl RaftNetworkFactory<MetaRaft> for Network {
             transport: self.transport.clone(),
             target,
             node: node.clone(),
+            contacts: self.contacts.clone(),
         }
     }
 }
@@ -116,7 +147,11 @@ impl RaftNetwork<MetaRaft> for Peer {
         rpc: AppendEntriesRequest<MetaRaft>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.call(RaftRpc::AppendEntries, &rpc, &option).await
+        let answer = self.call(RaftRpc::AppendEntries, &rpc, &option).await;
+        if matches!(answer, Ok(AppendEntriesResponse::Success)) {
+            self.contacts.record(self.target);
+        }
+        answer
     }
 
     async fn install_snapshot(
