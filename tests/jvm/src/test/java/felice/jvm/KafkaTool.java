@@ -34,6 +34,7 @@ final class KafkaTool {
     static final String CONSUMER_PERF = "org.apache.kafka.tools.ConsumerPerformance";
     static final String DELETE_RECORDS = "org.apache.kafka.tools.DeleteRecordsCommand";
     static final String TRANSACTIONS = "org.apache.kafka.tools.TransactionsCommand";
+    static final String METADATA_QUORUM = "org.apache.kafka.tools.MetadataQuorumCommand";
 
     /** What a tool did: its exit code and everything it printed. */
     record Result(List<String> command, int exitCode, String stdout, String stderr) {
