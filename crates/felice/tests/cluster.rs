@@ -255,6 +255,18 @@ impl Cluster {
         }
     }
 
+    /// SIGSTOP (`stop = true`) or SIGCONT to node `i`: a process that is
+    /// there but does nothing, as a long GC pause or a frozen VM.
+    fn pause(&mut self, i: usize, stop: bool) {
+        let pid = self.nodes[i].child.as_ref().expect("running node").id();
+        let status = Command::new("kill")
+            .arg(if stop { "-STOP" } else { "-CONT" })
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
     fn live(&self) -> Vec<usize> {
         (0..self.nodes.len())
             .filter(|i| self.nodes[*i].child.is_some())
@@ -907,4 +919,71 @@ async fn catch_up_figure_for_10000_partitions() {
                 .contains("installed the metadata snapshot from the active controller"));
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_controller_is_replaced_then_rejoins_after_sigcont() {
+    let mut cluster = Cluster::start_with(3, &["broker.session.timeout.ms=3000"]);
+    cluster.wait_all_ready().await;
+    let leader = quorum_leader(&cluster.addr(0)).await.expect("leader");
+    let paused = cluster.index_of(leader);
+    cluster.pause(paused, true);
+    let stopped = Instant::now();
+    let witness = cluster.addr((paused + 1) % 3);
+    // Another controller takes over: creations go on.
+    wait_until(
+        "a topic creation while the old controller is paused",
+        || {
+            let at = witness.clone();
+            async move {
+                create_topic(&at, "while-paused", 3)
+                    .await
+                    .is_ok_and(|c| c == 0 || c == 36)
+            }
+        },
+    )
+    .await;
+    let created = stopped.elapsed();
+    // The paused node sends no heartbeats: it is fenced.
+    wait_until("the paused broker to be fenced", || {
+        let at = witness.clone();
+        async move { topics_of(&at).await.is_ok_and(|md| md.brokers.len() == 2) }
+    })
+    .await;
+    let fenced = stopped.elapsed();
+    cluster.pause(paused, false);
+    let resumed = Instant::now();
+    // Back: it follows the new leader, catches up, and is unfenced.
+    wait_until("the resumed broker to serve again, caught up", || {
+        let own = cluster.addr(paused);
+        let at = witness.clone();
+        async move {
+            let others = topics_of(&at).await.is_ok_and(|md| md.brokers.len() == 3);
+            let caught_up = topics_of(&own).await.is_ok_and(|md| {
+                md.brokers.len() == 3
+                    && md.topics.iter().any(|t| {
+                        t.name
+                            .as_ref()
+                            .is_some_and(|n| n.0.as_str() == "while-paused")
+                    })
+            });
+            others && caught_up
+        }
+    })
+    .await;
+    let back = resumed.elapsed();
+    assert_ne!(
+        quorum_leader(&witness).await.expect("leader"),
+        -1,
+        "a leader after the resume"
+    );
+    assert_eq!(
+        create_topic(&cluster.addr(paused), "after-resume", 1)
+            .await
+            .expect("create"),
+        0
+    );
+    println!(
+        "pause: creation again {created:?} after SIGSTOP of the active controller; fenced after {fenced:?}; serving {back:?} after SIGCONT"
+    );
 }
