@@ -987,3 +987,50 @@ async fn a_paused_controller_is_replaced_then_rejoins_after_sigcont() {
         "pause: creation again {created:?} after SIGSTOP of the active controller; fenced after {fenced:?}; serving {back:?} after SIGCONT"
     );
 }
+
+/// A figure, not a check of speed: kill -9 of the active controller until a
+/// topic creation through another node succeeds again, 10 times (the
+/// killed node restarted between tries). Run with `cargo test -p felice
+/// --test cluster -- --ignored --nocapture failover_figure`
+/// (FELICE_BIN=target/release/felice for a release broker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a figure for the closing note"]
+async fn failover_figure_of_10_controller_kills() {
+    let mut cluster = Cluster::start(3);
+    cluster.wait_all_ready().await;
+    let mut gaps = Vec::new();
+    for round in 0..10 {
+        let any = cluster.addr(cluster.live()[0]);
+        wait_until("a quorum leader", || {
+            let at = any.clone();
+            async move { quorum_leader(&at).await.is_ok_and(|id| id > 0) }
+        })
+        .await;
+        let leader = quorum_leader(&any).await.expect("leader");
+        let victim = cluster.index_of(leader);
+        cluster.kill9(victim);
+        let killed = Instant::now();
+        let via = cluster.addr(cluster.live()[0]);
+        let name = format!("figure-{round}");
+        wait_until("a creation after the kill", || {
+            let at = via.clone();
+            let name = name.clone();
+            async move {
+                create_topic(&at, &name, 1)
+                    .await
+                    .is_ok_and(|c| c == 0 || c == 36)
+            }
+        })
+        .await;
+        gaps.push(killed.elapsed());
+        cluster.spawn(victim);
+        cluster.wait_all_ready().await;
+    }
+    gaps.sort();
+    println!(
+        "failover over 10 kills of the active controller: median {:?}, max {:?}, min {:?}",
+        gaps[gaps.len() / 2],
+        gaps[gaps.len() - 1],
+        gaps[0]
+    );
+}
