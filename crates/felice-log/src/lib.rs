@@ -53,6 +53,7 @@
 //! Concurrency: [`Log`] is not synchronised; the broker calls it from blocking threads
 //! under a per-partition mutex. A [`ReadSlice`] may be read without that lock.
 
+pub mod epoch_cache;
 mod index;
 mod log;
 mod mapped;
