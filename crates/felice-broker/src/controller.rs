@@ -489,6 +489,25 @@ impl Observers {
 
 /// The Kafka error of a commit that did not happen for a reason other than
 /// the request's own validation.
+/// What every result of a request carries when its commit of (infallible)
+/// decisions failed: NOT_CONTROLLER or KAFKA_STORAGE_ERROR; `None` if it
+/// succeeded.
+pub fn commit_failure<T>(
+    commit: &Result<T, felice_metadata::CommitError<std::convert::Infallible>>,
+) -> Option<TopicError> {
+    match commit {
+        Ok(_) => None,
+        Err(felice_metadata::CommitError::NotController(_)) => Some(TopicError::new(
+            ResponseError::NotController,
+            "this broker is not the active controller",
+        )),
+        Err(felice_metadata::CommitError::Failed(e)) => {
+            Some(TopicError::new(ResponseError::KafkaStorageError, e.clone()))
+        }
+        Err(felice_metadata::CommitError::Rejected(never)) => match *never {},
+    }
+}
+
 pub fn commit_error<E>(e: &felice_metadata::CommitError<E>) -> ResponseError {
     match e {
         felice_metadata::CommitError::Rejected(_) => ResponseError::InvalidRequest,

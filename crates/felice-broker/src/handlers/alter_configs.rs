@@ -16,11 +16,12 @@
 
 use crate::broker::Broker;
 use crate::controller::{ControllerContext, TopicError};
+use crate::controller_channel::ControllerRequest;
 use crate::handlers::delete_topics::apply_wait;
 use crate::handlers::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use crate::handlers::str_bytes;
 use crate::topic_config;
-use felice_metadata::{CommitError, MetadataImage, MetadataRecord};
+use felice_metadata::{MetadataImage, MetadataRecord};
 use kafka_protocol::messages::{
     alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
     AlterConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
@@ -302,15 +303,7 @@ async fn on_controller_common(
             Ok::<_, std::convert::Infallible>(records)
         })
         .await;
-    let failure = match commit {
-        Ok(_) => None,
-        Err(CommitError::NotController(_)) => Some(TopicError::new(
-            ResponseError::NotController,
-            "this broker is not the active controller",
-        )),
-        Err(CommitError::Failed(e)) => Some(TopicError::new(ResponseError::KafkaStorageError, e)),
-        Err(CommitError::Rejected(never)) => match never {},
-    };
+    let failure = crate::controller::commit_failure(&commit);
     if let Some(f) = failure {
         return asked
             .iter()
@@ -413,101 +406,116 @@ async fn wait_applied(broker: &Arc<Broker>, done: Vec<Alteration>) {
         .await;
 }
 
-/// The broker's side of IncrementalAlterConfigs: forwarded to the active
-/// controller.
+/// A resource's (type, name, error code) in a response.
+type Answer = (i8, String, i16);
+
+/// The broker's side of both APIs: forwarded to the active controller;
+/// the accepted changes are waited for here. `answers` reads the
+/// response's (type, name, error) per resource; `unanswered` builds the
+/// response when the controller could not be reached.
+async fn forward<R: ControllerRequest>(
+    broker: &Arc<Broker>,
+    header: &RequestHeader,
+    req: R,
+    asked: Vec<Result<Alteration, (i8, String, TopicError)>>,
+    validate_only: bool,
+    answers: fn(&R::Response) -> Vec<Answer>,
+    unanswered: impl FnOnce(Vec<(i8, String)>, &str) -> R::Response,
+) -> R::Response {
+    let resources: Vec<(i8, String)> = asked
+        .iter()
+        .map(|a| match a {
+            Ok(a) => (a.resource_type, a.name.clone()),
+            Err((t, n, _)) => (*t, n.clone()),
+        })
+        .collect();
+    match broker
+        .controller
+        .call(req, header.request_api_version)
+        .await
+    {
+        Ok(resp) => {
+            if !validate_only {
+                wait_applied(broker, accepted(asked, answers(&resp).into_iter())).await;
+            }
+            resp
+        }
+        Err(e) => unanswered(resources, &e.to_string()),
+    }
+}
+
+/// The broker's side of IncrementalAlterConfigs.
 pub async fn handle_incremental(
     broker: &Arc<Broker>,
     header: &RequestHeader,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
-    let asked = incremental(&req);
-    let validate_only = req.validate_only;
-    let resources: Vec<(i8, String)> = req
-        .resources
-        .iter()
-        .map(|r| (r.resource_type, r.resource_name.to_string()))
-        .collect();
-    match broker
-        .controller
-        .call(req, header.request_api_version)
-        .await
-    {
-        Ok(resp) => {
-            if !validate_only {
-                wait_applied(
-                    broker,
-                    accepted(
-                        asked,
-                        resp.responses
-                            .iter()
-                            .map(|r| (r.resource_type, r.resource_name.to_string(), r.error_code)),
-                    ),
-                )
-                .await;
-            }
-            resp
-        }
-        Err(e) => IncrementalAlterConfigsResponse::default().with_responses(
-            resources
-                .into_iter()
-                .map(|(t, n)| {
-                    incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                        .with_resource_type(t)
-                        .with_resource_name(str_bytes(&n))
-                        .with_error_code(ResponseError::RequestTimedOut.code())
-                        .with_error_message(Some(str_bytes(&e.to_string())))
-                })
-                .collect(),
-        ),
-    }
+    let (asked, validate_only) = (incremental(&req), req.validate_only);
+    forward(
+        broker,
+        header,
+        req,
+        asked,
+        validate_only,
+        |resp| {
+            resp.responses
+                .iter()
+                .map(|r| (r.resource_type, r.resource_name.to_string(), r.error_code))
+                .collect()
+        },
+        |resources, message| {
+            IncrementalAlterConfigsResponse::default().with_responses(
+                resources
+                    .into_iter()
+                    .map(|(t, n)| {
+                        incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                            .with_resource_type(t)
+                            .with_resource_name(str_bytes(&n))
+                            .with_error_code(ResponseError::RequestTimedOut.code())
+                            .with_error_message(Some(str_bytes(message)))
+                    })
+                    .collect(),
+            )
+        },
+    )
+    .await
 }
 
-/// The broker's side of AlterConfigs: forwarded to the active controller.
+/// The broker's side of AlterConfigs.
 pub async fn handle(
     broker: &Arc<Broker>,
     header: &RequestHeader,
     req: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
-    let asked = legacy(&req);
-    let validate_only = req.validate_only;
-    let resources: Vec<(i8, String)> = req
-        .resources
-        .iter()
-        .map(|r| (r.resource_type, r.resource_name.to_string()))
-        .collect();
-    match broker
-        .controller
-        .call(req, header.request_api_version)
-        .await
-    {
-        Ok(resp) => {
-            if !validate_only {
-                wait_applied(
-                    broker,
-                    accepted(
-                        asked,
-                        resp.responses
-                            .iter()
-                            .map(|r| (r.resource_type, r.resource_name.to_string(), r.error_code)),
-                    ),
-                )
-                .await;
-            }
-            resp
-        }
-        Err(e) => AlterConfigsResponse::default().with_responses(
-            resources
-                .into_iter()
-                .map(|(t, n)| {
-                    alter_configs_response::AlterConfigsResourceResponse::default()
-                        .with_resource_type(t)
-                        .with_resource_name(str_bytes(&n))
-                        .with_error_code(ResponseError::RequestTimedOut.code())
-                        .with_error_message(Some(str_bytes(&e.to_string())))
-                })
-                .collect(),
-        ),
-    }
+    let (asked, validate_only) = (legacy(&req), req.validate_only);
+    forward(
+        broker,
+        header,
+        req,
+        asked,
+        validate_only,
+        |resp| {
+            resp.responses
+                .iter()
+                .map(|r| (r.resource_type, r.resource_name.to_string(), r.error_code))
+                .collect()
+        },
+        |resources, message| {
+            AlterConfigsResponse::default().with_responses(
+                resources
+                    .into_iter()
+                    .map(|(t, n)| {
+                        alter_configs_response::AlterConfigsResourceResponse::default()
+                            .with_resource_type(t)
+                            .with_resource_name(str_bytes(&n))
+                            .with_error_code(ResponseError::RequestTimedOut.code())
+                            .with_error_message(Some(str_bytes(message)))
+                    })
+                    .collect(),
+            )
+        },
+    )
+    .await
 }
 
 /// The asked alterations the controller answered without error.

@@ -10,7 +10,6 @@ use crate::broker::Broker;
 use crate::controller::{self, ControllerContext, TopicError};
 use crate::handlers::delete_topics::apply_wait;
 use crate::handlers::str_bytes;
-use felice_metadata::CommitError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse, RequestHeader};
 use kafka_protocol::protocol::{Message, VersionRange};
@@ -152,15 +151,7 @@ pub async fn on_controller(
             Ok::<_, std::convert::Infallible>(records)
         })
         .await;
-    let failure = match commit {
-        Ok(_) => None,
-        Err(CommitError::NotController(_)) => Some((
-            ResponseError::NotController,
-            "this broker is not the active controller".to_string(),
-        )),
-        Err(CommitError::Failed(e)) => Some((ResponseError::KafkaStorageError, e)),
-        Err(CommitError::Rejected(never)) => match never {},
-    };
+    let failure = controller::commit_failure(&commit).map(|e| (e.code, e.message));
     // As Kafka: a name given twice is answered once.
     let mut answered = std::collections::HashSet::new();
     let results = wanted

@@ -11,7 +11,6 @@ use crate::controller::ControllerContext;
 use crate::controller::{self, NewTopic, TopicError};
 use crate::handlers::str_bytes;
 use crate::topic_config;
-use felice_metadata::CommitError;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
@@ -182,15 +181,7 @@ pub async fn on_controller(
             Ok::<_, std::convert::Infallible>(records)
         })
         .await;
-    let failure = match commit {
-        Ok(_) => None,
-        Err(CommitError::NotController(_)) => Some((
-            ResponseError::NotController,
-            "this broker is not the active controller".to_string(),
-        )),
-        Err(CommitError::Failed(e)) => Some((ResponseError::KafkaStorageError, e)),
-        Err(CommitError::Rejected(never)) => match never {},
-    };
+    let failure = controller::commit_failure(&commit).map(|e| (e.code, e.message));
     if outcomes.len() != names.len() {
         // The commit failed before validation ran: every topic gets its
         // own request error, or the commit's.
