@@ -39,11 +39,30 @@ struct Cluster {
     extra: Vec<String>,
 }
 
+/// A port for a node to listen on, below Linux's ephemeral range (32768 and
+/// up). A port from `bind(0)` is free only until released: the kernel hands
+/// the same range out to outgoing connections and to other tests' `bind(0)`,
+/// and CI caught a node failing with "Address already in use". Ports here
+/// come from a counter that starts at a per-process offset, each checked
+/// free before it is handed out.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 12_000;
+    const SPAN: u32 = 20_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
 impl Cluster {
@@ -267,6 +286,38 @@ impl Cluster {
         assert!(status.success());
     }
 
+    /// Creates `name` through node `via` and waits until every live broker
+    /// knows each of its partitions. A creation waits only for the node it
+    /// went to; the others apply the metadata log on their own time and
+    /// answer UNKNOWN_TOPIC_OR_PARTITION until then, as Kafka's brokers do.
+    async fn create_everywhere(&self, via: usize, name: &str, partitions: i32) {
+        assert_eq!(
+            create_topic(&self.addr(via), name, partitions)
+                .await
+                .expect("create"),
+            0
+        );
+        for i in self.live() {
+            if !self.nodes[i].roles.contains("broker") {
+                continue;
+            }
+            let at = self.addr(i);
+            wait_until("every broker to know the new topic", || {
+                let at = at.clone();
+                async move {
+                    let mut known = true;
+                    for p in 0..partitions as usize {
+                        known &= leader_of(&at, name, p)
+                            .await
+                            .is_some_and(|(_, code, _)| code == 0);
+                    }
+                    known
+                }
+            })
+            .await;
+        }
+    }
+
     fn live(&self) -> Vec<usize> {
         (0..self.nodes.len())
             .filter(|i| self.nodes[*i].child.is_some())
@@ -276,6 +327,18 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // A failed test shows what each node was doing: the panic alone
+        // says only which condition timed out.
+        if std::thread::panicking() {
+            for i in 0..self.nodes.len() {
+                eprintln!(
+                    "--- node {} ({}), last lines of server.log:\n{}",
+                    self.nodes[i].id,
+                    self.nodes[i].roles,
+                    self.log_tail(i)
+                );
+            }
+        }
         for i in 0..self.nodes.len() {
             self.kill9(i);
         }
@@ -523,7 +586,7 @@ async fn a_broker_killed_with_kill_9_returns_with_all_its_data() {
     let mut cluster = Cluster::start(3);
     cluster.wait_all_ready().await;
     let first = cluster.addr(0);
-    assert_eq!(create_topic(&first, "spread", 3).await.expect("create"), 0);
+    cluster.create_everywhere(0, "spread", 3).await;
     let md = topics_of(&first).await.expect("metadata");
     let topic = md
         .topics
@@ -607,7 +670,7 @@ async fn a_dead_broker_is_fenced_and_its_partitions_wait_for_it() {
     let mut cluster = Cluster::start_with(3, &["broker.session.timeout.ms=3000"]);
     cluster.wait_all_ready().await;
     let first = cluster.addr(0);
-    assert_eq!(create_topic(&first, "fenced", 3).await.expect("create"), 0);
+    cluster.create_everywhere(0, "fenced", 3).await;
     let md = topics_of(&first).await.expect("metadata");
     let topic = md
         .topics

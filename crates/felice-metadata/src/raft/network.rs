@@ -9,8 +9,10 @@
 //! side: decode, hand to the local Raft, encode the answer.
 
 use super::MetaRaft;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -21,6 +23,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Waits between calls to a peer that could not be reached, doubling from
+/// the first to the second, as Kafka's `reconnect.backoff.ms` (50) and
+/// `reconnect.backoff.max.ms` (1000). Without it, openraft retries a
+/// refused AppendEntries at once: a dead voter cost its peers thousands of
+/// connection attempts a second, enough CPU to starve a 2-core machine.
+pub const RECONNECT_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(50), Duration::from_millis(1000));
+
 /// The three Raft calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RaftRpc {
@@ -30,7 +40,8 @@ pub enum RaftRpc {
 }
 
 /// A transport failure: the node could not be reached, or did not answer in
-/// time. Raft retries; nothing else needs to know why.
+/// time. Raft retries after a backoff ([`RECONNECT_BACKOFF`]); nothing else
+/// needs to know why.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
 pub struct TransportError(pub String);
@@ -130,11 +141,12 @@ impl Peer {
     {
         let network = |e: TransportError| RPCError::Network(NetworkError::new(&e));
         let body = encode(req).map_err(network)?;
+        // Unreachable, not Network: openraft backs off (see `backoff`).
         let answer = self
             .transport
             .call(self.target, &self.node, rpc, body, option.hard_ttl())
             .await
-            .map_err(network)?;
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let result: Result<Resp, RaftError<u64, E>> = bincode::deserialize(&answer)
             .map_err(|e| network(TransportError(format!("decode {rpc:?} answer: {e}"))))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -142,6 +154,14 @@ impl Peer {
 }
 
 impl RaftNetwork<MetaRaft> for Peer {
+    /// Used after an unreachable peer; reset by the next successful call.
+    fn backoff(&self) -> Backoff {
+        let (first, max) = RECONNECT_BACKOFF;
+        Backoff::new(std::iter::successors(Some(first), move |d| {
+            Some((*d * 2).min(max))
+        }))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<MetaRaft>,
