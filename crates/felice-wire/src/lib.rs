@@ -10,6 +10,7 @@
 //!   fetch payload);
 //! - in-place rewrites done at append time ([`set_base_offset`],
 //!   [`set_partition_leader_epoch`], [`set_log_append_time`]);
+//! - [`Offset`] and [`LeaderEpoch`], newtypes for the integers easiest to mix up;
 //! - [`Records`] / [`RecordTimestamps`]: allocation-free walks over the records of an
 //!   uncompressed batch, and [`build_batch`], an encoder for tests and tools.
 //!
@@ -23,6 +24,7 @@
 mod batch;
 pub mod codec;
 mod records;
+mod types;
 mod varint;
 
 pub use batch::{
@@ -32,4 +34,5 @@ pub use batch::{
     MAGIC_V2,
 };
 pub use records::{build_batch, Record, RecordSpec, RecordTimestamps, Records};
+pub use types::{LeaderEpoch, Offset};
 pub use varint::{read_varint, read_varlong, write_varint, write_varlong};
