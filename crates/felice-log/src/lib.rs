@@ -232,6 +232,10 @@ pub enum LogError {
     AppendTooLarge { bytes: u64, offsets: i64 },
     #[error("append of zero bytes")]
     EmptyAppend,
+    /// A follower's append that does not start at the log end offset, or
+    /// whose batches are not contiguous (Kafka's UnexpectedAppendOffsetException).
+    #[error("append starts at offset {got}, expected {expected}")]
+    UnexpectedAppendOffset { expected: i64, got: i64 },
     /// An idempotent producer's batch that its sequence or epoch refuses.
     #[error(transparent)]
     Producer(#[from] ProducerError),

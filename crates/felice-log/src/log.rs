@@ -33,8 +33,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use felice_wire::{
-    crc32c, set_base_offset, set_log_append_time_split, set_partition_leader_epoch, BatchError,
-    BatchHeader, Batches, BATCH_HEADER_LEN,
+    crc32c, set_base_offset, set_log_append_time_split, set_partition_leader_epoch,
+    validate_stored_batch, BatchError, BatchHeader, Batches, BATCH_HEADER_LEN,
 };
 
 use crate::producer_state::{
@@ -165,6 +165,31 @@ fn sync_dir(dir: &Path) -> Result<(), LogError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err(dir))
+}
+
+/// What pass 1 of an append found.
+struct Scan {
+    headers: Vec<BatchHeader>,
+    /// Offsets the batches take.
+    offsets: i64,
+    /// Records they hold (for `flush.messages`).
+    records: u64,
+}
+
+/// One batch as written: its header (patched by a leader, as is for a
+/// follower), then its body range in the caller's buffer.
+struct Part {
+    header: [u8; BATCH_HEADER_LEN],
+    body: std::ops::Range<usize>,
+    last_offset: i64,
+    max_timestamp: i64,
+}
+
+/// What [`Log::write_parts`] wrote: the new log end offset and the largest
+/// timestamp.
+struct Written {
+    next: i64,
+    max_timestamp: i64,
 }
 
 impl Log {
@@ -417,11 +442,13 @@ impl Log {
         );
     }
 
-    /// Appends one or more batches already validated by the caller: rewrites each
-    /// batch's baseOffset (from the log end offset) and partitionLeaderEpoch in place,
-    /// stamps LogAppendTime when asked, rolls first if needed, writes everything with
-    /// one positioned write and adds index entries. All or nothing: on an I/O error the
-    /// segment files are cut back to their previous ends.
+    /// Appends one or more batches already validated by the caller, as a
+    /// leader: [`Log::assign_offsets`] rewrites each batch's baseOffset (from
+    /// the log end offset) and partitionLeaderEpoch, and stamps LogAppendTime
+    /// when asked; then [`Log::write_parts`] writes everything (after a roll
+    /// if needed) with one positioned write and adds index entries. All or
+    /// nothing: on an I/O error the segment files are cut back to their
+    /// previous ends.
     pub fn append(
         &mut self,
         batches: &[u8],
@@ -429,19 +456,126 @@ impl Log {
         ts_type: TimestampType,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
+        let scan = self.scan_headers(batches)?;
+        // Idempotent producers: a retry is answered with its original
+        // offsets, a bad sequence or epoch refuses the append; nothing rolls.
+        let first_offset = self.log_end_offset();
+        let updates = match self.check_producers(&scan.headers, first_offset, ts_type, now_ms)? {
+            Ok(updates) => updates,
+            Err(duplicate) => return Ok(duplicate),
+        };
+        self.maybe_roll(batches.len() as u64, scan.offsets, now_ms)?;
+        debug_assert_eq!(
+            first_offset,
+            self.log_end_offset(),
+            "a roll keeps the log end"
+        );
+        let parts = self.assign_offsets(batches, first_offset, leader_epoch, ts_type, now_ms)?;
+        let written = self.write_parts(batches, &parts, first_offset, now_ms)?;
+        debug_assert_eq!(
+            written.next - first_offset,
+            scan.offsets,
+            "offsets assigned = counted"
+        );
+        for (producer_id, entry) in updates {
+            self.producers.put(producer_id, entry);
+        }
+        self.after_write(scan.records, now_ms)?;
+        let log_append_time_ms = match ts_type {
+            TimestampType::LogAppendTime => now_ms,
+            TimestampType::CreateTime => -1,
+        };
+        Ok(AppendInfo {
+            first_offset,
+            last_offset: written.next - 1,
+            max_timestamp: written.max_timestamp,
+            log_append_time_ms,
+            log_start_offset: self.log_start_offset,
+            duplicate: false,
+        })
+    }
+
+    /// Appends batches as a follower (Kafka's `appendAsFollower`): the
+    /// leader's bytes as they are, offsets, leader epochs and timestamps
+    /// included. The first batch must start at the log end offset and each
+    /// next one where the previous ended ([`LogError::UnexpectedAppendOffset`]
+    /// otherwise). Each batch's CRC is checked. Producer state follows the
+    /// batches without sequence checks (the leader made them), so that a
+    /// producer's retry to this broker, once it leads, is a duplicate.
+    pub fn append_as_follower(
+        &mut self,
+        batches: &[u8],
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let scan = self.scan_headers(batches)?;
+        let first_offset = self.log_end_offset();
+        let mut expected = first_offset;
+        let mut at = 0usize;
+        let mut parts = Vec::with_capacity(scan.headers.len());
+        for h in &scan.headers {
+            if h.base_offset != expected {
+                return Err(LogError::UnexpectedAppendOffset {
+                    expected,
+                    got: h.base_offset,
+                });
+            }
+            let len = h.total_len();
+            let batch = batches.get(at..at + len).unwrap_or(&[]);
+            validate_stored_batch(batch).map_err(|source| LogError::CorruptBatch {
+                path: self.dir.clone(),
+                position: at as u64,
+                source,
+            })?;
+            let mut header = [0u8; BATCH_HEADER_LEN];
+            header.copy_from_slice(
+                batch
+                    .get(..BATCH_HEADER_LEN)
+                    .unwrap_or(&[0u8; BATCH_HEADER_LEN]),
+            );
+            let last_offset = h.base_offset + i64::from(h.last_offset_delta);
+            parts.push(Part {
+                header,
+                body: at + BATCH_HEADER_LEN..at + len,
+                last_offset,
+                max_timestamp: h.max_timestamp,
+            });
+            expected = last_offset + 1;
+            at += len;
+        }
+        self.maybe_roll(batches.len() as u64, scan.offsets, now_ms)?;
+        let written = self.write_parts(batches, &parts, first_offset, now_ms)?;
+        for h in &scan.headers {
+            self.producers.replay(h);
+        }
+        self.after_write(scan.records, now_ms)?;
+        Ok(AppendInfo {
+            first_offset,
+            last_offset: written.next - 1,
+            max_timestamp: written.max_timestamp,
+            log_append_time_ms: -1,
+            log_start_offset: self.log_start_offset,
+            duplicate: false,
+        })
+    }
+
+    /// Pass 1 of an append: the headers, to size it before choosing the
+    /// segment. Lengths are checked here; the rest was validated by the
+    /// caller (a leader's produce) or is checked per batch (a follower's).
+    fn scan_headers(&self, batches: &[u8]) -> Result<Scan, LogError> {
         if batches.is_empty() {
             return Err(LogError::EmptyAppend);
         }
-        // Pass 1: headers only, to size the append before choosing the segment.
-        let mut offsets = 0i64;
-        let mut records = 0u64;
-        let mut headers: Vec<BatchHeader> = Vec::with_capacity(1);
+        let mut scan = Scan {
+            headers: Vec::with_capacity(1),
+            offsets: 0,
+            records: 0,
+        };
         let mut iter = Batches::new(batches);
         loop {
             match iter.next() {
                 None => break,
                 Some(Ok((_, h))) => {
-                    headers.push(h);
+                    scan.headers.push(h);
                     if h.last_offset_delta < 0 {
                         return Err(LogError::CorruptBatch {
                             path: self.dir.clone(),
@@ -452,8 +586,8 @@ impl Log {
                             },
                         });
                     }
-                    offsets += i64::from(h.last_offset_delta) + 1;
-                    records += u64::try_from(h.record_count).unwrap_or(0);
+                    scan.offsets += i64::from(h.last_offset_delta) + 1;
+                    scan.records += u64::try_from(h.record_count).unwrap_or(0);
                 }
                 Some(Err(source)) => {
                     return Err(LogError::CorruptBatch {
@@ -464,47 +598,23 @@ impl Log {
                 }
             }
         }
-        // Idempotent producers: a retry is answered with its original
-        // offsets, a bad sequence or epoch refuses the append; nothing rolls.
-        let first_offset = self.log_end_offset();
-        let updates = match self.check_producers(&headers, first_offset, ts_type, now_ms)? {
-            Ok(updates) => updates,
-            Err(duplicate) => return Ok(duplicate),
-        };
-        let total = batches.len() as u64;
-        self.maybe_roll(total, offsets, now_ms)?;
-        let limits = limits(&self.config);
-        debug_assert_eq!(
-            first_offset,
-            self.log_end_offset(),
-            "a roll keeps the log end"
-        );
+        Ok(scan)
+    }
 
-        // Pass 2: assign offsets and collect index entries (nothing committed yet).
-        let segment = self.active();
-        let base = segment.base_offset;
-        let start_size = segment.size;
-        let mut position = segment.size;
-        let mut cursor = IndexCursor {
-            bytes_since_index: segment.bytes_since_index,
-            max_timestamp: segment.max_timestamp,
-            offset_of_max: segment.offset_of_max_timestamp,
-            last_time_ts: segment.last_time_entry()?.map_or(i64::MIN, |t| t.timestamp),
-            time_entry_skipped: segment.time_entry_skipped,
-        };
-        let offset_index_len = segment.offset_index.len();
-        let time_index_len = segment.time_index.len();
-        let mut offset_entries = Vec::new();
-        let mut time_entries = Vec::new();
-        let mut next = first_offset;
-        let mut append_max_ts = -1i64;
-        let mut at = 0usize;
-        /// One batch as written: its patched header, then its body range in `batches`.
-        struct Part {
-            header: [u8; BATCH_HEADER_LEN],
-            body: std::ops::Range<usize>,
-        }
+    /// A leader's offsets: each batch's header patched with its base offset
+    /// (from `first_offset` on), `leader_epoch` and, for LogAppendTime,
+    /// `now_ms`. Pure: nothing is written; bodies stay in the caller's buffer.
+    fn assign_offsets(
+        &self,
+        batches: &[u8],
+        first_offset: i64,
+        leader_epoch: i32,
+        ts_type: TimestampType,
+        now_ms: i64,
+    ) -> Result<Vec<Part>, LogError> {
         let mut parts: Vec<Part> = Vec::with_capacity(1);
+        let mut next = first_offset;
+        let mut at = 0usize;
         while at < batches.len() {
             let corrupt = |source| LogError::CorruptBatch {
                 path: self.dir.clone(),
@@ -533,34 +643,72 @@ impl Log {
             let body = batch.get(BATCH_HEADER_LEN..).unwrap_or(&[]);
             set_base_offset(&mut patched, next).map_err(corrupt)?;
             set_partition_leader_epoch(&mut patched, leader_epoch).map_err(corrupt)?;
-            let batch_max_ts = match ts_type {
+            let max_timestamp = match ts_type {
                 TimestampType::LogAppendTime => {
                     set_log_append_time_split(&mut patched, body, now_ms).map_err(corrupt)?;
                     now_ms
                 }
                 TimestampType::CreateTime => header.max_timestamp,
             };
+            let last_offset = next + i64::from(header.last_offset_delta);
             parts.push(Part {
                 header: patched,
                 body: at + BATCH_HEADER_LEN..at + len,
+                last_offset,
+                max_timestamp,
             });
-            let last = next + i64::from(header.last_offset_delta);
-            append_max_ts = append_max_ts.max(batch_max_ts);
+            next = last_offset + 1;
+            at += len;
+        }
+        Ok(parts)
+    }
+
+    /// Writes `parts` at the end of the active segment (the caller rolled
+    /// already) with one positioned write, then their index entries; undoes
+    /// all on failure. Updates the segment's bookkeeping on success.
+    fn write_parts(
+        &mut self,
+        batches: &[u8],
+        parts: &[Part],
+        first_offset: i64,
+        now_ms: i64,
+    ) -> Result<Written, LogError> {
+        let limits = limits(&self.config);
+        let segment = self.active();
+        let base = segment.base_offset;
+        let start_size = segment.size;
+        let mut position = segment.size;
+        let mut cursor = IndexCursor {
+            bytes_since_index: segment.bytes_since_index,
+            max_timestamp: segment.max_timestamp,
+            offset_of_max: segment.offset_of_max_timestamp,
+            last_time_ts: segment.last_time_entry()?.map_or(i64::MIN, |t| t.timestamp),
+            time_entry_skipped: segment.time_entry_skipped,
+        };
+        let offset_index_len = segment.offset_index.len();
+        let time_index_len = segment.time_index.len();
+        let mut offset_entries = Vec::new();
+        let mut time_entries = Vec::new();
+        let mut written = Written {
+            next: first_offset,
+            max_timestamp: -1,
+        };
+        for part in parts {
+            let len = (BATCH_HEADER_LEN + part.body.len()) as u64;
             cursor.on_batch(
                 &limits,
                 base,
                 position,
-                len as u64,
-                last,
-                batch_max_ts,
+                len,
+                part.last_offset,
+                part.max_timestamp,
                 (offset_index_len, &mut offset_entries),
                 (time_index_len, &mut time_entries),
             );
-            position += len as u64;
-            next = last + 1;
-            at += len;
+            position += len;
+            written.next = part.last_offset + 1;
+            written.max_timestamp = written.max_timestamp.max(part.max_timestamp);
         }
-        debug_assert_eq!(next - first_offset, offsets, "offsets assigned = counted");
 
         // Commit: log data, then index entries (pending in memory; a write per
         // `WRITE_BATCH` of them); undo all on failure.
@@ -570,7 +718,7 @@ impl Log {
             .iter()
             .flat_map(|p| [&p.header[..], batches.get(p.body.clone()).unwrap_or(&[])])
             .collect();
-        let written = write_all_vectored_at(&file, &slices, start_size)
+        let result = write_all_vectored_at(&file, &slices, start_size)
             .map_err(io_err(&segment.log_path))
             .and_then(|()| {
                 let path = || segment.log_path.with_extension("index");
@@ -586,7 +734,7 @@ impl Log {
                     .append(path, &time_entries)
                     .map_err(|e| io_err(&path())(e))
             });
-        if let Err(e) = written {
+        if let Err(e) = result {
             // Best effort: the original error is what the caller needs to see.
             let _ = file.set_len(start_size);
             let index_path = segment.index_path();
@@ -601,32 +749,24 @@ impl Log {
             segment.next_offset, first_offset
         );
         segment.size = position;
-        segment.next_offset = next;
+        segment.next_offset = written.next;
         segment.max_timestamp = cursor.max_timestamp;
         segment.offset_of_max_timestamp = cursor.offset_of_max;
         segment.bytes_since_index = cursor.bytes_since_index;
         segment.roll_base_ms.get_or_insert(now_ms);
         segment.time_entry_skipped = cursor.time_entry_skipped;
         segment.dirty = true;
-        for (producer_id, entry) in updates {
-            self.producers.put(producer_id, entry);
-        }
+        Ok(written)
+    }
+
+    /// After a write: counts the records toward `flush.messages` and
+    /// flushes when it is reached.
+    fn after_write(&mut self, records: u64, now_ms: i64) -> Result<(), LogError> {
         self.unflushed_messages = self.unflushed_messages.saturating_add(records);
         if self.unflushed_messages >= self.config.flush_interval_messages {
             self.flush_at(now_ms, false)?;
         }
-        let log_append_time_ms = match ts_type {
-            TimestampType::LogAppendTime => now_ms,
-            TimestampType::CreateTime => -1,
-        };
-        Ok(AppendInfo {
-            first_offset,
-            last_offset: next - 1,
-            max_timestamp: append_max_ts,
-            log_append_time_ms,
-            log_start_offset: self.log_start_offset,
-            duplicate: false,
-        })
+        Ok(())
     }
 
     /// Checks each batch of an append against the producer state (batches of
@@ -1286,6 +1426,8 @@ impl Log {
     }
 }
 
+#[cfg(test)]
+mod follower_tests;
 #[cfg(test)]
 mod producer_tests;
 #[cfg(test)]

@@ -52,6 +52,7 @@ fn read_error_code(e: &ReplicaError) -> ResponseError {
             LogError::InvalidConfig { .. }
             | LogError::AppendTooLarge { .. }
             | LogError::EmptyAppend
+            | LogError::UnexpectedAppendOffset { .. }
             | LogError::Producer(_),
         ) => ResponseError::UnknownServerError,
     }

@@ -68,6 +68,10 @@ fn replica_error_code(e: &ReplicaError) -> ResponseError {
         ReplicaError::Log(LogError::InvalidConfig { .. }) => ResponseError::InvalidConfig,
         ReplicaError::Log(LogError::AppendTooLarge { .. }) => ResponseError::RecordListTooLarge,
         ReplicaError::Log(LogError::EmptyAppend) => ResponseError::InvalidRecord,
+        // Only a follower's append checks the offsets it is given.
+        ReplicaError::Log(LogError::UnexpectedAppendOffset { .. }) => {
+            ResponseError::UnknownServerError
+        }
         ReplicaError::Log(LogError::Producer(p)) => match p {
             ProducerError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
             ProducerError::NewEpochNotAtZero { .. } => ResponseError::OutOfOrderSequenceNumber,
