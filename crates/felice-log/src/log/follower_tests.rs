@@ -26,7 +26,7 @@ fn batch(i: usize, seq: &mut i32) -> Vec<u8> {
         .map(|r| (None, Some(&value[..]), NOW + (i * 10 + r) as i64))
         .collect();
     let mut b = build_batch(&recs);
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         set_producer(&mut b, 4_000, 0, *seq).expect("producer fields");
         *seq += records as i32;
     }
