@@ -10,9 +10,10 @@ use crate::producer_ids::ProducerIdManager;
 use crate::publisher::{AppliedImage, ApplyTimedOut};
 use crate::replica::Partition;
 use crate::replica::ReplicaManager;
+use crate::topic_config;
 use felice_coord::GroupError;
-use felice_metadata::MetadataImage;
 use felice_metadata::TopicId;
+use felice_metadata::{MetadataImage, TopicImage};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -120,7 +121,12 @@ impl Broker {
             metadata.clone(),
             controller,
         );
-        let replicas = ReplicaManager::new(&config.log_dir, config.node_id, clock.clone());
+        let replicas = ReplicaManager::new(
+            &config.log_dir,
+            config.node_id,
+            clock.clone(),
+            crate::limits::MAX_PRODUCER_IDS_PER_BROKER,
+        );
         let groups = GroupCoordinator::new(&config, clock.clone());
         let applied = AppliedImage::new(Arc::new(felice_metadata::MetadataImage::default()));
         let broker = Broker {
@@ -141,7 +147,10 @@ impl Broker {
             apply_lock: std::sync::Mutex::new(()),
         };
         let image = broker.metadata.image();
-        broker.replicas.reconcile(&image, &broker.config)?;
+        let config = &broker.config;
+        broker
+            .replicas
+            .reconcile(&image, |t| topic_config::settings(config, &t.configs))?;
         broker.groups.on_image(&image);
         broker.applied.publish(image);
         // Groups and offsets come back from __consumer_offsets before serving.
@@ -286,7 +295,9 @@ impl Broker {
         if image.offset <= previous.offset {
             return;
         }
-        if let Err(e) = self.replicas.reconcile(&image, &self.config) {
+        let config = &self.config;
+        let settings_of = |t: &TopicImage| topic_config::settings(config, &t.configs);
+        if let Err(e) = self.replicas.reconcile(&image, settings_of) {
             tracing::error!(error = %e, "could not apply metadata to the hosted partitions");
         }
         let deleted: Vec<String> = previous

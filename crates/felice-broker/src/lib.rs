@@ -4,7 +4,7 @@
 
 pub mod broker;
 pub(crate) mod broker_lifecycle;
-pub mod clock;
+pub use felice_replica::clock;
 pub mod config;
 pub(crate) mod controller;
 pub(crate) mod controller_channel;
@@ -20,7 +20,7 @@ pub(crate) mod placement;
 pub(crate) mod producer_ids;
 pub(crate) mod publisher;
 pub(crate) mod raft_transport;
-pub(crate) mod replica;
+pub(crate) use felice_replica::partition as replica;
 pub(crate) mod response;
 pub mod server;
 pub(crate) mod topic_config;

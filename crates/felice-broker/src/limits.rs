@@ -31,16 +31,8 @@ pub const FRAME_PREALLOC_BYTES: usize = 1024 * 1024;
 /// each response could hold up to `fetch.max.bytes` of small ranges).
 pub const FETCH_MEMORY_BUDGET_BYTES: usize = 64 << 20;
 
-/// An append on a connection's task (`Partition::try_append_now`) that
-/// takes this long means the kernel is making writers wait (dirty-page
-/// throttling, a busy journal): appends then go to blocking threads for
-/// [`INLINE_APPEND_PAUSE_MS`], so the two runtime workers keep serving
-/// fetches, heartbeats and other connections. At most one such stall per
-/// pause reaches a worker.
-pub const SLOW_INLINE_APPEND: std::time::Duration = std::time::Duration::from_millis(5);
-
-/// See [`SLOW_INLINE_APPEND`].
-pub const INLINE_APPEND_PAUSE_MS: i64 = 1_000;
+/// The inline-append switch of the partitions (see felice-replica's limits).
+pub use felice_replica::limits::{INLINE_APPEND_PAUSE_MS, SLOW_INLINE_APPEND};
 
 /// Longest a Fetch may park in purgatory, whatever `max_wait_ms` it asks for
 /// (Kafka clients use 500 ms by default; librdkafka up to `fetch.wait.max.ms`).

@@ -314,93 +314,81 @@ pub fn describe(
         .collect()
 }
 
-/// The settings a partition's log and the produce path act on.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TopicSettings {
-    pub log: felice_log::LogConfig,
-    pub max_message_bytes: i32,
-    pub log_append_time: bool,
-    /// `compression.type`: `None` for `producer` (batches kept as sent),
-    /// otherwise the codec the broker re-encodes batches in.
-    pub compression: Option<kafka_protocol::records::Compression>,
-}
+pub use felice_replica::TopicSettings;
 
-impl TopicSettings {
-    pub fn new(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -> TopicSettings {
-        let long = |key: &str, default: i64| -> i64 {
-            overrides
-                .get(key)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(default)
-        };
-        let policy = overrides
-            .get("cleanup.policy")
-            .map(String::as_str)
-            .unwrap_or(broker.log_cleanup_policy.as_str());
-        let log = felice_log::LogConfig {
-            segment_bytes: long("segment.bytes", i64::from(broker.log_segment_bytes)).max(14)
-                as u64,
-            segment_ms: long("segment.ms", broker.log_roll_ms),
-            segment_index_bytes: long(
-                "segment.index.bytes",
-                i64::from(broker.log_index_size_max_bytes),
-            )
-            .max(4) as u64,
-            index_interval_bytes: long(
-                "index.interval.bytes",
-                i64::from(broker.log_index_interval_bytes),
-            )
-            .max(0) as u64,
-            retention_ms: long("retention.ms", broker.log_retention_ms),
-            retention_bytes: long("retention.bytes", broker.log_retention_bytes),
-            flush_interval_messages: long("flush.messages", broker.log_flush_interval_messages)
-                .max(1) as u64,
-            flush_interval_ms: long("flush.ms", broker.log_flush_interval_ms),
-            file_delete_delay_ms: long("file.delete.delay.ms", broker.log_segment_delete_delay_ms),
-            cleanup_delete: policy.split(',').any(|p| p.trim() == "delete"),
-            cleanup_compact: broker.log_cleaner_enable
-                && policy.split(',').any(|p| p.trim() == "compact"),
-            delete_retention_ms: long(
-                "delete.retention.ms",
-                broker.log_cleaner_delete_retention_ms,
-            ),
-            min_cleanable_dirty_ratio_permille: overrides
-                .get("min.cleanable.dirty.ratio")
-                .and_then(|v| v.parse::<f64>().ok())
-                .map_or(broker.log_cleaner_min_cleanable_ratio_permille, |r| {
-                    (r.clamp(0.0, 1.0) * 1000.0).round() as u32
-                }),
-            min_compaction_lag_ms: long(
-                "min.compaction.lag.ms",
-                broker.log_cleaner_min_compaction_lag_ms,
-            ),
-            producer_id_expiration_ms: broker.producer_id_expiration_ms,
-            max_producers_per_partition: felice_log::MAX_PRODUCERS_PER_PARTITION,
-        };
-        let timestamp_type = overrides
-            .get("message.timestamp.type")
-            .map(String::as_str)
-            .unwrap_or(broker.log_message_timestamp_type.as_str());
-        use kafka_protocol::records::Compression;
-        let compression = match overrides
-            .get("compression.type")
-            .map(String::as_str)
-            .unwrap_or(broker.compression_type.as_str())
-        {
-            "uncompressed" => Some(Compression::None),
-            "gzip" => Some(Compression::Gzip),
-            "snappy" => Some(Compression::Snappy),
-            "lz4" => Some(Compression::Lz4),
-            "zstd" => Some(Compression::Zstd),
-            _ => None,
-        };
-        TopicSettings {
-            log,
-            max_message_bytes: long("max.message.bytes", i64::from(broker.message_max_bytes))
-                as i32,
-            log_append_time: timestamp_type == "LogAppendTime",
-            compression,
-        }
+/// The settings of a topic with `overrides` on this broker's defaults.
+pub fn settings(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -> TopicSettings {
+    let long = |key: &str, default: i64| -> i64 {
+        overrides
+            .get(key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let policy = overrides
+        .get("cleanup.policy")
+        .map(String::as_str)
+        .unwrap_or(broker.log_cleanup_policy.as_str());
+    let log = felice_log::LogConfig {
+        segment_bytes: long("segment.bytes", i64::from(broker.log_segment_bytes)).max(14) as u64,
+        segment_ms: long("segment.ms", broker.log_roll_ms),
+        segment_index_bytes: long(
+            "segment.index.bytes",
+            i64::from(broker.log_index_size_max_bytes),
+        )
+        .max(4) as u64,
+        index_interval_bytes: long(
+            "index.interval.bytes",
+            i64::from(broker.log_index_interval_bytes),
+        )
+        .max(0) as u64,
+        retention_ms: long("retention.ms", broker.log_retention_ms),
+        retention_bytes: long("retention.bytes", broker.log_retention_bytes),
+        flush_interval_messages: long("flush.messages", broker.log_flush_interval_messages).max(1)
+            as u64,
+        flush_interval_ms: long("flush.ms", broker.log_flush_interval_ms),
+        file_delete_delay_ms: long("file.delete.delay.ms", broker.log_segment_delete_delay_ms),
+        cleanup_delete: policy.split(',').any(|p| p.trim() == "delete"),
+        cleanup_compact: broker.log_cleaner_enable
+            && policy.split(',').any(|p| p.trim() == "compact"),
+        delete_retention_ms: long(
+            "delete.retention.ms",
+            broker.log_cleaner_delete_retention_ms,
+        ),
+        min_cleanable_dirty_ratio_permille: overrides
+            .get("min.cleanable.dirty.ratio")
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(broker.log_cleaner_min_cleanable_ratio_permille, |r| {
+                (r.clamp(0.0, 1.0) * 1000.0).round() as u32
+            }),
+        min_compaction_lag_ms: long(
+            "min.compaction.lag.ms",
+            broker.log_cleaner_min_compaction_lag_ms,
+        ),
+        producer_id_expiration_ms: broker.producer_id_expiration_ms,
+        max_producers_per_partition: felice_log::MAX_PRODUCERS_PER_PARTITION,
+    };
+    let timestamp_type = overrides
+        .get("message.timestamp.type")
+        .map(String::as_str)
+        .unwrap_or(broker.log_message_timestamp_type.as_str());
+    use kafka_protocol::records::Compression;
+    let compression = match overrides
+        .get("compression.type")
+        .map(String::as_str)
+        .unwrap_or(broker.compression_type.as_str())
+    {
+        "uncompressed" => Some(Compression::None),
+        "gzip" => Some(Compression::Gzip),
+        "snappy" => Some(Compression::Snappy),
+        "lz4" => Some(Compression::Lz4),
+        "zstd" => Some(Compression::Zstd),
+        _ => None,
+    };
+    TopicSettings {
+        log,
+        max_message_bytes: long("max.message.bytes", i64::from(broker.message_max_bytes)) as i32,
+        log_append_time: timestamp_type == "LogAppendTime",
+        compression,
     }
 }
 
@@ -435,7 +423,7 @@ mod tests {
             "message.timestamp.type".to_string(),
             "LogAppendTime".to_string(),
         );
-        let s = TopicSettings::new(&broker, &o);
+        let s = settings(&broker, &o);
         assert_eq!(s.log.retention_ms, 1000);
         assert_eq!(s.max_message_bytes, 2000);
         assert!(s.log_append_time);

@@ -7,11 +7,19 @@
 //! may complete. Pure: no I/O, no clock, no locks; events come in as method
 //! calls with `now_ms`, what must happen comes out as [`state::Effects`].
 //!
-//! The partition's log, the purgatories and the follower fetcher still live
-//! in felice-broker (`replica.rs`); they move here as replication lands (see
-//! docs/replication-plan.md).
+//! Also [`partition`]: the hosted partitions ([`partition::ReplicaManager`],
+//! [`partition::Partition`]), each owning its log and the long-poll
+//! purgatory; [`clock`], the injected wall clock; [`TopicSettings`], what a
+//! partition acts on. The follower fetcher and the acks=all purgatory come
+//! here as replication lands (see docs/replication-plan.md).
 
+pub mod clock;
+pub mod limits;
+pub mod partition;
+pub mod settings;
 pub mod state;
+
+pub use settings::TopicSettings;
 
 pub use felice_wire::{LeaderEpoch, Offset};
 pub use state::{

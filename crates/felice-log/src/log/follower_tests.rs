@@ -81,23 +81,36 @@ fn leader_with(batches: usize, dir: &Path) -> Log {
 
 #[test]
 fn a_follower_copy_is_byte_identical_with_the_same_producer_state() {
-    let (ld, fd) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let (ld, fd) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
     let leader = leader_with(60, ld.path());
     assert!(leader.segment_count() > 2, "the test must cross rolls");
     let mut follower = Log::open(fd.path(), config(), NOW).expect("open");
     for b in stored_batches(&leader) {
-        let info = follower.append_as_follower(&b, NOW).expect("follower append");
+        let info = follower
+            .append_as_follower(&b, NOW)
+            .expect("follower append");
         assert_eq!(info.last_offset + 1, follower.log_end_offset());
     }
     assert_eq!(follower.log_end_offset(), leader.log_end_offset());
-    assert_eq!(follower.segment_base_offsets(), leader.segment_base_offsets());
+    assert_eq!(
+        follower.segment_base_offsets(),
+        leader.segment_base_offsets()
+    );
     assert_eq!(segment_files(fd.path()), segment_files(ld.path()));
     assert_eq!(
         follower.producer_state().entries(),
         leader.producer_state().entries()
     );
     // Reads agree too (the indexes point at the same batches).
-    for offset in [0, 17, leader.log_end_offset() / 2, leader.log_end_offset() - 1] {
+    for offset in [
+        0,
+        17,
+        leader.log_end_offset() / 2,
+        leader.log_end_offset() - 1,
+    ] {
         let a = leader.read(offset, 500, i64::MAX, true).expect("read");
         let b = follower.read(offset, 500, i64::MAX, true).expect("read");
         let bytes = |s: Option<ReadSlice>| s.map(|s| s.read_bytes().expect("bytes"));
@@ -107,7 +120,10 @@ fn a_follower_copy_is_byte_identical_with_the_same_producer_state() {
 
 #[test]
 fn several_batches_in_one_follower_append_keep_their_offsets_and_epochs() {
-    let (ld, fd) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let (ld, fd) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
     let leader = leader_with(40, ld.path());
     let mut follower = Log::open(fd.path(), config(), NOW).expect("open");
     // Fetch-sized chunks: several batches per append, as a fetch brings them.
@@ -121,11 +137,16 @@ fn several_batches_in_one_follower_append_keep_their_offsets_and_epochs() {
 
 #[test]
 fn a_promoted_follower_recognises_a_producer_retry() {
-    let (ld, fd) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let (ld, fd) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
     let leader = leader_with(12, ld.path());
     let mut follower = Log::open(fd.path(), config(), NOW).expect("open");
     for b in stored_batches(&leader) {
-        follower.append_as_follower(&b, NOW).expect("follower append");
+        follower
+            .append_as_follower(&b, NOW)
+            .expect("follower append");
     }
     // The producer's last batch (i = 9) retried to the new leader.
     let mut seq = 0;
@@ -140,13 +161,19 @@ fn a_promoted_follower_recognises_a_producer_retry() {
     let info = follower
         .append(&last, 9, TimestampType::CreateTime, NOW)
         .expect("retry");
-    assert!(info.duplicate, "a retry of a replicated batch is a duplicate");
+    assert!(
+        info.duplicate,
+        "a retry of a replicated batch is a duplicate"
+    );
     assert_eq!(follower.log_end_offset(), leo);
 }
 
 #[test]
 fn a_gap_or_a_corrupt_batch_is_refused_and_changes_nothing() {
-    let (ld, fd) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let (ld, fd) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
     let leader = leader_with(6, ld.path());
     let batches = stored_batches(&leader);
     let mut follower = Log::open(fd.path(), config(), NOW).expect("open");

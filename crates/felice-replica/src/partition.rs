@@ -21,11 +21,10 @@
 //! request at a time per connection).
 
 use crate::clock::SharedClock;
-use crate::config::BrokerConfig;
-use crate::limits::{INLINE_APPEND_PAUSE_MS, MAX_PRODUCER_IDS_PER_BROKER, SLOW_INLINE_APPEND};
-use crate::topic_config::TopicSettings;
+use crate::limits::{INLINE_APPEND_PAUSE_MS, SLOW_INLINE_APPEND};
+use crate::settings::TopicSettings;
 use felice_log::{Log, LogConfig, LogError, ProducerBudget, TimestampType};
-use felice_metadata::{MetadataImage, TopicId};
+use felice_metadata::{MetadataImage, TopicId, TopicImage};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
@@ -314,12 +313,19 @@ const OPEN_THREADS: usize = 8;
 const DELETE_SUFFIX: &str = "-delete";
 
 impl ReplicaManager {
-    pub fn new(log_dir: &Path, node_id: i32, clock: SharedClock) -> ReplicaManager {
+    /// `max_producer_ids`: the idempotent producer ids all partitions
+    /// together remember (felice-broker's `MAX_PRODUCER_IDS_PER_BROKER`).
+    pub fn new(
+        log_dir: &Path,
+        node_id: i32,
+        clock: SharedClock,
+        max_producer_ids: usize,
+    ) -> ReplicaManager {
         ReplicaManager {
             ctx: ReplicaContext::new(clock),
             log_dir: log_dir.to_path_buf(),
             node_id,
-            producer_budget: ProducerBudget::new(MAX_PRODUCER_IDS_PER_BROKER),
+            producer_budget: ProducerBudget::new(max_producer_ids),
             partitions: RwLock::new(HashMap::new()),
         }
     }
@@ -345,15 +351,20 @@ impl ReplicaManager {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Makes the hosted partitions match the image: opens (creating or
     /// recovering) the logs of partitions this broker replicates, closes and
-    /// deletes those whose topic is gone, and applies changed topic configs.
+    /// deletes those whose topic is gone, and applies changed topic configs
+    /// (`settings_of` gives a topic's settings on this broker).
     /// Blocking I/O: call from a blocking thread. Also called at start-up,
     /// where it removes directories the image no longer knows.
     pub fn reconcile(
         &self,
         image: &MetadataImage,
-        broker: &BrokerConfig,
+        settings_of: impl Fn(&TopicImage) -> TopicSettings,
     ) -> Result<(), ReplicaError> {
         // Partitions to drop: topic gone, or recreated under a new id.
         let existing = self.all();
@@ -367,7 +378,7 @@ impl ReplicaManager {
         }
         let mut to_open = Vec::new();
         for topic in image.topics() {
-            let settings = TopicSettings::new(broker, &topic.configs);
+            let settings = settings_of(topic);
             for part in &topic.partitions {
                 if !part.replicas.contains(&self.node_id) {
                     continue;
