@@ -84,21 +84,33 @@ impl Heartbeats {
     }
 }
 
-/// The partition changes that fence (`fence = true`) or unfence `node`:
-/// fencing moves leadership to another unfenced ISR member or to none,
-/// and takes the broker out of an ISR it is not the last member of;
-/// unfencing gives it back the leaderless partitions whose ISR holds it.
+/// The partition changes that fence (`fence = true`) or unfence `node`, as
+/// KRaft's `handleBrokerFenced` and `handleBrokerUnfenced`:
+/// - fencing takes the broker out of every ISR it is in, except where it is
+///   the last member (the ISR never empties: that replica is the one with
+///   all the data, so the partition waits for it, unclean election being
+///   off); where it led, the new leader is the first replica, in replica
+///   order, that is in the new ISR and unfenced, or none;
+/// - unfencing gives it back the leaderless partitions whose ISR holds it.
+///
+/// The leader epoch goes up only when the leader changes (an ISR-only
+/// change must not fence the followers' fetches, KAFKA-15021); the
+/// partition epoch goes up at every change.
 pub fn leadership_records(image: &MetadataImage, node: NodeId, fence: bool) -> Vec<MetadataRecord> {
     let unfenced = |b: &NodeId| *b != node && image.brokers.get(b).is_some_and(|x| !x.fenced);
     let mut out = Vec::new();
     for t in image.topics() {
         for p in &t.partitions {
-            let change = if fence && p.leader == node {
-                let leader = p.isr.iter().copied().find(|b| unfenced(b)).unwrap_or(-1);
+            let change = if fence && p.isr.contains(&node) {
                 let isr: Vec<NodeId> = if p.isr.len() > 1 {
                     p.isr.iter().copied().filter(|b| *b != node).collect()
                 } else {
                     p.isr.clone()
+                };
+                let leader = if p.leader == node {
+                    elect_leader(&p.replicas, &isr, unfenced)
+                } else {
+                    p.leader
                 };
                 Some((leader, isr))
             } else if !fence && p.leader < 0 && p.isr.contains(&node) {
@@ -106,20 +118,43 @@ pub fn leadership_records(image: &MetadataImage, node: NodeId, fence: bool) -> V
             } else {
                 None
             };
-            if let Some((leader, isr)) = change {
-                out.push(MetadataRecord::Partition {
-                    topic_id: t.topic_id,
-                    partition: p.partition,
-                    replicas: p.replicas.clone(),
-                    isr,
-                    leader,
-                    leader_epoch: p.leader_epoch + 1,
-                    partition_epoch: p.partition_epoch + 1,
-                });
+            let Some((leader, isr)) = change else {
+                continue;
+            };
+            if leader == p.leader && isr == p.isr {
+                continue;
             }
+            out.push(MetadataRecord::Partition {
+                topic_id: t.topic_id,
+                partition: p.partition,
+                replicas: p.replicas.clone(),
+                isr,
+                leader,
+                leader_epoch: if leader == p.leader {
+                    p.leader_epoch
+                } else {
+                    p.leader_epoch + 1
+                },
+                partition_epoch: p.partition_epoch + 1,
+            });
         }
     }
     out
+}
+
+/// A clean election (Kafka's `PartitionChangeBuilder.electLeader` with
+/// unclean election off): the first of `replicas`, in their order, that is
+/// in `isr` and `acceptable` (registered and unfenced); -1 if none is.
+pub fn elect_leader(
+    replicas: &[NodeId],
+    isr: &[NodeId],
+    acceptable: impl Fn(&NodeId) -> bool,
+) -> NodeId {
+    replicas
+        .iter()
+        .copied()
+        .find(|r| isr.contains(r) && acceptable(r))
+        .unwrap_or(-1)
 }
 
 /// BrokerRegistration: a new incarnation gets a new epoch and starts
@@ -386,6 +421,16 @@ mod tests {
                 leader_epoch: 0,
                 partition_epoch: 0,
             },
+            // partition 2: leader 2, 1 a follower in the ISR.
+            MetadataRecord::Partition {
+                topic_id: t,
+                partition: 2,
+                replicas: vec![2, 1],
+                isr: vec![2, 1],
+                leader: 2,
+                leader_epoch: 4,
+                partition_epoch: 7,
+            },
         ] {
             image.apply_mut(&r);
         }
@@ -413,7 +458,12 @@ mod tests {
             (t.partitions[1].leader, t.partitions[1].isr.clone()),
             (2, vec![2])
         );
-        assert!(t.partitions.iter().all(|p| p.leader_epoch == 1));
+        assert!(t.partitions[..2].iter().all(|p| p.leader_epoch == 1));
+        // Where it only followed: out of the ISR, and the leader's epoch
+        // stays (its followers' fetches must not be fenced).
+        let p2 = &t.partitions[2];
+        assert_eq!((p2.leader, p2.isr.clone()), (2, vec![2]));
+        assert_eq!((p2.leader_epoch, p2.partition_epoch), (4, 8));
         image.apply_mut(&MetadataRecord::UnfenceBroker {
             node_id: 1,
             broker_epoch: 1,
@@ -427,6 +477,19 @@ mod tests {
         assert_eq!(
             t.partitions[1].leader, 2,
             "a partition with a leader keeps it"
+        );
+    }
+
+    #[test]
+    fn the_new_leader_is_the_first_acceptable_replica_in_replica_order() {
+        let acceptable = |b: &NodeId| *b != 3;
+        assert_eq!(elect_leader(&[3, 2, 1], &[1, 2, 3], acceptable), 2);
+        assert_eq!(elect_leader(&[3, 1, 2], &[2, 3], acceptable), 2);
+        assert_eq!(elect_leader(&[3], &[3], acceptable), -1);
+        assert_eq!(
+            elect_leader(&[1, 2], &[3], |_| true),
+            -1,
+            "only ISR members"
         );
     }
 
