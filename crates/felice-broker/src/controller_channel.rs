@@ -92,6 +92,21 @@ impl ControllerRequest for AllocateProducerIdsRequest {
     }
 }
 
+impl ControllerRequest for AlterPartitionRequest {
+    async fn run_local(self, ctx: &ControllerContext, version: i16) -> AlterPartitionResponse {
+        crate::handlers::alter_partition::on_controller(ctx, self, version).await
+    }
+    /// A partition's NOT_CONTROLLER says this node's image is behind the
+    /// partition's epochs: a stale controller; another may have it.
+    fn not_controller(r: &AlterPartitionResponse) -> bool {
+        r.error_code == NOT_CONTROLLER
+            || r.topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .any(|p| p.error_code == NOT_CONTROLLER)
+    }
+}
+
 impl ControllerRequest for CreateTopicsRequest {
     async fn run_local(self, ctx: &ControllerContext, _version: i16) -> CreateTopicsResponse {
         crate::handlers::create_topics::on_controller(ctx, self).await

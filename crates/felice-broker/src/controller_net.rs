@@ -3,7 +3,7 @@
 //! Raft messages under Felice's own API keys ([`RAFT_API_KEYS`], never
 //! advertised, refused on the client listener), ApiVersions, and the
 //! controller's Kafka APIs: BrokerRegistration, BrokerHeartbeat,
-//! AllocateProducerIds,
+//! AllocateProducerIds, AlterPartition,
 //! CreateTopics, DeleteTopics and CreatePartitions (what brokers forward). Those run here only
 //! while this node leads the quorum; otherwise they answer NOT_CONTROLLER.
 //!
@@ -24,8 +24,8 @@ use crate::limits::{MAX_CONTROLLER_CONNECTIONS, MIN_REQUEST_FRAME_BYTES};
 use bytes::{Buf, BufMut, BytesMut};
 use felice_metadata::raft::network::{self, RaftRpc};
 use kafka_protocol::messages::{
-    AllocateProducerIdsRequest, AlterConfigsRequest, ApiKey, ApiVersionsRequest,
-    ApiVersionsResponse, BrokerHeartbeatRequest, BrokerRegistrationRequest,
+    AllocateProducerIdsRequest, AlterConfigsRequest, AlterPartitionRequest, ApiKey,
+    ApiVersionsRequest, ApiVersionsResponse, BrokerHeartbeatRequest, BrokerRegistrationRequest,
     CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeQuorumRequest,
     IncrementalAlterConfigsRequest, RequestHeader,
 };
@@ -196,6 +196,7 @@ async fn handle(ctx: &ControllerContext, mut frame: BytesMut) -> std::io::Result
         Ok(ApiKey::BrokerRegistration) => controller_api!(BrokerRegistrationRequest),
         Ok(ApiKey::BrokerHeartbeat) => controller_api!(BrokerHeartbeatRequest),
         Ok(ApiKey::AllocateProducerIds) => controller_api!(AllocateProducerIdsRequest),
+        Ok(ApiKey::AlterPartition) => controller_api!(AlterPartitionRequest),
         Ok(ApiKey::CreateTopics) => controller_api!(CreateTopicsRequest),
         Ok(ApiKey::DeleteTopics) => controller_api!(DeleteTopicsRequest),
         Ok(ApiKey::CreatePartitions) => controller_api!(CreatePartitionsRequest),

@@ -1097,3 +1097,45 @@ async fn failover_figure_of_10_controller_kills() {
         gaps[0]
     );
 }
+
+/// AlterPartition (key 56) travels on the controller listener: the active
+/// controller checks the sender's broker epoch (STALE_BROKER_EPOCH for a
+/// wrong one), the others answer NOT_CONTROLLER, as Kafka's controllers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alter_partition_is_served_by_the_active_controller() {
+    use kafka_protocol::messages::alter_partition_request::{
+        BrokerState, PartitionData as AskedPartition, TopicData as AskedTopic,
+    };
+    let cluster = Cluster::start(3);
+    cluster.wait_all_ready().await;
+    cluster.create_everywhere(0, "isr", 1).await;
+    let md = topics_of(&cluster.addr(0)).await.expect("metadata");
+    let topic = md
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "isr"))
+        .expect("topic");
+    let leader = topic.partitions[0].leader_id;
+    let req = AlterPartitionRequest::default()
+        .with_broker_id(leader)
+        .with_broker_epoch(-5)
+        .with_topics(vec![AskedTopic::default()
+            .with_topic_id(topic.topic_id)
+            .with_partitions(vec![AskedPartition::default()
+                .with_partition_index(0)
+                .with_leader_epoch(topic.partitions[0].leader_epoch)
+                .with_new_isr_with_epochs(vec![BrokerState::default()
+                    .with_broker_id(leader)
+                    .with_broker_epoch(-5)])])]);
+    let active = quorum_leader(&cluster.addr(0)).await.expect("leader");
+    for node in &cluster.nodes {
+        let at = format!("127.0.0.1:{}", node.controller_port);
+        let resp = call_once(&at, &req, 3).await.expect("answer");
+        let want = if node.id == active { 77 } else { 41 };
+        assert_eq!(
+            resp.error_code, want,
+            "node {} (active controller {active})",
+            node.id
+        );
+    }
+}

@@ -3,6 +3,7 @@
 //! and what dispatch accepts, so an API without a handler is never advertised.
 
 pub mod alter_configs;
+pub mod alter_partition;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
