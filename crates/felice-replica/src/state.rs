@@ -26,7 +26,11 @@
 //!   expansion; a pending shrink still counts the old members) and over the
 //!   followers that are caught up and eligible, so that a follower about to
 //!   join is not left behind (KIP-841). It never goes back while this broker
-//!   leads.
+//!   leads, and, as in Kafka 4, it does not move at all while the committed
+//!   ISR is smaller than the effective `min.insync.replicas`.
+//! - **Effective min ISR** (`effectiveMinIsr`): `min.insync.replicas`, but
+//!   at most the number of replicas, so a replication-factor-1 topic with
+//!   `min.insync.replicas=2` still takes acks=all writes.
 //! - **Shrink** (`maybeShrinkIsr`): an ISR member that has not been caught up
 //!   for `replica.lag.time.max.ms` leaves.
 //! - **Expand** (`maybeExpandIsr`): a follower joins once its log end offset
@@ -611,13 +615,21 @@ impl PartitionState {
         }
     }
 
+    /// `min.insync.replicas`, at most the replication factor.
+    pub fn effective_min_isr(&self) -> usize {
+        self.config
+            .min_insync_replicas
+            .min(self.replicas.len().max(1))
+    }
+
     /// Before an acks=all append: NOT_ENOUGH_REPLICAS when the committed
-    /// ISR is smaller than `min.insync.replicas` (the append does not happen).
+    /// ISR is smaller than the effective `min.insync.replicas` (the append
+    /// does not happen).
     pub fn check_acks_all(&self) -> Result<(), StateError> {
         if !self.is_leader() {
             return Err(StateError::NotLeader);
         }
-        let min = self.config.min_insync_replicas;
+        let min = self.effective_min_isr();
         if self.isr.len() < min {
             return Err(StateError::NotEnoughReplicas {
                 isr: self.isr.len(),
@@ -636,7 +648,7 @@ impl PartitionState {
         if self.high_watermark < required_offset {
             return Completion::Waiting;
         }
-        if self.maximal_isr().len() >= self.config.min_insync_replicas {
+        if self.maximal_isr().len() >= self.effective_min_isr() {
             Completion::Done
         } else {
             Completion::NotEnoughReplicasAfterAppend
@@ -649,6 +661,9 @@ impl PartitionState {
         let Role::Leader { followers, .. } = &self.role else {
             return None;
         };
+        if self.isr.len() < self.effective_min_isr() {
+            return None;
+        }
         let leo = self.log_end_offset;
         let lag_ms = self.config.replica_lag_time_max_ms;
         let maximal = self.maximal_isr();
@@ -832,13 +847,46 @@ mod tests {
         s.on_tick(LAG + 2).propose_isr.expect("shrink");
         s.on_isr_committed(LeaderEpoch(1), 2, &[1], &[1, 2, 3], LAG + 3);
         assert_eq!(
-            s.completion(Offset(1)),
-            Completion::NotEnoughReplicasAfterAppend
-        );
-        assert_eq!(
             s.check_acks_all(),
             Err(StateError::NotEnoughReplicas { isr: 1, min: 2 })
         );
+        // Under min ISR the high watermark stays where it was (Kafka 4).
+        assert_eq!(s.on_append(Offset(2), LAG + 4).hw_moved, None);
+        assert_eq!(s.completion(Offset(1)), Completion::Waiting);
+    }
+
+    #[test]
+    fn a_raised_min_isr_answers_waiting_produces_not_enough_replicas_after_append() {
+        let mut s = leader(0, 2);
+        s.on_append(Offset(3), 0);
+        fetch(&mut s, 2, 3, 1);
+        fetch(&mut s, 3, 3, 1);
+        assert_eq!(s.high_watermark(), Offset(3));
+        assert_eq!(s.completion(Offset(3)), Completion::Done);
+        s.set_config(ReplicationConfig {
+            min_insync_replicas: 4,
+            ..s.config()
+        });
+        // Effective min ISR is capped at the 3 replicas: still fine.
+        assert_eq!(s.effective_min_isr(), 3);
+        assert_eq!(s.completion(Offset(3)), Completion::Done);
+        s.on_append(Offset(4), 5);
+        s.on_tick(LAG + 10).propose_isr.expect("shrink");
+        s.on_isr_committed(LeaderEpoch(1), 2, &[1], &[1, 2, 3], LAG + 11);
+        assert_eq!(
+            s.completion(Offset(3)),
+            Completion::NotEnoughReplicasAfterAppend
+        );
+    }
+
+    #[test]
+    fn a_single_replica_topic_takes_acks_all_whatever_min_isr_says() {
+        let mut s = PartitionState::new(1, config(3), Offset(0), Offset(0));
+        let mut st = leader_state(1, 1, &[1]);
+        st.replicas = vec![1];
+        s.become_leader(&st, 0).expect("leader");
+        assert_eq!(s.check_acks_all(), Ok(()));
+        assert_eq!(s.on_append(Offset(2), 1).hw_moved, Some(Offset(2)));
     }
 
     #[test]
