@@ -147,6 +147,7 @@ const KEYS: &[(&str, Kind, Option<&str>)] = &[
     ("log.cleaner.io.max.bytes.per.second", Kind::Ignored, None),
     ("compression.type", Kind::Str, Some("producer")),
     ("min.insync.replicas", Kind::Int, Some("1")),
+    ("replica.lag.time.max.ms", Kind::Long, Some("30000")),
     ("offsets.topic.num.partitions", Kind::Int, Some("50")),
     // Kafka's default is 3 and fails on fewer brokers; Felice uses
     // min(this, live brokers) so a single node works out of the box.
@@ -244,6 +245,8 @@ pub struct BrokerConfig {
     pub log_cleanup_policy: String,
     pub compression_type: String,
     pub min_insync_replicas: i32,
+    /// A follower that has not caught up for this long leaves the ISR.
+    pub replica_lag_time_max_ms: i64,
     pub offsets_topic_num_partitions: i32,
     pub offsets_topic_replication_factor: i16,
     pub offsets_topic_segment_bytes: i32,
@@ -571,6 +574,7 @@ impl BrokerConfig {
             log_cleanup_policy: cleanup.to_string(),
             compression_type: compression.to_string(),
             min_insync_replicas: positive("min.insync.replicas")? as i32,
+            replica_lag_time_max_ms: positive("replica.lag.time.max.ms")?,
             offsets_topic_num_partitions: positive("offsets.topic.num.partitions")?
                 .min(crate::limits::MAX_PARTITIONS_PER_TOPIC as i64)
                 as i32,

@@ -389,6 +389,11 @@ pub fn settings(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -> 
         max_message_bytes: long("max.message.bytes", i64::from(broker.message_max_bytes)) as i32,
         log_append_time: timestamp_type == "LogAppendTime",
         compression,
+        replication: felice_replica::ReplicationConfig {
+            replica_lag_time_max_ms: broker.replica_lag_time_max_ms,
+            min_insync_replicas: long("min.insync.replicas", i64::from(broker.min_insync_replicas))
+                .max(1) as usize,
+        },
     }
 }
 

@@ -23,8 +23,10 @@
 use crate::clock::SharedClock;
 use crate::limits::{INLINE_APPEND_PAUSE_MS, SLOW_INLINE_APPEND};
 use crate::settings::TopicSettings;
+use crate::state::{LeaderAndIsr, PartitionState, StateError};
 use felice_log::{Log, LogConfig, LogError, ProducerBudget, TimestampType};
-use felice_metadata::{MetadataImage, TopicId, TopicImage};
+use felice_metadata::{MetadataImage, PartitionImage, TopicId, TopicImage};
+use felice_wire::{LeaderEpoch, Offset};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
@@ -68,6 +70,10 @@ pub struct Partition {
     log_start_offset: AtomicI64,
     log_end_offset: AtomicI64,
     settings: RwLock<TopicSettings>,
+    /// The replication bookkeeping ([`PartitionState`]): the high watermark
+    /// is its word, published in `high_watermark` for lock-free reads.
+    /// Locked after the log (never the other way round).
+    state: Mutex<PartitionState>,
     waiters: Mutex<Vec<Arc<Notify>>>,
     ctx: Arc<ReplicaContext>,
 }
@@ -120,10 +126,55 @@ impl Partition {
         self.leader_epoch.load(Ordering::Acquire)
     }
 
-    /// Follows the image's leader epoch (a leader change, a fence or an
-    /// unfence); an older epoch is ignored: epochs never go down.
-    fn set_leader_epoch(&self, epoch: i32) {
-        self.leader_epoch.fetch_max(epoch, Ordering::AcqRel);
+    /// Follows the controller's word on this partition (leader, ISR,
+    /// replicas, epochs) when it changed: this broker becomes its leader or
+    /// a follower. An older word is ignored: epochs never go down.
+    fn apply_image(&self, part: &PartitionImage) {
+        let word = LeaderAndIsr {
+            leader_epoch: LeaderEpoch(part.leader_epoch),
+            partition_epoch: part.partition_epoch,
+            leader: (part.leader >= 0).then_some(part.leader),
+            isr: part.isr.clone(),
+            replicas: part.replicas.clone(),
+        };
+        let now = self.ctx.now_ms();
+        let mut state = lock(&self.state);
+        if state.leader_epoch() == word.leader_epoch
+            && state.partition_epoch() == word.partition_epoch
+        {
+            return;
+        }
+        let r = if word.leader == Some(state.local()) {
+            state.become_leader(&word, now).map(|e| e.hw_moved)
+        } else {
+            state.become_follower(&word).map(|()| None)
+        };
+        match r {
+            Ok(hw_moved) => {
+                self.leader_epoch
+                    .fetch_max(state.leader_epoch().0, Ordering::AcqRel);
+                drop(state);
+                if let Some(hw) = hw_moved {
+                    self.high_watermark.store(hw.0, Ordering::Release);
+                    self.wake_waiters();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "partition state not applied");
+            }
+        }
+    }
+
+    /// Before an acks=all append: NOT_ENOUGH_REPLICAS when the ISR is
+    /// smaller than the effective `min.insync.replicas`; NOT_LEADER when
+    /// this broker does not lead.
+    pub fn check_acks_all(&self) -> Result<(), StateError> {
+        lock(&self.state).check_acks_all()
+    }
+
+    /// The committed ISR, as this broker last applied it.
+    pub fn isr(&self) -> Vec<i32> {
+        lock(&self.state).isr().to_vec()
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -224,9 +275,12 @@ impl Partition {
             info.last_offset
         );
         self.log_end_offset.store(leo, Ordering::Release);
-        // One node: the ISR is this broker alone, so the high watermark
-        // follows the log end offset at once.
-        self.high_watermark.store(leo, Ordering::Release);
+        // The leader's bookkeeping decides the high watermark: with the ISR
+        // this broker alone, it follows the log end offset at once.
+        let effects = lock(&self.state).on_append(Offset(leo), now);
+        if let Some(hw) = effects.hw_moved {
+            self.high_watermark.store(hw.0, Ordering::Release);
+        }
         debug_assert!(
             self.log_start_offset() <= self.high_watermark()
                 && self.high_watermark() <= self.log_end_offset(),
@@ -279,6 +333,7 @@ impl Partition {
 
     fn set_settings(&self, settings: TopicSettings) {
         let log_config = settings.log.clone();
+        lock(&self.state).set_config(settings.replication);
         match self.settings.write() {
             Ok(mut g) => *g = settings,
             Err(p) => *p.into_inner() = settings,
@@ -387,7 +442,7 @@ impl ReplicaManager {
                     if p.settings() != settings {
                         p.set_settings(settings.clone());
                     }
-                    p.set_leader_epoch(part.leader_epoch);
+                    p.apply_image(part);
                     continue;
                 }
                 let dir = self
@@ -397,8 +452,8 @@ impl ReplicaManager {
                     dir,
                     topic: topic.name.clone(),
                     topic_id: topic.topic_id,
-                    index: part.partition,
-                    leader_epoch: part.leader_epoch,
+                    node_id: self.node_id,
+                    image: part.clone(),
                     settings: settings.clone(),
                 });
             }
@@ -406,9 +461,13 @@ impl ReplicaManager {
         // Opening is file-system latency (mkdir, create, or recovery reads):
         // spread it over a few threads. One failure does not stop the rest.
         let mut first_error = None;
-        for opened in open_all(to_open, &self.producer_budget, &self.ctx) {
+        for (opened, image) in open_all(&to_open, &self.producer_budget, &self.ctx)
+            .into_iter()
+            .zip(to_open.iter().map(|t| &t.image))
+        {
             match opened {
                 Ok(p) => {
+                    p.apply_image(image);
                     let key = (p.topic_id, p.index);
                     match self.partitions.write() {
                         Ok(mut g) => g.insert(key, Arc::new(p)),
@@ -559,14 +618,15 @@ struct ToOpen {
     dir: PathBuf,
     topic: String,
     topic_id: TopicId,
-    index: i32,
-    leader_epoch: i32,
+    node_id: i32,
+    /// The controller's word on it, applied once it is open.
+    image: PartitionImage,
     settings: TopicSettings,
 }
 
 /// Opens logs on up to `OPEN_THREADS` threads, results in input order.
 fn open_all(
-    list: Vec<ToOpen>,
+    list: &[ToOpen],
     budget: &Arc<ProducerBudget>,
     ctx: &Arc<ReplicaContext>,
 ) -> Vec<Result<Partition, ReplicaError>> {
@@ -621,17 +681,22 @@ fn open_partition(t: &ToOpen, ctx: Arc<ReplicaContext>) -> Result<Partition, Rep
     }
     let leo = log.log_end_offset();
     let lso = log.log_start_offset();
+    // Until the replication-offset checkpoint lands (issue 13, step 6) the
+    // high watermark starts at the log end offset, as it always has.
+    let state = PartitionState::new(t.node_id, t.settings.replication, Offset(leo), Offset(leo));
     Ok(Partition {
         topic: t.topic.clone(),
         topic_id,
-        index: t.index,
-        leader_epoch: AtomicI32::new(t.leader_epoch),
+        index: t.image.partition,
+        // Set by `apply_image` once open.
+        leader_epoch: AtomicI32::new(-1),
         dir: dir.to_path_buf(),
         high_watermark: AtomicI64::new(leo),
         log_start_offset: AtomicI64::new(lso),
         log_end_offset: AtomicI64::new(leo),
         log: Mutex::new(Some(log)),
         settings: RwLock::new(t.settings.clone()),
+        state: Mutex::new(state),
         waiters: Mutex::new(Vec::new()),
         ctx,
     })
@@ -641,5 +706,108 @@ impl Partition {
     /// Takes `waiter` out of the purgatory list (a fetch that timed out).
     pub fn remove_waiter(&self, waiter: &Arc<Notify>) {
         lock(&self.waiters).retain(|w| !Arc::ptr_eq(w, waiter));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::state::ReplicationConfig;
+    use felice_metadata::MetadataRecord;
+
+    const T: TopicId = TopicId::from_u128(42);
+
+    fn settings(min_isr: usize) -> TopicSettings {
+        TopicSettings {
+            log: LogConfig::default(),
+            max_message_bytes: 1 << 20,
+            log_append_time: false,
+            compression: None,
+            replication: ReplicationConfig {
+                replica_lag_time_max_ms: 30_000,
+                min_insync_replicas: min_isr,
+            },
+        }
+    }
+
+    /// Topic "t", one partition on `replicas`, led by `leader` with `isr`.
+    fn image(
+        replicas: &[i32],
+        isr: &[i32],
+        leader: i32,
+        epochs: (i32, i32),
+        base: Option<MetadataImage>,
+    ) -> MetadataImage {
+        let mut image = base.unwrap_or_else(|| {
+            let mut i = MetadataImage::default();
+            i.apply_mut(&MetadataRecord::Topic {
+                name: "t".into(),
+                topic_id: T,
+            });
+            i
+        });
+        image.apply_mut(&MetadataRecord::Partition {
+            topic_id: T,
+            partition: 0,
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            leader,
+            leader_epoch: epochs.0,
+            partition_epoch: epochs.1,
+        });
+        image
+    }
+
+    fn batch() -> Vec<u8> {
+        felice_wire::build_batch(&[(None, Some(&b"v"[..]), 1_000)])
+    }
+
+    fn manager(dir: &Path) -> ReplicaManager {
+        let clock: SharedClock = Arc::new(ManualClock::new(1_000_000));
+        ReplicaManager::new(dir, 1, clock, 1_000)
+    }
+
+    #[test]
+    fn a_single_replica_leader_moves_the_high_watermark_on_append() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = manager(dir.path());
+        let img = image(&[1], &[1], 1, (3, 4), None);
+        m.reconcile(&img, |_| settings(2)).expect("reconcile");
+        let p = m.get(&T, 0).expect("hosted");
+        assert_eq!(p.leader_epoch(), 3);
+        // min.insync.replicas=2 on one replica: the effective minimum is 1.
+        assert_eq!(p.check_acks_all(), Ok(()));
+        p.append(&batch()).expect("append");
+        p.append(&batch()).expect("append");
+        assert_eq!((p.high_watermark(), p.log_end_offset()), (2, 2));
+    }
+
+    #[test]
+    fn a_replicated_leader_waits_for_its_isr_and_refuses_acks_all_below_min_isr() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = manager(dir.path());
+        let img = image(&[1, 2, 3], &[1, 2, 3], 1, (5, 7), None);
+        m.reconcile(&img, |_| settings(2)).expect("reconcile");
+        let p = m.get(&T, 0).expect("hosted");
+        assert_eq!(p.check_acks_all(), Ok(()));
+        p.append(&batch()).expect("append");
+        // No follower has fetched: nothing is committed yet.
+        assert_eq!((p.high_watermark(), p.log_end_offset()), (0, 1));
+        // The ISR shrinks to the leader (same leader epoch, new partition
+        // epoch): acks=all is refused before the append.
+        let img = image(&[1, 2, 3], &[1], 1, (5, 8), Some(img));
+        m.reconcile(&img, |_| settings(2)).expect("reconcile");
+        assert_eq!(p.isr(), vec![1]);
+        assert_eq!(p.leader_epoch(), 5);
+        assert_eq!(
+            p.check_acks_all(),
+            Err(StateError::NotEnoughReplicas { isr: 1, min: 2 })
+        );
+        // Another broker leads: this one no longer takes acks=all.
+        let img = image(&[1, 2, 3], &[2], 2, (6, 9), Some(img));
+        m.reconcile(&img, |_| settings(2)).expect("reconcile");
+        assert_eq!(p.leader_epoch(), 6);
+        assert_eq!(p.check_acks_all(), Err(StateError::NotLeader));
     }
 }

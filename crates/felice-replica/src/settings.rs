@@ -10,4 +10,6 @@ pub struct TopicSettings {
     /// `compression.type`: `None` for `producer` (batches kept as sent),
     /// otherwise the codec the broker re-encodes batches in.
     pub compression: Option<kafka_protocol::records::Compression>,
+    /// `min.insync.replicas` (topic) and `replica.lag.time.max.ms` (broker).
+    pub replication: crate::state::ReplicationConfig,
 }

@@ -238,6 +238,11 @@ impl PartitionState {
         }
     }
 
+    /// This broker.
+    pub fn local(&self) -> BrokerId {
+        self.local
+    }
+
     pub fn is_leader(&self) -> bool {
         matches!(self.role, Role::Leader { .. })
     }

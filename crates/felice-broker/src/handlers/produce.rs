@@ -11,6 +11,7 @@ use crate::handlers::str_bytes;
 use crate::replica::{Partition, ReplicaError};
 use crate::topic_config::TopicSettings;
 use felice_log::{LogError, ProducerError};
+use felice_replica::StateError;
 use felice_wire::BatchError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader};
@@ -292,6 +293,22 @@ pub async fn handle(
             let tp = format!("{}-{}", topic.name.0, pd.index);
             match check(pd.records.as_ref(), &partition.settings(), &tp) {
                 Ok(data) => {
+                    // acks=all: refused before the append when the ISR is
+                    // below the effective min.insync.replicas (Kafka's
+                    // appendRecordsToLeader).
+                    if acks == -1 {
+                        if let Err(e) = partition.check_acks_all() {
+                            let (code, msg) = match e {
+                                StateError::NotEnoughReplicas { isr, min } => (
+                                    ResponseError::NotEnoughReplicas,
+                                    format!("The size of the current ISR ({isr}) is insufficient to satisfy the min.isr requirement of {min} for partition {tp}"),
+                                ),
+                                other => (ResponseError::NotLeaderOrFollower, other.to_string()),
+                            };
+                            partition_responses.push(error(code, Some(msg)));
+                            continue;
+                        }
+                    }
                     work.push(Work {
                         topic: ti,
                         slot: pi,
