@@ -12,10 +12,11 @@
 //! KIP-101/279) is answered from here: [`LeaderEpochCache::end_offset_for`]
 //! is Kafka's `LeaderEpochFileCache.endOffsetFor`. Entries only grow with a
 //! new epoch; truncation at either end keeps them consistent with the log.
-//! Not wired into the log yet (issue 13, step 5 of docs/replication-plan.md).
+//! `Log` keeps one: it assigns on append, truncates with the log, and
+//! brings a stale file up to the batch headers when it opens.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The file name Kafka uses in a partition directory.
 pub const EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
@@ -31,10 +32,11 @@ pub struct EpochEntry {
     pub start_offset: i64,
 }
 
-/// A partition's epochs, ascending in both epoch and start offset.
-#[derive(Debug)]
+/// A partition's epochs, ascending in both epoch and start offset. The
+/// directory is the caller's (a `Log` keeps one per partition and the path
+/// already): the cache holds only its entries.
+#[derive(Debug, Default)]
 pub struct LeaderEpochCache {
-    path: PathBuf,
     entries: Vec<EpochEntry>,
 }
 
@@ -59,16 +61,13 @@ impl LeaderEpochCache {
                 )
             })?
         };
-        Ok(LeaderEpochCache { path, entries })
+        Ok(LeaderEpochCache { entries })
     }
 
     /// A cache built from the log's batches, `(partition leader epoch, base
     /// offset)` in log order, replacing whatever the file held.
-    pub fn rebuild(dir: &Path, batches: impl IntoIterator<Item = (i32, i64)>) -> LeaderEpochCache {
-        let mut cache = LeaderEpochCache {
-            path: dir.join(EPOCH_CHECKPOINT_FILE),
-            entries: Vec::new(),
-        };
+    pub fn rebuild(batches: impl IntoIterator<Item = (i32, i64)>) -> LeaderEpochCache {
+        let mut cache = LeaderEpochCache::default();
         for (epoch, offset) in batches {
             cache.assign(epoch, offset);
         }
@@ -148,15 +147,17 @@ impl LeaderEpochCache {
         }
     }
 
-    /// Writes the checkpoint: a temporary file, fsynced, renamed over the
-    /// old one (the caller fsyncs the directory when it must survive a
-    /// crash; a lost update is rebuilt from the log).
-    pub fn flush(&self) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("tmp");
+    /// Writes the checkpoint in `dir`: a temporary file renamed over the
+    /// old one. Not fsynced: the batch headers are the truth, and a file a
+    /// crash left stale, empty or torn is rebuilt from them when the log
+    /// opens, so an epoch change costs no disk flush.
+    pub fn flush(&self, dir: &Path) -> std::io::Result<()> {
+        let path = dir.join(EPOCH_CHECKPOINT_FILE);
+        let tmp = path.with_extension("tmp");
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(render(&self.entries).as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &self.path)
+        drop(f);
+        std::fs::rename(&tmp, &path)
     }
 }
 
@@ -205,8 +206,7 @@ mod tests {
     use super::*;
 
     fn cache(entries: &[(i32, i64)]) -> LeaderEpochCache {
-        let dir = std::env::temp_dir();
-        LeaderEpochCache::rebuild(&dir, entries.iter().copied())
+        LeaderEpochCache::rebuild(entries.iter().copied())
     }
 
     #[test]
@@ -291,7 +291,7 @@ mod tests {
         assert!(c.entries().is_empty());
         c.assign(0, 0);
         c.assign(3, 1500);
-        c.flush().expect("flush");
+        c.flush(dir.path()).expect("flush");
         let text = std::fs::read_to_string(dir.path().join(EPOCH_CHECKPOINT_FILE)).expect("read");
         assert_eq!(text, "0\n2\n0 0\n3 1500\n");
         let again = LeaderEpochCache::open(dir.path()).expect("reopen");

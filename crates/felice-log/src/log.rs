@@ -37,6 +37,7 @@ use felice_wire::{
     validate_stored_batch, BatchError, BatchHeader, Batches, BATCH_HEADER_LEN,
 };
 
+use crate::epoch_cache::{EpochEntry, LeaderEpochCache};
 use crate::producer_state::{
     self, ActiveProducer, ProducerBudget, ProducerEntry, ProducerState, Verdict, NO_PRODUCER_ID,
 };
@@ -68,6 +69,9 @@ pub struct Log {
     producers: ProducerState,
     /// Offset of the newest producer-state snapshot file, if any.
     last_snapshot: Option<i64>,
+    /// Where each leader epoch starts (`leader-epoch-checkpoint`): what
+    /// OffsetForLeaderEpoch answers from.
+    epochs: LeaderEpochCache,
 }
 
 fn limits(config: &LogConfig) -> IndexLimits {
@@ -229,6 +233,7 @@ impl Log {
                     ProducerBudget::new(usize::MAX),
                 ),
                 last_snapshot: None,
+                epochs: LeaderEpochCache::default(),
             };
             log.check_invariants();
             return Ok(log);
@@ -339,6 +344,7 @@ impl Log {
             files: FileCache::default(),
             producers: ProducerState::new(config_max_producers, ProducerBudget::new(usize::MAX)),
             last_snapshot: None,
+            epochs: LeaderEpochCache::default(),
         };
         let first_base = log.first_segment().base_offset;
         log.log_start_offset = persisted_start.unwrap_or(first_base).max(first_base);
@@ -359,8 +365,111 @@ impl Log {
             tracing::info!(dir = %dir.display(), log_end_offset = log.log_end_offset(), "log recovered");
         }
         log.load_producer_state(now_ms)?;
+        log.load_epochs()?;
         log.check_invariants();
         Ok(log)
+    }
+
+    /// Reads the leader-epoch checkpoint and brings it up to the log. It is
+    /// current when the log's last batch is of its latest epoch (epochs only
+    /// grow along the log, and the file is written whole), which costs one
+    /// index lookup; otherwise (a crash between an append in a new epoch
+    /// and the save, a folder from before the file existed, an unreadable
+    /// file) the epochs are read from the batch headers, from the latest
+    /// known epoch's start on. Entries past either end of the log go.
+    fn load_epochs(&mut self) -> Result<(), LogError> {
+        let mut cache = match LeaderEpochCache::open(&self.dir) {
+            Ok(cache) => cache,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "leader-epoch checkpoint unreadable; rebuilding it from the log");
+                LeaderEpochCache::default()
+            }
+        };
+        let before = cache.entries().to_vec();
+        let (start, end) = (self.log_start_offset, self.log_end_offset());
+        cache.truncate_from_end(end);
+        let last_epoch = match end > start {
+            true => self
+                .batch_header_at(end - 1)?
+                .map(|h| h.partition_leader_epoch),
+            false => None,
+        };
+        let current = match (cache.latest(), last_epoch) {
+            (_, None) => true,
+            (Some(latest), Some(epoch)) => latest.epoch == epoch,
+            (None, Some(epoch)) => epoch < 0,
+        };
+        if !current {
+            let from = cache.latest().map_or(start, |l| l.start_offset).max(start);
+            for segment in &self.segments {
+                if segment.next_offset <= from || segment.size == 0 {
+                    continue;
+                }
+                // Not through the descriptor cache: a scan at open must not
+                // leave closed segments' files open.
+                let file = match &segment.file {
+                    Some(file) => file.clone(),
+                    None => {
+                        Arc::new(File::open(&segment.log_path).map_err(io_err(&segment.log_path))?)
+                    }
+                };
+                for item in segment.headers_from(&file, from)? {
+                    let (_, h) = item?;
+                    if h.next_offset() > from {
+                        cache.assign(h.partition_leader_epoch, h.base_offset);
+                    }
+                }
+            }
+        }
+        cache.truncate_from_start(start);
+        self.epochs = cache;
+        self.flush_epochs_if_changed(&before);
+        Ok(())
+    }
+
+    /// The header of the batch holding `offset`, if the log has it.
+    fn batch_header_at(&self, offset: i64) -> Result<Option<BatchHeader>, LogError> {
+        let segment = &self.segments[self.segment_index_for(offset)];
+        let file = match &segment.file {
+            Some(file) => file.clone(),
+            None => Arc::new(File::open(&segment.log_path).map_err(io_err(&segment.log_path))?),
+        };
+        for item in segment.headers_from(&file, offset)? {
+            let (_, h) = item?;
+            if h.next_offset() > offset {
+                return Ok((h.base_offset <= offset).then_some(h));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Saves the epoch checkpoint when its entries differ from `before`.
+    /// Best effort: the batch headers are the truth, and `open` brings a
+    /// stale checkpoint up to them, so a failed save only costs a scan.
+    fn flush_epochs_if_changed(&self, before: &[EpochEntry]) {
+        if self.epochs.entries() != before {
+            if let Err(e) = self.epochs.flush(&self.dir) {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "leader-epoch checkpoint not saved");
+            }
+        }
+    }
+
+    /// Kafka's `endOffsetForEpoch` (OffsetForLeaderEpoch): the largest
+    /// epoch at or below `epoch` and where the next one starts (the log end
+    /// offset for the latest); `(-1, -1)` when unknown.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// The leader epochs and where each starts.
+    pub fn epochs(&self) -> &[EpochEntry] {
+        self.epochs.entries()
+    }
+
+    /// Whether an append in `epoch` would start a new epoch (and so write
+    /// the epoch checkpoint, an fsync).
+    pub fn epoch_is_new(&self, epoch: i32) -> bool {
+        epoch >= 0 && self.epochs.latest().is_none_or(|l| l.epoch < epoch)
     }
 
     pub fn config(&self) -> &LogConfig {
@@ -480,6 +589,11 @@ impl Log {
         for (producer_id, entry) in updates {
             self.producers.put(producer_id, entry);
         }
+        if self.epoch_is_new(leader_epoch) {
+            let before = self.epochs.entries().to_vec();
+            self.epochs.assign(leader_epoch, first_offset);
+            self.flush_epochs_if_changed(&before);
+        }
         self.after_write(scan.records, now_ms)?;
         let log_append_time_ms = match ts_type {
             TimestampType::LogAppendTime => now_ms,
@@ -544,9 +658,12 @@ impl Log {
         }
         self.maybe_roll(batches.len() as u64, scan.offsets, now_ms)?;
         let written = self.write_parts(batches, &parts, first_offset, now_ms)?;
+        let epochs_before = self.epochs.entries().to_vec();
         for h in &scan.headers {
             self.producers.replay(h);
+            self.epochs.assign(h.partition_leader_epoch, h.base_offset);
         }
+        self.flush_epochs_if_changed(&epochs_before);
         self.after_write(scan.records, now_ms)?;
         Ok(AppendInfo {
             first_offset,
@@ -1228,6 +1345,9 @@ impl Log {
         if offset != self.log_start_offset {
             write_checkpoint(&self.dir, LOG_START_OFFSET_FILE, offset, true)?;
             self.log_start_offset = offset;
+            let before = self.epochs.entries().to_vec();
+            self.epochs.truncate_from_start(offset);
+            self.flush_epochs_if_changed(&before);
         }
         self.check_invariants();
         Ok(())
@@ -1277,6 +1397,7 @@ impl Log {
             self.set_log_start_offset(offset)?;
             return Ok(());
         }
+        let epochs_before = self.epochs.entries().to_vec();
         let now_ms = self.last_flush_ms;
         let keep = self.segment_index_for(offset) + 1;
         for segment in self.segments.drain(keep..) {
@@ -1312,6 +1433,9 @@ impl Log {
         // The producer state follows the log back: snapshots above the new
         // end go, the state is reloaded from the newest one left.
         self.load_producer_state(now_ms)?;
+        // So do the epochs (Kafka's truncateFromEnd).
+        self.epochs.truncate_from_end(self.log_end_offset());
+        self.flush_epochs_if_changed(&epochs_before);
         self.check_invariants();
         Ok(())
     }
@@ -1325,8 +1449,12 @@ impl Log {
         self.segments.push(Segment::create(&self.dir, base_offset)?);
         self.dir_dirty = true;
         self.recovery_point = self.recovery_point.min(base_offset);
-        // Kafka's truncateFullyAndStartAt: no producer state survives.
+        // Kafka's truncateFullyAndStartAt: no producer state survives, and
+        // no epoch.
         self.producers.clear();
+        let epochs_before = self.epochs.entries().to_vec();
+        self.epochs = LeaderEpochCache::default();
+        self.flush_epochs_if_changed(&epochs_before);
         for offset in producer_state::list_snapshots(&self.dir)? {
             producer_state::remove_snapshot(&self.dir, offset)?;
         }
@@ -1426,6 +1554,8 @@ impl Log {
     }
 }
 
+#[cfg(test)]
+mod epoch_tests;
 #[cfg(test)]
 mod follower_tests;
 #[cfg(test)]

@@ -226,7 +226,8 @@ impl Partition {
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
         let log = guard.as_mut()?;
-        if !log.append_is_quick(batches, now) {
+        // A new leader epoch writes the epoch checkpoint (an fsync): not here.
+        if !log.append_is_quick(batches, now) || log.epoch_is_new(self.leader_epoch()) {
             return None;
         }
         let result = self.append_locked(log, batches, now);

@@ -104,6 +104,8 @@ fn a_follower_copy_is_byte_identical_with_the_same_producer_state() {
         follower.producer_state().entries(),
         leader.producer_state().entries()
     );
+    assert_eq!(follower.epochs(), leader.epochs());
+    assert_eq!(leader.epochs().len(), 6, "epochs 3 to 8, ten batches each");
     // Reads agree too (the indexes point at the same batches).
     for offset in [
         0,
