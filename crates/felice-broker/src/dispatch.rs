@@ -84,6 +84,10 @@ pub async fn handle_frame(
             Some(response)
         }
         ApiKey::ListOffsets => route!(ListOffsetsRequest, handlers::list_offsets::handle),
+        ApiKey::OffsetForLeaderEpoch => route!(
+            OffsetForLeaderEpochRequest,
+            handlers::offset_for_leader_epoch::handle
+        ),
         ApiKey::Metadata => route!(MetadataRequest, handlers::metadata::handle),
         ApiKey::ApiVersions => route!(ApiVersionsRequest, handlers::api_versions::handle),
         ApiKey::CreateTopics => route!(CreateTopicsRequest, handlers::create_topics::handle),

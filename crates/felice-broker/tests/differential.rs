@@ -1428,3 +1428,89 @@ async fn old_group_versions_and_errors_match_kafka() {
     report(p);
     b.stop().await;
 }
+
+/// OffsetForLeaderEpoch (v2-v4), as consumers send it after a leader change:
+/// an empty partition (the leader's epoch starts at 0 when it takes over),
+/// then three records; the current epoch, a newer and an older one, a
+/// fenced and an unknown current epoch, an unknown topic and partition.
+#[tokio::test]
+#[ignore = "needs the reference Apache Kafka (FELICE_REF_BOOTSTRAP)"]
+async fn offset_for_leader_epoch_matches_kafka() {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    let Some((mut p, b, _dir)) = pair().await else {
+        panic!("FELICE_REF_BOOTSTRAP not set");
+    };
+    let t = fresh("epochs");
+    let create = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![topic_req(&t, 2)]);
+    p.both("create_topics for offset_for_leader_epoch", &create, 7)
+        .await;
+    kafka_wait_topic(&mut p.kafka, &t).await;
+    let ask = |topic: &str, parts: &[(i32, i32, i32)]| {
+        OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![OffsetForLeaderTopic::default()
+                .with_topic(name(topic))
+                .with_partitions(
+                    parts
+                        .iter()
+                        .map(|(partition, current, epoch)| {
+                            OffsetForLeaderPartition::default()
+                                .with_partition(*partition)
+                                .with_current_leader_epoch(*current)
+                                .with_leader_epoch(*epoch)
+                        })
+                        .collect(),
+                )])
+    };
+    // Kafka's partitions take their leadership a moment after the topic
+    // shows in its metadata (NOT_LEADER_OR_FOLLOWER meanwhile).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = p.kafka.call(&ask(&t, &[(0, -1, 0), (1, -1, 0)]), 4).await;
+        let ready = r.topics[0].partitions.iter().all(|x| x.error_code == 0);
+        if ready || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for v in [2, 3, 4] {
+        p.both(
+            &format!("offset_for_leader_epoch empty v{v}"),
+            &ask(&t, &[(0, 0, 0), (1, -1, 0), (0, -1, 3)]),
+            v,
+        )
+        .await;
+    }
+    p.both(
+        "produce for offset_for_leader_epoch",
+        &produce(&t, 0, batch(&[b"a", b"b", b"c"], 1_000), -1),
+        9,
+    )
+    .await;
+    for v in [2, 3, 4] {
+        p.both(
+            &format!("offset_for_leader_epoch v{v}"),
+            &ask(&t, &[(0, 0, 0), (0, -1, 1), (0, -1, -1), (1, 0, 0)]),
+            v,
+        )
+        .await;
+        p.both(
+            &format!("offset_for_leader_epoch errors v{v}"),
+            &ask(&t, &[(0, 5, 0), (7, -1, 0)]),
+            v,
+        )
+        .await;
+        p.both(
+            &format!("offset_for_leader_epoch unknown topic v{v}"),
+            &ask(&fresh("nosuch"), &[(0, -1, 0)]),
+            v,
+        )
+        .await;
+    }
+    report(p);
+    b.stop().await;
+}

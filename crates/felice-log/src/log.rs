@@ -461,6 +461,17 @@ impl Log {
         self.epochs.end_offset_for(epoch, self.log_end_offset())
     }
 
+    /// A leader's new epoch starts at the log end offset (Kafka's
+    /// `maybeAssignEpochStartOffset` in `makeLeader`): OffsetForLeaderEpoch
+    /// answers for it before any batch of it is written.
+    pub fn assign_epoch_at_end(&mut self, epoch: i32) {
+        if self.epoch_is_new(epoch) {
+            let before = self.epochs.entries().to_vec();
+            self.epochs.assign(epoch, self.log_end_offset());
+            self.flush_epochs_if_changed(&before);
+        }
+    }
+
     /// The leader epochs and where each starts.
     pub fn epochs(&self) -> &[EpochEntry] {
         self.epochs.entries()

@@ -144,7 +144,9 @@ impl Partition {
         {
             return;
         }
-        let r = if word.leader == Some(state.local()) {
+        let leading = word.leader == Some(state.local());
+        let new_epoch = word.leader_epoch != state.leader_epoch();
+        let r = if leading {
             state.become_leader(&word, now).map(|e| e.hw_moved)
         } else {
             state.become_follower(&word).map(|()| None)
@@ -154,6 +156,18 @@ impl Partition {
                 self.leader_epoch
                     .fetch_max(state.leader_epoch().0, Ordering::AcqRel);
                 drop(state);
+                if leading && new_epoch {
+                    // The epoch starts at the log end offset (Kafka's
+                    // makeLeader), so OffsetForLeaderEpoch knows it at once.
+                    let epoch = word.leader_epoch.0;
+                    let r = self.with_log(|log| {
+                        log.assign_epoch_at_end(epoch);
+                        Ok(())
+                    });
+                    if let Err(e) = r {
+                        tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "epoch start not recorded");
+                    }
+                }
                 if let Some(hw) = hw_moved {
                     self.high_watermark.store(hw.0, Ordering::Release);
                     self.wake_waiters();
