@@ -148,6 +148,11 @@ const KEYS: &[(&str, Kind, Option<&str>)] = &[
     ("compression.type", Kind::Str, Some("producer")),
     ("min.insync.replicas", Kind::Int, Some("1")),
     ("replica.lag.time.max.ms", Kind::Long, Some("30000")),
+    (
+        "replica.high.watermark.checkpoint.interval.ms",
+        Kind::Long,
+        Some("5000"),
+    ),
     ("offsets.topic.num.partitions", Kind::Int, Some("50")),
     // Kafka's default is 3 and fails on fewer brokers; Felice uses
     // min(this, live brokers) so a single node works out of the box.
@@ -247,6 +252,8 @@ pub struct BrokerConfig {
     pub min_insync_replicas: i32,
     /// A follower that has not caught up for this long leaves the ISR.
     pub replica_lag_time_max_ms: i64,
+    /// How often the high watermarks are checkpointed.
+    pub replica_high_watermark_checkpoint_interval_ms: i64,
     pub offsets_topic_num_partitions: i32,
     pub offsets_topic_replication_factor: i16,
     pub offsets_topic_segment_bytes: i32,
@@ -575,6 +582,9 @@ impl BrokerConfig {
             compression_type: compression.to_string(),
             min_insync_replicas: positive("min.insync.replicas")? as i32,
             replica_lag_time_max_ms: positive("replica.lag.time.max.ms")?,
+            replica_high_watermark_checkpoint_interval_ms: positive(
+                "replica.high.watermark.checkpoint.interval.ms",
+            )?,
             offsets_topic_num_partitions: positive("offsets.topic.num.partitions")?
                 .min(crate::limits::MAX_PARTITIONS_PER_TOPIC as i64)
                 as i32,

@@ -312,19 +312,28 @@ pub async fn start_with_clock(
 
 /// Retention every `log.retention.check.interval.ms`, producer expiry every
 /// `producer.id.expiration.check.interval.ms`, due flushes every
-/// `log.flush.scheduler.interval.ms`, on a blocking thread.
+/// `log.flush.scheduler.interval.ms`, the high-watermark checkpoint every
+/// `replica.high.watermark.checkpoint.interval.ms`, on a blocking thread.
 async fn housekeeping(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let retention_every = Duration::from_millis(broker.config.log_retention_check_interval_ms);
     let expiry_every =
         Duration::from_millis(broker.config.producer_id_expiration_check_interval_ms);
     let flush_every =
         Duration::from_millis(broker.config.log_flush_scheduler_interval_ms.max(1) as u64);
+    let checkpoint_every = Duration::from_millis(
+        broker
+            .config
+            .replica_high_watermark_checkpoint_interval_ms
+            .max(1) as u64,
+    );
     let tick = retention_every
         .min(expiry_every)
         .min(flush_every)
+        .min(checkpoint_every)
         .min(Duration::from_secs(24 * 3600));
     let mut last_retention = Instant::now();
     let mut last_expiry = Instant::now();
+    let mut last_checkpoint = Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
@@ -338,9 +347,18 @@ async fn housekeeping(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) 
         if expiry {
             last_expiry = Instant::now();
         }
+        let checkpoint = last_checkpoint.elapsed() >= checkpoint_every;
+        if checkpoint {
+            last_checkpoint = Instant::now();
+        }
         let b = broker.clone();
-        let _ =
-            tokio::task::spawn_blocking(move || b.replicas.housekeeping(retention, expiry)).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            b.replicas.housekeeping(retention, expiry);
+            if checkpoint {
+                b.replicas.checkpoint_high_watermarks();
+            }
+        })
+        .await;
     }
 }
 

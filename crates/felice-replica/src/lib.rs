@@ -14,6 +14,7 @@
 //! here as replication lands (see docs/replication-plan.md).
 
 pub mod clock;
+pub mod hw_checkpoint;
 pub mod limits;
 pub mod partition;
 pub mod settings;

@@ -373,6 +373,11 @@ pub struct ReplicaManager {
     /// Idempotent producer ids held by all partitions together.
     producer_budget: Arc<ProducerBudget>,
     partitions: RwLock<HashMap<(TopicId, i32), Arc<Partition>>>,
+    /// The high watermarks the last run checkpointed, read at start-up and
+    /// consulted when a partition opens.
+    checkpointed: crate::hw_checkpoint::HighWatermarks,
+    /// What the last checkpoint wrote (skipped when nothing moved).
+    last_checkpoint: Mutex<Vec<(String, i32, i64)>>,
 }
 
 const PARTITION_METADATA: &str = "partition.metadata";
@@ -397,6 +402,30 @@ impl ReplicaManager {
             node_id,
             producer_budget: ProducerBudget::new(max_producer_ids),
             partitions: RwLock::new(HashMap::new()),
+            checkpointed: crate::hw_checkpoint::read(log_dir),
+            last_checkpoint: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Writes every hosted partition's high watermark to the log
+    /// directory's `replication-offset-checkpoint`, unless none moved since
+    /// the last write (blocking: a file write and two fsyncs).
+    pub fn checkpoint_high_watermarks(&self) {
+        let mut entries: Vec<(String, i32, i64)> = self
+            .all()
+            .iter()
+            .map(|p| (p.topic.clone(), p.index, p.high_watermark()))
+            .collect();
+        entries.sort();
+        let mut last = lock(&self.last_checkpoint);
+        if *last == entries {
+            return;
+        }
+        match crate::hw_checkpoint::write(&self.log_dir, &entries) {
+            Ok(()) => *last = entries,
+            Err(e) => {
+                tracing::warn!(dir = %self.log_dir.display(), error = %e, "high-watermark checkpoint not written");
+            }
         }
     }
 
@@ -463,10 +492,15 @@ impl ReplicaManager {
                 let dir = self
                     .log_dir
                     .join(format!("{}-{}", topic.name, part.partition));
+                let checkpointed_hw = self
+                    .checkpointed
+                    .get(&(topic.name.clone(), part.partition))
+                    .copied();
                 to_open.push(ToOpen {
                     dir,
                     topic: topic.name.clone(),
                     topic_id: topic.topic_id,
+                    checkpointed_hw,
                     node_id: self.node_id,
                     image: part.clone(),
                     settings: settings.clone(),
@@ -609,6 +643,7 @@ impl ReplicaManager {
     /// Logs close in parallel on a few threads: each close is mostly fsync
     /// latency, and the disk serves several at once.
     pub fn shutdown(&self) {
+        self.checkpoint_high_watermarks();
         let partitions = self.all();
         let threads = SHUTDOWN_THREADS.min(partitions.len().max(1));
         let chunk = partitions.len().div_ceil(threads).max(1);
@@ -633,6 +668,8 @@ struct ToOpen {
     dir: PathBuf,
     topic: String,
     topic_id: TopicId,
+    /// Its high watermark in the last checkpoint, if it was there.
+    checkpointed_hw: Option<i64>,
     node_id: i32,
     /// The controller's word on it, applied once it is open.
     image: PartitionImage,
@@ -696,9 +733,12 @@ fn open_partition(t: &ToOpen, ctx: Arc<ReplicaContext>) -> Result<Partition, Rep
     }
     let leo = log.log_end_offset();
     let lso = log.log_start_offset();
-    // Until the replication-offset checkpoint lands (issue 13, step 6) the
-    // high watermark starts at the log end offset, as it always has.
-    let state = PartitionState::new(t.node_id, t.settings.replication, Offset(leo), Offset(leo));
+    // The high watermark of the last checkpoint, within the log (Kafka
+    // clamps it the same way); a partition the checkpoint lacks starts at
+    // its log start offset. The leader moves it up from there: at once when
+    // it is the only replica.
+    let hw = t.checkpointed_hw.unwrap_or(0).clamp(lso, leo);
+    let state = PartitionState::new(t.node_id, t.settings.replication, Offset(leo), Offset(hw));
     Ok(Partition {
         topic: t.topic.clone(),
         topic_id,
@@ -706,7 +746,7 @@ fn open_partition(t: &ToOpen, ctx: Arc<ReplicaContext>) -> Result<Partition, Rep
         // Set by `apply_image` once open.
         leader_epoch: AtomicI32::new(-1),
         dir: dir.to_path_buf(),
-        high_watermark: AtomicI64::new(leo),
+        high_watermark: AtomicI64::new(hw),
         log_start_offset: AtomicI64::new(lso),
         log_end_offset: AtomicI64::new(leo),
         log: Mutex::new(Some(log)),
@@ -824,5 +864,40 @@ mod tests {
         m.reconcile(&img, |_| settings(2)).expect("reconcile");
         assert_eq!(p.leader_epoch(), 6);
         assert_eq!(p.check_acks_all(), Err(StateError::NotLeader));
+    }
+
+    #[test]
+    fn a_restarted_replica_starts_at_its_checkpointed_high_watermark() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = manager(dir.path());
+        // Leading with a full ISR no follower has fetched from: two records
+        // written, none committed.
+        let img = image(&[1, 2, 3], &[1, 2, 3], 1, (1, 1), None);
+        m.reconcile(&img, |_| settings(1)).expect("reconcile");
+        let p = m.get(&T, 0).expect("hosted");
+        p.append(&batch()).expect("append");
+        p.append(&batch()).expect("append");
+        assert_eq!((p.high_watermark(), p.log_end_offset()), (0, 2));
+        m.shutdown();
+        let text = std::fs::read_to_string(dir.path().join(crate::hw_checkpoint::FILE))
+            .expect("checkpoint");
+        assert_eq!(text, "0\n1\nt 0 0\n");
+        // Back as a follower: the uncommitted records stay invisible.
+        let m = manager(dir.path());
+        let img = image(&[1, 2, 3], &[2, 3], 2, (2, 2), Some(img));
+        m.reconcile(&img, |_| settings(1)).expect("reconcile");
+        let p = m.get(&T, 0).expect("hosted");
+        assert_eq!((p.high_watermark(), p.log_end_offset()), (0, 2));
+        m.shutdown();
+        // Alone in its ISR, a leader commits its whole log at once.
+        let m = manager(dir.path());
+        let img = image(&[1], &[1], 1, (3, 3), Some(img));
+        m.reconcile(&img, |_| settings(1)).expect("reconcile");
+        let p = m.get(&T, 0).expect("hosted");
+        assert_eq!((p.high_watermark(), p.log_end_offset()), (2, 2));
+        m.checkpoint_high_watermarks();
+        let text = std::fs::read_to_string(dir.path().join(crate::hw_checkpoint::FILE))
+            .expect("checkpoint");
+        assert_eq!(text, "0\n1\nt 0 2\n");
     }
 }
