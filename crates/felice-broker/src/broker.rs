@@ -14,6 +14,7 @@ use crate::topic_config;
 use felice_coord::GroupError;
 use felice_metadata::TopicId;
 use felice_metadata::{MetadataImage, TopicImage};
+use felice_replica::IsrProposal;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -230,6 +231,68 @@ impl Broker {
             .with_want_fence(false)
             .with_want_shut_down(shutting_down);
         self.controller.call(req, 0).await
+    }
+
+    /// Sends `proposal`, an ISR change of `part` (which this broker leads),
+    /// to the active controller as AlterPartition v3, in the background, and
+    /// gives the partition the answer. The metadata log brings the same
+    /// change to every broker; the answer only saves waiting for it.
+    pub(crate) fn propose_isr(self: &Arc<Self>, part: Arc<Partition>, proposal: IsrProposal) {
+        use kafka_protocol::messages::alter_partition_request::{
+            BrokerState, PartitionData, TopicData,
+        };
+        use kafka_protocol::messages::{AlterPartitionRequest, BrokerId};
+        let broker = self.clone();
+        tokio::spawn(async move {
+            let image = broker.image();
+            let members = proposal
+                .new_isr
+                .iter()
+                .map(|b| {
+                    BrokerState::default()
+                        .with_broker_id(BrokerId(*b))
+                        .with_broker_epoch(image.brokers.get(b).map_or(-1, |x| x.epoch))
+                })
+                .collect();
+            let req = AlterPartitionRequest::default()
+                .with_broker_id(BrokerId(broker.config.node_id))
+                .with_broker_epoch(
+                    broker
+                        .broker_epoch
+                        .load(std::sync::atomic::Ordering::Acquire),
+                )
+                .with_topics(vec![TopicData::default()
+                    .with_topic_id(part.topic_id)
+                    .with_partitions(vec![PartitionData::default()
+                        .with_partition_index(part.index)
+                        .with_leader_epoch(proposal.leader_epoch.0)
+                        .with_partition_epoch(proposal.partition_epoch)
+                        .with_new_isr_with_epochs(members)])]);
+            let answer = broker.controller.call(req, 3).await;
+            let code = match &answer {
+                Ok(r) if r.error_code != 0 => r.error_code,
+                Ok(r) => r
+                    .topics
+                    .first()
+                    .and_then(|t| t.partitions.first())
+                    .map_or(-1, |p| p.error_code),
+                Err(_) => -1,
+            };
+            let now_is = answer.ok().filter(|_| code == 0).and_then(|r| {
+                let p = r.topics.first()?.partitions.first()?.clone();
+                Some((
+                    p.leader_epoch,
+                    p.partition_epoch,
+                    p.isr.iter().map(|b| b.0).collect(),
+                ))
+            });
+            if now_is.is_some() {
+                tracing::info!(topic = %part.topic, partition = part.index, isr = ?proposal.new_isr, "ISR changed");
+            } else {
+                tracing::info!(topic = %part.topic, partition = part.index, isr = ?proposal.new_isr, error_code = code, "ISR change not made");
+            }
+            part.on_isr_answer(&proposal, now_is);
+        });
     }
 
     /// Whether a controlled shutdown has begun.

@@ -980,7 +980,7 @@ fn replay_partition(
     let mut offset = p.log_start_offset();
     let end = p.high_watermark();
     while offset < end {
-        let planned = p.plan_read(offset, REPLAY_READ_BYTES, true)?;
+        let planned = p.plan_read(offset, REPLAY_READ_BYTES, true, false)?;
         let Some(slice) = planned.slice else {
             break;
         };

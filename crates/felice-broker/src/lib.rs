@@ -21,6 +21,8 @@ pub(crate) mod producer_ids;
 pub(crate) mod publisher;
 pub(crate) mod raft_transport;
 pub(crate) use felice_replica::partition as replica;
+#[cfg(test)]
+mod replica_fetch_tests;
 pub(crate) mod response;
 pub mod server;
 pub(crate) mod topic_config;

@@ -291,6 +291,7 @@ pub async fn start_with_clock(
     let housekeeping = tokio::spawn(housekeeping(broker.clone(), rx.clone()));
     let group_timers = tokio::spawn(group_timers(broker.clone(), rx.clone()));
     let cleaner = tokio::spawn(log_cleaner(broker.clone(), rx.clone()));
+    let isr_expiration = tokio::spawn(isr_expiration(broker.clone(), rx.clone()));
     tracing::info!(
         "felice listening on {local_addr} (PLAINTEXT), data in {}, cluster id {}, node id {}, {} partitions, started in {} ms",
         broker.config.log_dir.display(),
@@ -304,10 +305,35 @@ pub async fn start_with_clock(
         broker,
         shutdown,
         tasks: {
-            tasks.extend([serve, housekeeping, group_timers, cleaner, publisher]);
+            tasks.extend([
+                serve,
+                housekeeping,
+                group_timers,
+                cleaner,
+                isr_expiration,
+                publisher,
+            ]);
             tasks
         },
     })
+}
+
+/// Kafka's `isr-expiration` task: every `replica.lag.time.max.ms / 2`, each
+/// partition this broker leads proposes out the followers that fell
+/// behind. Only state is touched (no I/O), so it runs on the runtime.
+async fn isr_expiration(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let every = Duration::from_millis((broker.config.replica_lag_time_max_ms / 2).max(1) as u64);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        for p in broker.replicas.all() {
+            if let Some(proposal) = p.tick() {
+                broker.propose_isr(p, proposal);
+            }
+        }
+    }
 }
 
 /// Retention every `log.retention.check.interval.ms`, producer expiry every

@@ -23,7 +23,7 @@
 use crate::clock::SharedClock;
 use crate::limits::{INLINE_APPEND_PAUSE_MS, SLOW_INLINE_APPEND};
 use crate::settings::TopicSettings;
-use crate::state::{LeaderAndIsr, PartitionState, StateError};
+use crate::state::{IsrProposal, LeaderAndIsr, PartitionState, StateError};
 use felice_log::{Log, LogConfig, LogError, ProducerBudget, TimestampType};
 use felice_metadata::{MetadataImage, PartitionImage, TopicId, TopicImage};
 use felice_wire::{LeaderEpoch, Offset};
@@ -191,6 +191,77 @@ impl Partition {
         lock(&self.state).isr().to_vec()
     }
 
+    /// A follower fetched from `fetch_offset` (all below it is in its log):
+    /// its position moves the high watermark (waking the waiters) and may
+    /// make it join the ISR. Returns the ISR change to send to the
+    /// controller, if any. `eligible`: the metadata has the follower
+    /// registered with `broker_epoch` and unfenced.
+    pub fn on_follower_fetch(
+        &self,
+        replica: i32,
+        broker_epoch: i64,
+        fetch_offset: i64,
+        eligible: bool,
+    ) -> Result<Option<IsrProposal>, StateError> {
+        let now = self.ctx.now_ms();
+        let effects = lock(&self.state).on_follower_fetch(
+            replica,
+            broker_epoch,
+            Offset(fetch_offset),
+            now,
+            eligible,
+        )?;
+        self.publish_hw(effects.hw_moved);
+        Ok(effects.propose_isr)
+    }
+
+    /// Time passed: followers that fell behind for `replica.lag.time.max.ms`
+    /// are proposed out of the ISR.
+    pub fn tick(&self) -> Option<IsrProposal> {
+        let now = self.ctx.now_ms();
+        let effects = lock(&self.state).on_tick(now);
+        self.publish_hw(effects.hw_moved);
+        effects.propose_isr
+    }
+
+    /// The controller's answer to `proposal`: the partition as it now is
+    /// (`None` when the change was refused or not delivered). The pending
+    /// change is forgotten either way; the metadata log brings the same
+    /// state, whichever arrives first.
+    pub fn on_isr_answer(&self, proposal: &IsrProposal, now_is: Option<(i32, i32, Vec<i32>)>) {
+        let now = self.ctx.now_ms();
+        let mut state = lock(&self.state);
+        let mut hw_moved = None;
+        if let Some((leader_epoch, partition_epoch, isr)) = now_is {
+            let replicas = state.replicas().to_vec();
+            hw_moved = state
+                .on_isr_committed(
+                    LeaderEpoch(leader_epoch),
+                    partition_epoch,
+                    &isr,
+                    &replicas,
+                    now,
+                )
+                .hw_moved;
+        }
+        state.on_isr_rejected(proposal);
+        drop(state);
+        self.publish_hw(hw_moved);
+    }
+
+    fn publish_hw(&self, hw_moved: Option<Offset>) {
+        if let Some(hw) = hw_moved {
+            self.high_watermark.store(hw.0, Ordering::Release);
+            self.wake_waiters();
+        }
+    }
+
+    /// Kafka's `endOffsetForEpoch` on this partition's log (blocking: the
+    /// log lock).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Result<(i32, i64), ReplicaError> {
+        self.with_log(|log| Ok(log.end_offset_for_epoch(epoch)))
+    }
+
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark.load(Ordering::Acquire)
     }
@@ -308,16 +379,20 @@ impl Partition {
     }
 
     /// Plans a read of up to `max_bytes` from `offset`, bounded by the high
-    /// watermark (blocking: call from a blocking thread).
+    /// watermark, or by the log end offset for a follower (`to_log_end`,
+    /// Kafka's FetchIsolation.LOG_END) (blocking: call from a blocking
+    /// thread).
     pub fn plan_read(
         &self,
         offset: i64,
         max_bytes: usize,
         min_one_batch: bool,
+        to_log_end: bool,
     ) -> Result<PlannedRead, ReplicaError> {
         self.with_log(|log| {
             let hw = self.high_watermark();
-            let slice = log.read(offset, max_bytes, hw, min_one_batch)?;
+            let bound = if to_log_end { log.log_end_offset() } else { hw };
+            let slice = log.read(offset, max_bytes, bound, min_one_batch)?;
             Ok(PlannedRead {
                 slice,
                 high_watermark: hw,

@@ -17,6 +17,18 @@
 //! the memory fetches hold grows neither with the data they return nor with
 //! the number of connections.
 //!
+//! Replica fetches (a `replica_id` of 0 or more: `replica_state` from v15,
+//! the top-level field below it) come from followers: they read up to the
+//! log end offset instead of the high watermark, and their fetch offset is
+//! recorded in the partition's replication state before the read (Kafka's
+//! `updateFollowerFetchState`, on the first read only, not on re-reads
+//! after a wait), which may move the high watermark and propose an ISR
+//! change to the controller. A `last_fetched_epoch` (v12+) the leader's
+//! epoch cache disagrees with gets a `diverging_epoch` and no records, so
+//! the follower truncates first (KIP-320). A broker that is not a replica
+//! gets NOT_LEADER_OR_FOLLOWER (UNKNOWN_LEADER_EPOCH when it named an
+//! epoch), as Kafka.
+//!
 //! Limits: the response holds at most `min(max_bytes, fetch.max.bytes)`
 //! bytes of records, each partition at most its `partition_max_bytes`,
 //! except that the first partition with data returns at least one whole
@@ -28,7 +40,10 @@ use crate::replica::{Partition, ReplicaError};
 use crate::response::{FileRange, Source, ZERO_COPY_MIN_BYTES};
 use bytes::Bytes;
 use felice_log::LogError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use felice_replica::{IsrProposal, StateError};
+use kafka_protocol::messages::fetch_response::{
+    EpochEndOffset, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, RequestHeader};
 use kafka_protocol::protocol::{Message, VersionRange};
 use kafka_protocol::ResponseError;
@@ -58,6 +73,11 @@ fn read_error_code(e: &ReplicaError) -> ResponseError {
     }
 }
 
+/// First version with `last_fetched_epoch` and `diverging_epoch`.
+const FIRST_DIVERGING_EPOCH_VERSION: i16 = 12;
+/// First version naming the replica in `replica_state`.
+const FIRST_REPLICA_STATE_VERSION: i16 = 15;
+
 /// One requested partition, resolved.
 struct Slot {
     topic: usize,
@@ -65,6 +85,18 @@ struct Slot {
     target: Result<Arc<Partition>, ResponseError>,
     fetch_offset: i64,
     max_bytes: usize,
+    current_leader_epoch: i32,
+    /// The follower's last fetched epoch (v12+; -1: none).
+    last_fetched_epoch: i32,
+}
+
+/// The broker behind a replica fetch.
+#[derive(Clone, Copy)]
+struct Follower {
+    id: i32,
+    broker_epoch: i64,
+    /// Registered with that epoch and unfenced: it may join the ISR.
+    eligible: bool,
 }
 
 /// The response, the sources its large record sets stand for, and the share
@@ -82,6 +114,22 @@ pub async fn handle(
         return (resp, Vec::new(), None);
     }
     let image = broker.image();
+    let (replica_id, replica_epoch) = if version >= FIRST_REPLICA_STATE_VERSION {
+        (
+            req.replica_state.replica_id.0,
+            req.replica_state.replica_epoch,
+        )
+    } else {
+        (req.replica_id.0, -1)
+    };
+    let follower = (replica_id >= 0).then(|| Follower {
+        id: replica_id,
+        broker_epoch: replica_epoch,
+        eligible: image
+            .brokers
+            .get(&replica_id)
+            .is_some_and(|b| !b.fenced && (replica_epoch == -1 || replica_epoch == b.epoch)),
+    });
     let mut topics: Vec<FetchableTopicResponse> = Vec::with_capacity(req.topics.len());
     let mut slots: Vec<Slot> = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
@@ -119,6 +167,12 @@ pub async fn handle(
                 target,
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
+                current_leader_epoch: p.current_leader_epoch,
+                last_fetched_epoch: if version >= FIRST_DIVERGING_EPOCH_VERSION {
+                    p.last_fetched_epoch
+                } else {
+                    -1
+                },
             });
         }
         topics.push(
@@ -133,6 +187,7 @@ pub async fn handle(
     let wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(MAX_FETCH_WAIT_MS));
     let deadline = Instant::now() + wait;
     let slots = Arc::new(slots);
+    let mut first_read = true;
     let (partitions, sources, budget) = loop {
         // Register before reading, so an append between the read and the
         // wait is not missed (Notify keeps one permit).
@@ -147,9 +202,14 @@ pub async fn handle(
         }
         let s = slots.clone();
         let memory = broker.fetch_memory.clone();
-        let read =
-            tokio::task::spawn_blocking(move || read_all(&s, response_max_bytes, &memory)).await;
-        let (partitions, sources, budget, bytes, any_error) = match read {
+        // A follower's position counts once per request, at its first read.
+        let record = follower.filter(|_| first_read);
+        first_read = false;
+        let read = tokio::task::spawn_blocking(move || {
+            read_all(&s, response_max_bytes, &memory, follower, record)
+        })
+        .await;
+        let (partitions, sources, budget, bytes, any_error, proposals) = match read {
             Ok(x) => x,
             Err(e) => {
                 tracing::error!(error = %e, "fetch task failed");
@@ -158,6 +218,9 @@ pub async fn handle(
                 return (resp, Vec::new(), None);
             }
         };
+        for (part, proposal) in proposals {
+            broker.propose_isr(part, proposal);
+        }
         let done = !may_wait || bytes >= min_bytes || any_error || Instant::now() >= deadline;
         if done {
             if may_wait {
@@ -209,13 +272,66 @@ type ReadAll = (
     Option<OwnedSemaphorePermit>,
     usize,
     bool,
+    Vec<(Arc<Partition>, IsrProposal)>,
 );
+
+/// A replica fetch's checks before its read, as Kafka's `fetchRecords`
+/// for a follower: its `last_fetched_epoch` against the epoch cache (a
+/// diverging epoch answers instead of records), then its position recorded
+/// (`record`: on the first read of the request only).
+fn follower_checks(
+    part: &Arc<Partition>,
+    s: &Slot,
+    follower: Follower,
+    record: bool,
+    proposals: &mut Vec<(Arc<Partition>, IsrProposal)>,
+) -> Result<Option<(i32, i64)>, ResponseError> {
+    if s.last_fetched_epoch >= 0 {
+        let (epoch, end) = part
+            .end_offset_for_epoch(s.last_fetched_epoch)
+            .map_err(|e| read_error_code(&e))?;
+        if epoch < 0 || end < 0 {
+            return Err(ResponseError::OffsetOutOfRange);
+        }
+        if s.fetch_offset < part.log_start_offset() {
+            return Err(ResponseError::OffsetOutOfRange);
+        }
+        if epoch < s.last_fetched_epoch || end < s.fetch_offset {
+            return Ok(Some((epoch, end)));
+        }
+    }
+    if record {
+        let r = part.on_follower_fetch(
+            follower.id,
+            follower.broker_epoch,
+            s.fetch_offset,
+            follower.eligible,
+        );
+        match r {
+            Ok(Some(proposal)) => proposals.push((part.clone(), proposal)),
+            Ok(None) => {}
+            Err(StateError::NotAReplica(_)) if s.current_leader_epoch >= 0 => {
+                return Err(ResponseError::UnknownLeaderEpoch)
+            }
+            Err(StateError::FetchBeyondEnd { .. }) => return Err(ResponseError::OffsetOutOfRange),
+            Err(_) => return Err(ResponseError::NotLeaderOrFollower),
+        }
+    }
+    Ok(None)
+}
 
 /// Reads every slot (blocking). A range of `ZERO_COPY_MIN_BYTES` or more,
 /// or a smaller one when `memory` has no room for it, is left in the page
 /// cache (a mapped stand-in, sent with `sendfile`); others are read.
-fn read_all(slots: &[Slot], response_max_bytes: usize, memory: &Arc<Semaphore>) -> ReadAll {
+fn read_all(
+    slots: &[Slot],
+    response_max_bytes: usize,
+    memory: &Arc<Semaphore>,
+    follower: Option<Follower>,
+    record: Option<Follower>,
+) -> ReadAll {
     let mut out = Vec::with_capacity(slots.len());
+    let mut proposals = Vec::new();
     let mut sources = Vec::new();
     let mut held_memory: Option<OwnedSemaphorePermit> = None;
     let mut total = 0usize;
@@ -238,12 +354,44 @@ fn read_all(slots: &[Slot], response_max_bytes: usize, memory: &Arc<Semaphore>) 
                 continue;
             }
         };
+        if let Some(f) = follower {
+            match follower_checks(part, s, f, record.is_some(), &mut proposals) {
+                Ok(None) => {}
+                Ok(Some((epoch, end_offset))) => {
+                    any_error = true;
+                    out.push(
+                        base.with_error_code(0)
+                            .with_high_watermark(part.high_watermark())
+                            .with_last_stable_offset(part.high_watermark())
+                            .with_log_start_offset(part.log_start_offset())
+                            .with_diverging_epoch(
+                                EpochEndOffset::default()
+                                    .with_epoch(epoch)
+                                    .with_end_offset(end_offset),
+                            )
+                            .with_records(Some(Bytes::new())),
+                    );
+                    continue;
+                }
+                Err(code) => {
+                    any_error = true;
+                    out.push(
+                        base.with_error_code(code.code())
+                            .with_high_watermark(-1)
+                            .with_last_stable_offset(-1)
+                            .with_log_start_offset(-1)
+                            .with_records(Some(Bytes::new())),
+                    );
+                    continue;
+                }
+            }
+        }
         let budget = s.max_bytes.min(response_max_bytes.saturating_sub(total));
         let first_with_data = total == 0;
         let result = if budget == 0 && !first_with_data {
             Ok((Bytes::new(), part.high_watermark(), part.log_start_offset()))
         } else {
-            part.plan_read(s.fetch_offset, budget, first_with_data)
+            part.plan_read(s.fetch_offset, budget, first_with_data, follower.is_some())
                 .and_then(|planned| {
                     let io = |source| {
                         ReplicaError::Log(LogError::Io {
@@ -312,5 +460,5 @@ fn read_all(slots: &[Slot], response_max_bytes: usize, memory: &Arc<Semaphore>) 
             }
         }
     }
-    (out, sources, held_memory, total, any_error)
+    (out, sources, held_memory, total, any_error, proposals)
 }

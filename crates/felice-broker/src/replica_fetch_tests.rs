@@ -1,0 +1,232 @@
+//! The leader's side of replication, end to end on one node: this node is
+//! the controller and broker 1; brokers 2 and 3 exist only as registration
+//! records, and the test plays them, sending replica fetches by hand. A
+//! topic on [1, 2, 3] led by 1: the high watermark follows the followers'
+//! fetches, followers read past it, a non-replica is refused, a diverging
+//! epoch is reported, and a follower that stops fetching leaves the ISR
+//! through AlterPartition and joins again once it catches up.
+
+use crate::metadata_source::MetadataSource;
+use crate::server::{self, RunningBroker};
+use crate::BrokerConfig;
+use felice_client::Connection;
+use felice_metadata::MetadataRecord;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use std::time::{Duration, Instant};
+
+const TOPIC: uuid::Uuid = uuid::Uuid::from_u128(0x5eed);
+const EPOCH_2: i64 = 100;
+const EPOCH_3: i64 = 101;
+
+async fn start(dir: &std::path::Path) -> RunningBroker {
+    let config = BrokerConfig::load(
+        None,
+        &[
+            "listeners=PLAINTEXT://127.0.0.1:0".to_string(),
+            format!("log.dirs={}", dir.display()),
+            "replica.lag.time.max.ms=1000".to_string(),
+            // Brokers 2 and 3 never heartbeat: keep them unfenced.
+            "broker.session.timeout.ms=600000".to_string(),
+        ],
+    )
+    .expect("config");
+    let rb = server::start(config).await.expect("start");
+    let MetadataSource::Voter(quorum) = &rb.broker.metadata else {
+        panic!("a single node is a voter");
+    };
+    let image = quorum
+        .commit::<std::convert::Infallible>(|_| {
+            let mut records = Vec::new();
+            for (id, epoch) in [(2, EPOCH_2), (3, EPOCH_3)] {
+                records.push(MetadataRecord::BrokerRegistration {
+                    node_id: id,
+                    incarnation_id: uuid::Uuid::from_u128(id as u128),
+                    broker_epoch: epoch,
+                    host: "127.0.0.1".into(),
+                    port: 1,
+                    rack: None,
+                });
+                records.push(MetadataRecord::UnfenceBroker {
+                    node_id: id,
+                    broker_epoch: epoch,
+                });
+            }
+            records.push(MetadataRecord::Topic {
+                name: "r".into(),
+                topic_id: TOPIC,
+            });
+            records.push(MetadataRecord::Partition {
+                topic_id: TOPIC,
+                partition: 0,
+                replicas: vec![1, 2, 3],
+                isr: vec![1, 2, 3],
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            });
+            Ok(records)
+        })
+        .await
+        .expect("records");
+    rb.broker
+        .applied(image.offset, Duration::from_secs(10))
+        .await
+        .expect("applied");
+    rb
+}
+
+fn records(n: usize) -> bytes::Bytes {
+    let specs: Vec<_> = (0..n).map(|_| (None, Some(&b"v"[..]), 1_000)).collect();
+    bytes::Bytes::from(felice_wire::build_batch(&specs))
+}
+
+async fn produce(conn: &Connection, n: usize) -> i16 {
+    let req = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(5_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("r")))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(records(n)))])]);
+    // v9: topics by name.
+    let resp = conn
+        .send_version(&req, 9)
+        .await
+        .expect("send")
+        .recv()
+        .await
+        .expect("produce");
+    resp.responses[0].partition_responses[0].error_code
+}
+
+/// A fetch of partition 0 from `offset` as `replica` (-1: a consumer).
+async fn fetch(
+    conn: &Connection,
+    replica: i32,
+    replica_epoch: i64,
+    offset: i64,
+    epochs: (i32, i32),
+) -> fetch_response::PartitionData {
+    let req = FetchRequest::default()
+        .with_replica_state(
+            ReplicaState::default()
+                .with_replica_id(BrokerId(replica))
+                .with_replica_epoch(replica_epoch),
+        )
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic_id(TOPIC)
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_current_leader_epoch(epochs.0)
+                .with_last_fetched_epoch(epochs.1)
+                .with_partition_max_bytes(1 << 20)])]);
+    let resp = conn
+        .send_version(&req, 17)
+        .await
+        .expect("send")
+        .recv()
+        .await
+        .expect("fetch");
+    resp.responses[0].partitions[0].clone()
+}
+
+fn record_count(p: &fetch_response::PartitionData) -> usize {
+    let bytes = p.records.clone().unwrap_or_default();
+    felice_wire::Batches::new(&bytes)
+        .filter_map(|b| b.ok())
+        .map(|(_, h)| h.record_count as usize)
+        .sum()
+}
+
+async fn wait_isr(rb: &RunningBroker, want: &[i32]) -> (i32, i32) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let image = rb.broker.image();
+        let p = &image.topic("r").expect("topic").partitions[0];
+        if p.isr == want {
+            return (p.leader_epoch, p.partition_epoch);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ISR stayed {:?}, not {want:?}",
+            p.isr
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_move_the_high_watermark_and_the_isr() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rb = start(dir.path()).await;
+    let conn = Connection::connect(&rb.local_addr.to_string())
+        .await
+        .expect("connect");
+    assert_eq!(produce(&conn, 3).await, 0);
+    // Nothing committed: the followers have not fetched.
+    let c = fetch(&conn, -1, -1, 0, (-1, -1)).await;
+    assert_eq!(
+        (c.error_code, c.high_watermark, record_count(&c)),
+        (0, 0, 0)
+    );
+    // A follower reads past the high watermark.
+    let f2 = fetch(&conn, 2, EPOCH_2, 0, (0, -1)).await;
+    assert_eq!((f2.error_code, record_count(&f2)), (0, 3));
+    assert_eq!(f2.high_watermark, 0, "3 has not fetched yet");
+    let f2 = fetch(&conn, 2, EPOCH_2, 3, (0, 0)).await;
+    assert_eq!(f2.high_watermark, 0, "3 still behind");
+    let f3 = fetch(&conn, 3, EPOCH_3, 3, (0, 0)).await;
+    assert_eq!((f3.error_code, f3.high_watermark), (0, 3));
+    let c = fetch(&conn, -1, -1, 0, (-1, -1)).await;
+    assert_eq!((c.high_watermark, record_count(&c)), (3, 3));
+    // Not a replica.
+    let x = fetch(&conn, 9, 1, 0, (-1, -1)).await;
+    assert_eq!(x.error_code, 6, "NOT_LEADER_OR_FOLLOWER");
+    let x = fetch(&conn, 9, 1, 0, (0, -1)).await;
+    assert_eq!(x.error_code, 75, "UNKNOWN_LEADER_EPOCH with an epoch");
+    // Its log ends past the leader's in epoch 0: diverging at (0, 3).
+    let d = fetch(&conn, 2, EPOCH_2, 5, (0, 0)).await;
+    assert_eq!(d.error_code, 0);
+    assert_eq!(
+        (d.diverging_epoch.epoch, d.diverging_epoch.end_offset),
+        (0, 3)
+    );
+    assert_eq!(record_count(&d), 0);
+    // 3 stops fetching while 2 keeps up: after replica.lag.time.max.ms it
+    // leaves the ISR, with the same leader epoch.
+    assert_eq!(produce(&conn, 1).await, 0);
+    let stopped = Instant::now();
+    let shrunk = async {
+        loop {
+            fetch(&conn, 2, EPOCH_2, 4, (0, 0)).await;
+            let image = rb.broker.image();
+            if image.topic("r").expect("topic").partitions[0].isr == [1, 2] {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), shrunk)
+        .await
+        .expect("3 left the ISR");
+    assert!(stopped.elapsed() >= Duration::from_millis(900));
+    let (leader_epoch, partition_epoch) = wait_isr(&rb, &[1, 2]).await;
+    assert_eq!((leader_epoch, partition_epoch), (0, 1));
+    // Without 3 the high watermark reaches the end.
+    let c = fetch(&conn, -1, -1, 0, (-1, -1)).await;
+    assert_eq!(c.high_watermark, 4);
+    // 3 catches up: back in.
+    let f3 = fetch(&conn, 3, EPOCH_3, 4, (0, 0)).await;
+    assert_eq!(f3.error_code, 0);
+    let (leader_epoch, partition_epoch) = wait_isr(&rb, &[1, 2, 3]).await;
+    assert_eq!((leader_epoch, partition_epoch), (0, 2));
+    rb.stop().await;
+}
