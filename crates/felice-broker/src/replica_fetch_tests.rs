@@ -84,9 +84,14 @@ fn records(n: usize) -> bytes::Bytes {
 }
 
 async fn produce(conn: &Connection, n: usize) -> i16 {
+    produce_acks(conn, n, 1, 5_000).await.0
+}
+
+/// (error, base offset) of a produce of `n` records.
+async fn produce_acks(conn: &Connection, n: usize, acks: i16, timeout_ms: i32) -> (i16, i64) {
     let req = ProduceRequest::default()
-        .with_acks(1)
-        .with_timeout_ms(5_000)
+        .with_acks(acks)
+        .with_timeout_ms(timeout_ms)
         .with_topic_data(vec![TopicProduceData::default()
             .with_name(TopicName(StrBytes::from_static_str("r")))
             .with_partition_data(vec![PartitionProduceData::default()
@@ -100,7 +105,8 @@ async fn produce(conn: &Connection, n: usize) -> i16 {
         .recv()
         .await
         .expect("produce");
-    resp.responses[0].partition_responses[0].error_code
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
 }
 
 /// A fetch of partition 0 from `offset` as `replica` (-1: a consumer).
@@ -228,5 +234,75 @@ async fn followers_move_the_high_watermark_and_the_isr() {
     assert_eq!(f3.error_code, 0);
     let (leader_epoch, partition_epoch) = wait_isr(&rb, &[1, 2, 3]).await;
     assert_eq!((leader_epoch, partition_epoch), (0, 2));
+
+    // acks=all waits for the ISR (the producer on its own connection: a
+    // connection's requests are answered in order).
+    let addr = rb.local_addr.to_string();
+    let producer = Connection::connect(&addr).await.expect("connect");
+    let acked = tokio::spawn(async move { produce_acks(&producer, 1, -1, 10_000).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!acked.is_finished(), "answered before the followers had it");
+    fetch(&conn, 2, EPOCH_2, 5, (0, 0)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!acked.is_finished(), "answered before 3 had it");
+    fetch(&conn, 3, EPOCH_3, 5, (0, 0)).await;
+    let (code, base) = tokio::time::timeout(Duration::from_secs(5), acked)
+        .await
+        .expect("answered")
+        .expect("task");
+    assert_eq!((code, base), (0, 4));
+    // Nobody fetches: REQUEST_TIMED_OUT after timeout_ms.
+    let started = Instant::now();
+    let (code, _) = produce_acks(&conn, 1, -1, 300).await;
+    assert_eq!(code, 7, "REQUEST_TIMED_OUT");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // min.insync.replicas=3 and an ISR of two: refused before the append.
+    let MetadataSource::Voter(quorum) = &rb.broker.metadata else {
+        panic!("a voter");
+    };
+    let image = quorum
+        .commit::<std::convert::Infallible>(|_| {
+            Ok(vec![MetadataRecord::TopicConfig {
+                topic_id: TOPIC,
+                key: "min.insync.replicas".into(),
+                value: Some("3".into()),
+            }])
+        })
+        .await
+        .expect("config");
+    rb.broker
+        .applied(image.offset, Duration::from_secs(10))
+        .await
+        .expect("applied");
+    let shrunk = async {
+        loop {
+            fetch(&conn, 2, EPOCH_2, 6, (0, 0)).await;
+            let image = rb.broker.image();
+            if image.topic("r").expect("topic").partitions[0].isr == [1, 2] {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), shrunk)
+        .await
+        .expect("3 left the ISR again");
+    let leo = rb
+        .broker
+        .replicas
+        .get(&TOPIC, 0)
+        .expect("hosted")
+        .log_end_offset();
+    let (code, _) = produce_acks(&conn, 1, -1, 5_000).await;
+    assert_eq!(code, 19, "NOT_ENOUGH_REPLICAS");
+    let after = rb
+        .broker
+        .replicas
+        .get(&TOPIC, 0)
+        .expect("hosted")
+        .log_end_offset();
+    assert_eq!(after, leo, "nothing appended");
+    // acks=1 is still taken.
+    assert_eq!(produce(&conn, 1).await, 0);
     rb.stop().await;
 }

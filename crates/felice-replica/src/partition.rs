@@ -186,6 +186,12 @@ impl Partition {
         lock(&self.state).check_acks_all()
     }
 
+    /// Where an acks=all produce whose batches end just below
+    /// `required_offset` stands (Kafka's `checkEnoughReplicasReachOffset`).
+    pub fn completion(&self, required_offset: i64) -> crate::state::Completion {
+        lock(&self.state).completion(Offset(required_offset))
+    }
+
     /// The committed ISR, as this broker last applied it.
     pub fn isr(&self) -> Vec<i32> {
         lock(&self.state).isr().to_vec()

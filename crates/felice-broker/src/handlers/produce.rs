@@ -1,10 +1,20 @@
 //! Produce (key 0): validates each partition's record batch (magic 2, sizes,
 //! CRC32C, record framing, `max.message.bytes`), appends it with offsets
 //! assigned by rewriting the batch's baseOffset, and answers with the base
-//! offset. acks=0 gets no response; acks=1 and acks=all are answered once
-//! the append is done, which on one node is also when the high watermark
-//! covers it (the ISR is this broker alone). Errors are per partition; a
+//! offset. acks=0 gets no response; acks=1 is answered once the append is
+//! done; acks=all once the high watermark covers the batch too (at once
+//! when the ISR is this broker alone). Errors are per partition; a
 //! rejected batch writes nothing.
+//!
+//! The acks=all purgatory: a request whose batches the high watermark does
+//! not cover yet waits on the partition's waiter list (the one fetches park
+//! in), woken only when the high watermark moves or the partition closes,
+//! never polled. It completes with NONE, NOT_ENOUGH_REPLICAS_AFTER_APPEND
+//! (the ISR fell below `min.insync.replicas` meanwhile),
+//! NOT_LEADER_OR_FOLLOWER (leadership moved) or REQUEST_TIMED_OUT
+//! (`timeout_ms`), as Kafka's DelayedProduce. A retried idempotent batch
+//! waits for its original offsets the same way. Bounded: one request at a
+//! time per connection, `max.connections` connections.
 
 use crate::broker::Broker;
 use crate::handlers::str_bytes;
@@ -19,6 +29,7 @@ use kafka_protocol::protocol::{Message, VersionRange};
 use kafka_protocol::records::Compression;
 use kafka_protocol::ResponseError;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub const VERSIONS: VersionRange = ProduceRequest::VERSIONS;
 
@@ -354,6 +365,18 @@ pub async fn handle(
         );
     }
 
+    // acks=all waits for the high watermark at each appended partition.
+    let replicated: Vec<((usize, usize), Arc<Partition>)> = if acks == -1 {
+        work.iter()
+            .map(|w| ((w.topic, w.slot), w.partition.clone()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+    // Per appended partition, the offset after its batches.
+    let mut required: std::collections::HashMap<(usize, usize), i64> =
+        std::collections::HashMap::new();
     // Appends that cost only their positioned writes run here; the rest
     // (log busy, segment roll, flush.messages fsync) on a blocking thread.
     let mut results = Vec::with_capacity(work.len());
@@ -424,6 +447,7 @@ pub async fn handle(
         };
         match r {
             Ok(info) => {
+                required.insert((ti, slot), info.last_offset + 1);
                 p.error_code = 0;
                 p.base_offset = info.first_offset;
                 p.log_append_time_ms = info.log_append_time_ms;
@@ -448,5 +472,61 @@ pub async fn handle(
     if acks == 0 {
         return None;
     }
+    if !replicated.is_empty() {
+        await_replication(
+            &mut responses,
+            &replicated,
+            &required,
+            Instant::now() + timeout,
+        )
+        .await;
+    }
     Some(ProduceResponse::default().with_responses(responses))
+}
+
+/// The acks=all purgatory (see the module docs): waits until the high
+/// watermark covers each appended partition's batches or `deadline`.
+async fn await_replication(
+    responses: &mut [TopicProduceResponse],
+    replicated: &[((usize, usize), Arc<Partition>)],
+    required: &std::collections::HashMap<(usize, usize), i64>,
+    deadline: Instant,
+) {
+    use felice_replica::Completion;
+    for ((ti, slot), partition) in replicated {
+        let Some(p) = responses
+            .get_mut(*ti)
+            .and_then(|t| t.partition_responses.get_mut(*slot))
+        else {
+            continue;
+        };
+        let Some(required) = required.get(&(*ti, *slot)).copied() else {
+            continue;
+        };
+        if p.error_code != 0 {
+            continue;
+        }
+        let outcome = loop {
+            // Register before checking, so a move in between is not missed.
+            let waiter = Arc::new(tokio::sync::Notify::new());
+            partition.add_waiter(waiter.clone());
+            let now = partition.completion(required);
+            if now != Completion::Waiting {
+                partition.remove_waiter(&waiter);
+                break now;
+            }
+            let woken = tokio::time::timeout_at(deadline.into(), waiter.notified()).await;
+            if woken.is_err() {
+                partition.remove_waiter(&waiter);
+                break Completion::Waiting;
+            }
+        };
+        let code = match outcome {
+            Completion::Done => continue,
+            Completion::NotEnoughReplicasAfterAppend => ResponseError::NotEnoughReplicasAfterAppend,
+            Completion::NotLeader => ResponseError::NotLeaderOrFollower,
+            Completion::Waiting => ResponseError::RequestTimedOut,
+        };
+        p.error_code = code.code();
+    }
 }
