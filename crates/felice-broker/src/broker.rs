@@ -295,6 +295,16 @@ impl Broker {
         });
     }
 
+    /// Newly applied images, as they are published.
+    pub(crate) fn subscribe_applied(&self) -> tokio::sync::watch::Receiver<Arc<MetadataImage>> {
+        self.applied.subscribe()
+    }
+
+    /// This incarnation's broker epoch (-1 before registration).
+    pub(crate) fn broker_epoch(&self) -> i64 {
+        self.broker_epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Whether a controlled shutdown has begun.
     pub(crate) fn is_shutting_down(&self) -> bool {
         self.shutting_down

@@ -13,10 +13,13 @@ use crate::topic_config;
 use felice_metadata::{MetadataImage, MetadataRecord, TopicId};
 use kafka_protocol::ResponseError;
 
-/// The largest replication factor a topic may have: followers do not
-/// replicate their leader yet, so a second replica would be a copy that
-/// never receives a record. Refused rather than pretended.
-pub const MAX_REPLICATION_FACTOR: i16 = 1;
+/// The replication factor `__consumer_offsets` is capped at, whatever
+/// `offsets.topic.replication.factor` says: its group coordinator does not
+/// yet move with the partition's leadership (load on becoming leader,
+/// answer commits once replicated: issue 13, step 15), so its partitions
+/// stay on one broker each until it does. User topics take any
+/// replication factor up to the number of brokers.
+pub const MAX_OFFSETS_TOPIC_REPLICATION_FACTOR: i16 = 1;
 
 /// Kafka's limit on topic name length.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
@@ -155,12 +158,6 @@ pub fn create_topic_records(
         return Err(TopicError::new(
             ResponseError::InvalidReplicationFactor,
             format!("Unable to replicate the partition {replication_factor} time(s): The target replication factor of {replication_factor} cannot be reached because only {} broker(s) are registered.", brokers.len()),
-        ));
-    }
-    if replication_factor > MAX_REPLICATION_FACTOR {
-        return Err(TopicError::new(
-            ResponseError::InvalidReplicationFactor,
-            format!("Replication factor {replication_factor} needs partition replication, which this Felice release does not have yet; use {MAX_REPLICATION_FACTOR}."),
         ));
     }
     if unfenced.is_empty() {

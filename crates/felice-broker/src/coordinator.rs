@@ -259,7 +259,7 @@ impl GroupCoordinator {
             replication_factor: t
                 .replication_factor
                 .min(brokers)
-                .min(crate::controller::MAX_REPLICATION_FACTOR),
+                .min(crate::controller::MAX_OFFSETS_TOPIC_REPLICATION_FACTOR),
             assignments: vec![],
             configs: vec![
                 ("cleanup.policy".into(), Some("compact".into())),

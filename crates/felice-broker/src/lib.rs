@@ -20,6 +20,7 @@ pub(crate) mod placement;
 pub(crate) mod producer_ids;
 pub(crate) mod publisher;
 pub(crate) mod raft_transport;
+pub(crate) mod replica_fetcher;
 pub(crate) use felice_replica::partition as replica;
 #[cfg(test)]
 mod replica_fetch_tests;

@@ -50,6 +50,11 @@ impl AppliedImage {
         self.image.borrow().clone()
     }
 
+    /// Every newly applied image, as it is published.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
+        self.image.subscribe()
+    }
+
     /// Publishes an image the broker has applied. An older one is ignored.
     pub(crate) fn publish(&self, image: Arc<MetadataImage>) {
         let mut offset = match self.offset.lock() {

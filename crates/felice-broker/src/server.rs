@@ -292,6 +292,7 @@ pub async fn start_with_clock(
     let group_timers = tokio::spawn(group_timers(broker.clone(), rx.clone()));
     let cleaner = tokio::spawn(log_cleaner(broker.clone(), rx.clone()));
     let isr_expiration = tokio::spawn(isr_expiration(broker.clone(), rx.clone()));
+    let fetchers = tokio::spawn(crate::replica_fetcher::run(broker.clone(), rx.clone()));
     tracing::info!(
         "felice listening on {local_addr} (PLAINTEXT), data in {}, cluster id {}, node id {}, {} partitions, started in {} ms",
         broker.config.log_dir.display(),
@@ -311,6 +312,7 @@ pub async fn start_with_clock(
                 group_timers,
                 cleaner,
                 isr_expiration,
+                fetchers,
                 publisher,
             ]);
             tasks

@@ -1451,6 +1451,20 @@ impl Log {
         Ok(())
     }
 
+    /// Empties the log and starts it at `offset` (Kafka's
+    /// `truncateFullyAndStartAt`): a follower whose leader no longer has
+    /// the offsets it would fetch next.
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
+        if self.recovery_point > offset && write_recovery_point(&self.dir, offset.max(0), true)? {
+            sync_dir(&self.dir)?;
+        }
+        self.replace_all_segments(offset)?;
+        self.recovery_point = offset;
+        self.set_log_start_offset(offset)?;
+        self.check_invariants();
+        Ok(())
+    }
+
     /// Deletes every segment and starts an empty one at `base_offset`.
     fn replace_all_segments(&mut self, base_offset: i64) -> Result<(), LogError> {
         for segment in self.segments.drain(..) {

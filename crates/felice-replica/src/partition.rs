@@ -262,6 +262,76 @@ impl Partition {
         }
     }
 
+    /// What a follower sends its leader (blocking: the log lock): the
+    /// offset to fetch from (its log end offset), the epoch of its last
+    /// batch (-1: none), its log start offset.
+    pub fn fetch_position(&self) -> Result<(i64, i32, i64), ReplicaError> {
+        self.with_log(|log| {
+            let epoch = log.epochs().last().map_or(-1, |e| e.epoch);
+            Ok((log.log_end_offset(), epoch, log.log_start_offset()))
+        })
+    }
+
+    /// A follower's share of a fetch answer (blocking: the log lock): the
+    /// leader's batches appended as they are, the log start offset raised
+    /// to the leader's (never past this log's end), and the high watermark
+    /// set to the leader's, capped at this log's end.
+    pub fn on_leader_answer(
+        &self,
+        records: &[u8],
+        leader_hw: i64,
+        leader_log_start: i64,
+    ) -> Result<(), ReplicaError> {
+        let now = self.ctx.now_ms();
+        let leo = self.with_log(|log| {
+            if !records.is_empty() {
+                log.append_as_follower(records, now)?;
+            }
+            let start = leader_log_start.min(log.log_end_offset());
+            if start > log.log_start_offset() {
+                log.delete_records_before(start)?;
+            }
+            Ok(log.log_end_offset())
+        })?;
+        self.follower_moved(leo, Some(leader_hw));
+        if !records.is_empty() {
+            // Fetches from this follower's own followers (none yet) and
+            // anything waiting on the log.
+            self.wake_waiters();
+        }
+        Ok(())
+    }
+
+    /// Cuts the log to end at `offset` (a follower's divergent tail;
+    /// blocking: the log lock).
+    pub fn truncate_to(&self, offset: i64) -> Result<(), ReplicaError> {
+        let leo = self.with_log(|log| {
+            log.truncate_to(offset)?;
+            Ok(log.log_end_offset())
+        })?;
+        self.follower_moved(leo, None);
+        Ok(())
+    }
+
+    /// Empties the log and starts it at `offset` (the leader no longer has
+    /// what this follower would fetch; blocking: the log lock).
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), ReplicaError> {
+        let leo = self.with_log(|log| {
+            log.truncate_fully_and_start_at(offset)?;
+            Ok(log.log_end_offset())
+        })?;
+        self.follower_moved(leo, None);
+        Ok(())
+    }
+
+    fn follower_moved(&self, leo: i64, leader_hw: Option<i64>) {
+        self.log_end_offset.store(leo, Ordering::Release);
+        let moved = lock(&self.state).on_follower_log(Offset(leo), leader_hw.map(Offset));
+        if let Some(hw) = moved {
+            self.high_watermark.store(hw.0, Ordering::Release);
+        }
+    }
+
     /// Kafka's `endOffsetForEpoch` on this partition's log (blocking: the
     /// log lock).
     pub fn end_offset_for_epoch(&self, epoch: i32) -> Result<(i32, i64), ReplicaError> {

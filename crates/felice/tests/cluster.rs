@@ -1139,3 +1139,158 @@ async fn alter_partition_is_served_by_the_active_controller() {
         );
     }
 }
+
+/// Creates `name` with one partition on `rf` replicas through `addr`.
+async fn create_replicated(addr: &str, name: &str, rf: i16) -> std::io::Result<i16> {
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from(name.to_string())))
+            .with_num_partitions(1)
+            .with_replication_factor(rf)]);
+    let resp = call_once(addr, &req, 7).await?;
+    Ok(resp.topics.first().map_or(-1, |t| t.error_code))
+}
+
+/// acks=all produce of one record; (error, base offset).
+async fn produce_all(addr: &str, topic: &str, value: &[u8]) -> std::io::Result<(i16, i64)> {
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch(&[value])))])]);
+    let resp = call_once(addr, &req, 9).await?;
+    let p = &resp.responses[0].partition_responses[0];
+    Ok((p.error_code, p.base_offset))
+}
+
+/// Every record value of partition 0 below the high watermark, in order.
+async fn values(addr: &str, topic: &str) -> std::io::Result<Vec<Vec<u8>>> {
+    let req = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(8 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from(topic.to_string())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(8 << 20)])]);
+    let resp = call_once(addr, &req, 12).await?;
+    let p = &resp.responses[0].partitions[0];
+    if p.error_code != 0 {
+        return Err(std::io::Error::other(format!(
+            "fetch error {}",
+            p.error_code
+        )));
+    }
+    let bytes = p.records.clone().unwrap_or_default();
+    let mut out = Vec::new();
+    for item in felice_wire::Batches::new(&bytes) {
+        let (range, _) = item.map_err(|e| std::io::Error::other(e.to_string()))?;
+        for r in felice_wire::Records::new(&bytes[range])
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+        {
+            let r = r.map_err(|e| std::io::Error::other(e.to_string()))?;
+            out.push(r.value.map(|v| v.to_vec()).unwrap_or_default());
+        }
+    }
+    Ok(out)
+}
+
+/// Replication factor 3: acks=all records are on every replica; kill -9
+/// of the leader elects another from the ISR, which serves every
+/// acknowledged record in order and takes new ones; the old leader comes
+/// back, catches up as a follower and rejoins the ISR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_partition_loses_nothing_when_its_leader_is_killed() {
+    let mut cluster = Cluster::start_with(
+        3,
+        &[
+            "broker.session.timeout.ms=3000",
+            "replica.lag.time.max.ms=3000",
+        ],
+    );
+    cluster.wait_all_ready().await;
+    let first = cluster.addr(0);
+    assert_eq!(
+        create_replicated(&first, "rep", 3).await.expect("create"),
+        0
+    );
+    for i in cluster.live() {
+        let at = cluster.addr(i);
+        wait_until("every broker to know the topic", || {
+            let at = at.clone();
+            async move {
+                leader_of(&at, "rep", 0)
+                    .await
+                    .is_some_and(|(_, c, _)| c == 0)
+            }
+        })
+        .await;
+    }
+    let (_, _, leader) = leader_of(&first, "rep", 0).await.expect("leader");
+    let at = cluster.addr(cluster.index_of(leader));
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let v = format!("v{i}");
+        let (code, base) = produce_all(&at, "rep", v.as_bytes())
+            .await
+            .expect("produce");
+        assert_eq!((code, base), (0, i), "acks=all record {i}");
+        acked.push(v.into_bytes());
+    }
+    let victim = cluster.index_of(leader);
+    cluster.kill9(victim);
+    let killed = Instant::now();
+    let witness = cluster.addr(cluster.live()[0]);
+    wait_until("another leader from the ISR", || {
+        let witness = witness.clone();
+        async move {
+            leader_of(&witness, "rep", 0)
+                .await
+                .is_some_and(|(_, code, l)| code == 0 && l >= 0 && l != leader)
+        }
+    })
+    .await;
+    let (_, _, new_leader) = leader_of(&witness, "rep", 0).await.expect("leader");
+    let at = cluster.addr(cluster.index_of(new_leader));
+    wait_until("the new leader to serve every acknowledged record", || {
+        let at = at.clone();
+        let acked = acked.clone();
+        async move { values(&at, "rep").await.is_ok_and(|v| v == acked) }
+    })
+    .await;
+    wait_until("the new leader to take acks=all records", || {
+        let at = at.clone();
+        async move {
+            produce_all(&at, "rep", b"after")
+                .await
+                .is_ok_and(|(code, base)| code == 0 && base == 20)
+        }
+    })
+    .await;
+    let window = killed.elapsed();
+    acked.push(b"after".to_vec());
+    // The old leader returns as a follower, catches up, rejoins the ISR.
+    cluster.spawn(victim);
+    cluster.wait_listening(victim);
+    wait_until("the old leader back in the ISR", || {
+        let witness = witness.clone();
+        async move {
+            let Ok(md) = topics_of(&witness).await else {
+                return false;
+            };
+            md.topics
+                .iter()
+                .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "rep"))
+                .is_some_and(|t| t.partitions[0].isr_nodes.len() == 3)
+        }
+    })
+    .await;
+    assert_eq!(values(&at, "rep").await.expect("values"), acked);
+    println!("replication: kill -9 of the leader to acks=all produce accepted again: {window:?}");
+}
