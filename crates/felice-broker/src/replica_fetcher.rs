@@ -246,14 +246,16 @@ async fn fetch_once(
     .await
     .map_err(|e| e.to_string())?;
     let mut topics: Vec<FetchTopic> = Vec::new();
-    let mut sent: HashMap<Key, (Arc<Partition>, i64)> = HashMap::new();
+    // Per partition: its fetch offset and the leader epoch the request named.
+    let mut sent: HashMap<Key, (Arc<Partition>, i64, i32)> = HashMap::new();
     for (key, part, position) in positions {
         let Ok((fetch_offset, last_epoch, log_start)) = position else {
             continue;
         };
+        let epoch = part.leader_epoch();
         let fp = FetchPartition::default()
             .with_partition(key.1)
-            .with_current_leader_epoch(part.leader_epoch())
+            .with_current_leader_epoch(epoch)
             .with_fetch_offset(fetch_offset)
             .with_last_fetched_epoch(last_epoch)
             .with_log_start_offset(log_start)
@@ -266,7 +268,7 @@ async fn fetch_once(
                     .with_partitions(vec![fp]),
             ),
         }
-        sent.insert(key, (part, fetch_offset));
+        sent.insert(key, (part, fetch_offset, epoch));
     }
     if sent.is_empty() {
         return Ok(());
@@ -298,9 +300,14 @@ async fn fetch_once(
     for t in resp.responses {
         for p in t.partitions {
             let key = (t.topic_id, p.partition_index);
-            let Some((part, fetch_offset)) = sent.get(&key).cloned() else {
+            let Some((part, fetch_offset, epoch)) = sent.get(&key).cloned() else {
                 continue;
             };
+            // The partition changed hands while the fetch was out (Kafka's
+            // fetcher drops such answers): the next round starts afresh.
+            if part.leader_epoch() != epoch || part.is_leader() {
+                continue;
+            }
             match p.error_code {
                 0 => work.push((part, fetch_offset, p)),
                 code if code == ResponseError::OffsetOutOfRange.code() => {

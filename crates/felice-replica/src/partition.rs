@@ -179,6 +179,11 @@ impl Partition {
         }
     }
 
+    /// Whether this broker leads the partition (its replication state's word).
+    pub fn is_leader(&self) -> bool {
+        lock(&self.state).is_leader()
+    }
+
     /// Before an acks=all append: NOT_ENOUGH_REPLICAS when the ISR is
     /// smaller than the effective `min.insync.replicas`; NOT_LEADER when
     /// this broker does not lead.

@@ -6,6 +6,9 @@
 //! - Controller failover under a loop of topic creations: no acknowledged
 //!   creation is lost, and creations resume; the gap is printed.
 //! - A broker killed with kill -9 comes back with all its data.
+//! - Replication factor 3: kill -9 of a partition's leader loses no
+//!   acks=all record; a follower paused past `replica.lag.time.max.ms`
+//!   leaves the ISR and rejoins after SIGCONT.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -1293,4 +1296,100 @@ async fn a_replicated_partition_loses_nothing_when_its_leader_is_killed() {
     .await;
     assert_eq!(values(&at, "rep").await.expect("values"), acked);
     println!("replication: kill -9 of the leader to acks=all produce accepted again: {window:?}");
+}
+
+/// The ISR of partition 0 of `topic`, as `addr` reports it.
+async fn isr_of(addr: &str, topic: &str) -> Option<Vec<i32>> {
+    let md = topics_of(addr).await.ok()?;
+    let t = md
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))?;
+    Some(
+        t.partitions
+            .first()?
+            .isr_nodes
+            .iter()
+            .map(|b| b.0)
+            .collect(),
+    )
+}
+
+/// A follower paused with SIGSTOP past `replica.lag.time.max.ms` leaves the
+/// ISR while acks=all produces go on with the other two; after SIGCONT it
+/// catches up and rejoins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_follower_leaves_the_isr_and_rejoins_after_sigcont() {
+    let mut cluster = Cluster::start_with(
+        3,
+        &[
+            "replica.lag.time.max.ms=2000",
+            // Long enough that the paused broker is not fenced meanwhile:
+            // this is about the ISR, not membership.
+            "broker.session.timeout.ms=60000",
+        ],
+    );
+    cluster.wait_all_ready().await;
+    let first = cluster.addr(0);
+    assert_eq!(
+        create_replicated(&first, "lag", 3).await.expect("create"),
+        0
+    );
+    for i in cluster.live() {
+        let at = cluster.addr(i);
+        wait_until("every broker to know the topic", || {
+            let at = at.clone();
+            async move {
+                leader_of(&at, "lag", 0)
+                    .await
+                    .is_some_and(|(_, c, _)| c == 0)
+            }
+        })
+        .await;
+    }
+    let (_, _, leader) = leader_of(&first, "lag", 0).await.expect("leader");
+    let at = cluster.addr(cluster.index_of(leader));
+    let follower = (0..3)
+        .find(|i| cluster.nodes[*i].id != leader)
+        .expect("a follower");
+    let follower_id = cluster.nodes[follower].id;
+    assert_eq!(
+        produce_all(&at, "lag", b"before").await.expect("produce").0,
+        0
+    );
+    cluster.pause(follower, true);
+    let paused = Instant::now();
+    let mut n = 1;
+    wait_until("the paused follower to leave the ISR", || {
+        n += 1;
+        let at = at.clone();
+        let value = format!("v{n}");
+        async move {
+            // Each acks=all produce waits for the ISR: the paused follower
+            // holds it until it is dropped, then they flow again.
+            let _ = produce_all(&at, "lag", value.as_bytes()).await;
+            isr_of(&at, "lag")
+                .await
+                .is_some_and(|isr| isr.len() == 2 && !isr.contains(&follower_id))
+        }
+    })
+    .await;
+    let left = paused.elapsed();
+    assert!(left >= Duration::from_millis(1900), "left after {left:?}");
+    assert_eq!(
+        produce_all(&at, "lag", b"without")
+            .await
+            .expect("produce")
+            .0,
+        0
+    );
+    cluster.pause(follower, false);
+    wait_until("the follower to rejoin the ISR", || {
+        let at = at.clone();
+        async move { isr_of(&at, "lag").await.is_some_and(|isr| isr.len() == 3) }
+    })
+    .await;
+    println!(
+        "lag: a paused follower left the ISR {left:?} after SIGSTOP (replica.lag.time.max.ms 2000)"
+    );
 }
