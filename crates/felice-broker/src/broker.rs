@@ -152,10 +152,10 @@ impl Broker {
         broker
             .replicas
             .reconcile(&image, |t| topic_config::settings(config, &t.configs))?;
-        broker.groups.on_image(&image);
+        // Groups and offsets of the partitions this broker leads come back
+        // from __consumer_offsets before serving.
+        broker.groups.on_image(&broker, &image);
         broker.applied.publish(image);
-        // Groups and offsets come back from __consumer_offsets before serving.
-        broker.groups.load(&broker);
         Ok(broker)
     }
 
@@ -383,7 +383,7 @@ impl Broker {
         if !deleted.is_empty() && previous.topic(crate::coordinator::OFFSETS_TOPIC).is_some() {
             self.groups.remove_offsets_of_topics(self, &deleted);
         }
-        self.groups.on_image(&image);
+        self.groups.on_image(self, &image);
         self.applied.publish(image);
     }
 }

@@ -13,14 +13,6 @@ use crate::topic_config;
 use felice_metadata::{MetadataImage, MetadataRecord, TopicId};
 use kafka_protocol::ResponseError;
 
-/// The replication factor `__consumer_offsets` is capped at, whatever
-/// `offsets.topic.replication.factor` says: its group coordinator does not
-/// yet move with the partition's leadership (load on becoming leader,
-/// answer commits once replicated: issue 13, step 15), so its partitions
-/// stay on one broker each until it does. User topics take any
-/// replication factor up to the number of brokers.
-pub const MAX_OFFSETS_TOPIC_REPLICATION_FACTOR: i16 = 1;
-
 /// Kafka's limit on topic name length.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
 use crate::limits::{MAX_PARTITIONS_PER_CREATE_REQUEST, MAX_PARTITIONS_PER_TOPIC};

@@ -7,9 +7,14 @@
 //!
 //! Placement: a group lives in partition `partition_for(group, n)` of
 //! `__consumer_offsets` and its coordinator is that partition's leader, as in
-//! Kafka; on one node that is always this broker, and every partition is
-//! replayed at start-up. Records are written before the state they describe
-//! is acknowledged (a SyncGroup answer, an OffsetCommit answer).
+//! Kafka. Groups move with that leadership ([`GroupCoordinator::on_image`]):
+//! a partition this broker comes to lead is replayed up to its log end
+//! offset before its groups are served (NOT_COORDINATOR meanwhile, which
+//! sends clients back to FindCoordinator); one it no longer leads has its
+//! groups dropped (their parked requests answered). Records are written, and
+//! replicated to the ISR (acks=all, at most `offsets.commit.timeout.ms`),
+//! before the state they describe is acknowledged (a SyncGroup answer, an
+//! OffsetCommit answer).
 //!
 //! Concurrency: the group map and each group are behind `std::sync::Mutex`es
 //! held for the length of one state-machine call plus, when it asks for one,
@@ -46,6 +51,9 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub const PARK_SLACK: Duration = Duration::from_secs(5);
 /// Bytes read at a time while replaying a `__consumer_offsets` partition.
 const REPLAY_READ_BYTES: usize = 1 << 20;
+/// `offsets.commit.timeout.ms` (Kafka's default): how long a group or offset
+/// record may wait for the ISR before the request fails.
+const OFFSETS_COMMIT_TIMEOUT: Duration = Duration::from_millis(5_000);
 
 /// The broker as the group coordinator sees it: a narrow port, so that the
 /// coordinator knows nothing of `Broker` and a test (or a simulation) can
@@ -190,22 +198,81 @@ impl GroupCoordinator {
 
     /// Follows an applied image: which `__consumer_offsets` partitions this
     /// broker leads, so it coordinates their groups and refuses others'.
-    pub fn on_image(&self, image: &MetadataImage) {
-        let next = match image.topic(OFFSETS_TOPIC) {
-            None => Ownership::default(),
-            Some(t) => Ownership {
-                partitions: t.partitions.len() as i32,
-                led: t
-                    .partitions
-                    .iter()
-                    .filter(|p| p.leader == self.node_id)
-                    .map(|p| p.partition)
-                    .collect(),
-            },
+    /// Partitions it no longer leads lose their groups first; partitions it
+    /// now leads are replayed (blocking) before they count as led.
+    pub fn on_image(&self, port: &dyn CoordinatorPort, image: &MetadataImage) {
+        let Some(t) = image.topic(OFFSETS_TOPIC) else {
+            self.set_ownership(Ownership::default());
+            return;
         };
+        let partitions = t.partitions.len() as i32;
+        let led: std::collections::HashSet<i32> = t
+            .partitions
+            .iter()
+            .filter(|p| p.leader == self.node_id)
+            .map(|p| p.partition)
+            .collect();
+        let before = match self.ownership.read() {
+            Ok(g) => (g.partitions, g.led.clone()),
+            Err(p) => (p.get_ref().partitions, p.get_ref().led.clone()),
+        };
+        let same_layout = before.0 == partitions;
+        let kept: std::collections::HashSet<i32> = if same_layout {
+            before.1.intersection(&led).copied().collect()
+        } else {
+            std::collections::HashSet::new()
+        };
+        // Resign first: no request may reach a group this broker stopped
+        // coordinating.
+        self.set_ownership(Ownership {
+            partitions,
+            led: kept.clone(),
+        });
+        let resigned: std::collections::HashSet<i32> = if same_layout {
+            before.1.difference(&led).copied().collect()
+        } else {
+            (0..partitions).filter(|p| !kept.contains(p)).collect()
+        };
+        // Before the topic existed this broker took every group, and the
+        // topic is created while a group's first write waits under that
+        // group's lock: those groups stay (they are this broker's writes).
+        if before.0 != 0 && !resigned.is_empty() {
+            self.unload(|group| {
+                let p = records::partition_for(group, partitions);
+                !kept.contains(&p)
+            });
+        }
+        let new: Vec<i32> = led.difference(&kept).copied().collect();
+        if !new.is_empty() {
+            self.load_partitions(port, &t.topic_id, &new);
+        }
+        self.set_ownership(Ownership { partitions, led });
+    }
+
+    fn set_ownership(&self, next: Ownership) {
         match self.ownership.write() {
             Ok(mut g) => *g = next,
             Err(p) => *p.into_inner() = next,
+        }
+    }
+
+    /// Drops the groups `gone` selects, answering their parked requests.
+    fn unload(&self, gone: impl Fn(&str) -> bool) {
+        let dropped: Vec<GroupRef> = {
+            let mut groups = lock(&self.groups);
+            let ids: Vec<String> = groups.keys().filter(|id| gone(id)).cloned().collect();
+            ids.iter().filter_map(|id| groups.remove(id)).collect()
+        };
+        if dropped.is_empty() {
+            return;
+        }
+        tracing::info!(
+            groups = dropped.len(),
+            "group coordinator: groups moved to another broker"
+        );
+        for group in dropped {
+            let fx = lock(&group.group).mark_dead();
+            self.deliver(fx);
         }
     }
 
@@ -256,10 +323,7 @@ impl GroupCoordinator {
         let topic = NewTopic {
             name: OFFSETS_TOPIC.to_string(),
             num_partitions: t.num_partitions,
-            replication_factor: t
-                .replication_factor
-                .min(brokers)
-                .min(crate::controller::MAX_OFFSETS_TOPIC_REPLICATION_FACTOR),
+            replication_factor: t.replication_factor.min(brokers),
             assignments: vec![],
             configs: vec![
                 ("cleanup.policy".into(), Some("compact".into())),
@@ -376,10 +440,33 @@ impl GroupCoordinator {
             );
             return Err(GroupError::RecordTooLarge);
         }
-        partition.append(&batch).map(|_| ()).map_err(|e| {
+        // acks=all, as Kafka's coordinator writes (its error mapping).
+        if let Err(e) = partition.check_acks_all() {
+            tracing::warn!(topic = OFFSETS_TOPIC, partition = partition.index, error = %e, "group coordinator cannot write");
+            return Err(match e {
+                felice_replica::StateError::NotEnoughReplicas { .. } => {
+                    GroupError::CoordinatorNotAvailable
+                }
+                _ => GroupError::NotCoordinator,
+            });
+        }
+        let info = partition.append(&batch).map_err(|e| {
             tracing::warn!(topic = OFFSETS_TOPIC, partition = partition.index, error = %e, "group coordinator append failed");
             GroupError::StorageError
-        })
+        })?;
+        use felice_replica::Completion;
+        match partition.await_completion_blocking(info.last_offset + 1, OFFSETS_COMMIT_TIMEOUT) {
+            Completion::Done => Ok(()),
+            Completion::NotLeader => Err(GroupError::NotCoordinator),
+            Completion::NotEnoughReplicasAfterAppend | Completion::Waiting => {
+                tracing::warn!(
+                    topic = OFFSETS_TOPIC,
+                    partition = partition.index,
+                    "group coordinator record not replicated in time"
+                );
+                Err(GroupError::CoordinatorNotAvailable)
+            }
+        }
     }
 
     /// Tombstones `offsets` of the group (and the group itself with
@@ -878,17 +965,16 @@ impl GroupCoordinator {
 
     // -------------------------------------------------------------- replay
 
-    /// Rebuilds every group from `__consumer_offsets` (start-up; blocking).
-    pub fn load(&self, port: &dyn CoordinatorPort) {
-        let image = port.image();
-        let Some(topic) = image.topic(OFFSETS_TOPIC) else {
-            return;
-        };
+    /// Rebuilds the groups of `partitions` of `__consumer_offsets` from
+    /// their logs, up to the log end offset as Kafka's coordinator loads
+    /// (this broker leads them: its log is the one the ISR will hold).
+    /// Blocking.
+    fn load_partitions(&self, port: &dyn CoordinatorPort, topic_id: &TopicId, partitions: &[i32]) {
         let now = self.clock.now_ms();
         let mut groups: HashMap<String, Group> = HashMap::new();
         let mut loaded = 0usize;
-        for index in 0..topic.partitions.len() as i32 {
-            let Some(p) = port.partition(&topic.topic_id, index) else {
+        for &index in partitions {
+            let Some(p) = port.partition(topic_id, index) else {
                 continue;
             };
             match replay_partition(&p, |key, value| {
@@ -970,7 +1056,7 @@ impl GroupCoordinator {
     }
 }
 
-/// Reads one partition from its log start to its high watermark, calling
+/// Reads one partition from its log start to its log end, calling
 /// `apply` for each record's key and value. Records without a key and
 /// compressed batches (never written by Felice) are skipped.
 fn replay_partition(
@@ -978,9 +1064,9 @@ fn replay_partition(
     mut apply: impl FnMut(&[u8], Option<&[u8]>),
 ) -> Result<(), crate::replica::ReplicaError> {
     let mut offset = p.log_start_offset();
-    let end = p.high_watermark();
+    let end = p.log_end_offset();
     while offset < end {
-        let planned = p.plan_read(offset, REPLAY_READ_BYTES, true, false)?;
+        let planned = p.plan_read(offset, REPLAY_READ_BYTES, true, true)?;
         let Some(slice) = planned.slice else {
             break;
         };

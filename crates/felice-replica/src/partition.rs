@@ -179,6 +179,38 @@ impl Partition {
         }
     }
 
+    /// Waits (blocking: from a blocking thread inside the runtime) until
+    /// the high watermark reaches `required_offset`, leadership is lost, or
+    /// `timeout` passes (answered `Waiting`). Woken by the partition's
+    /// waiters, never polled. The group coordinator's acks=all.
+    pub fn await_completion_blocking(
+        &self,
+        required_offset: i64,
+        timeout: std::time::Duration,
+    ) -> crate::state::Completion {
+        use crate::state::Completion;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let waiter = Arc::new(Notify::new());
+            self.add_waiter(waiter.clone());
+            let now = self.completion(required_offset);
+            if now != Completion::Waiting {
+                self.remove_waiter(&waiter);
+                return now;
+            }
+            let Ok(handle) = tokio::runtime::Handle::try_current() else {
+                self.remove_waiter(&waiter);
+                return Completion::Waiting;
+            };
+            let woken = handle
+                .block_on(async { tokio::time::timeout_at(deadline, waiter.notified()).await });
+            if woken.is_err() {
+                self.remove_waiter(&waiter);
+                return self.completion(required_offset);
+            }
+        }
+    }
+
     /// Whether this broker leads the partition (its replication state's word).
     pub fn is_leader(&self) -> bool {
         lock(&self.state).is_leader()

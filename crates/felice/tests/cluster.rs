@@ -1393,3 +1393,127 @@ async fn a_paused_follower_leaves_the_isr_and_rejoins_after_sigcont() {
         "lag: a paused follower left the ISR {left:?} after SIGSTOP (replica.lag.time.max.ms 2000)"
     );
 }
+
+/// The coordinator of `group` as `addr` answers FindCoordinator v3: (error,
+/// node id).
+async fn coordinator_of(addr: &str, group: &str) -> std::io::Result<(i16, i32)> {
+    let req = FindCoordinatorRequest::default()
+        .with_key(StrBytes::from(group.to_string()))
+        .with_key_type(0);
+    let resp = call_once(addr, &req, 3).await?;
+    Ok((resp.error_code, resp.node_id.0))
+}
+
+/// Waits until `addr` names a coordinator for `group` other than `not`.
+async fn await_coordinator(addr: &str, group: &str, not: i32) -> i32 {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        if let Ok((0, id)) = coordinator_of(addr, group).await {
+            if id != not && id >= 0 {
+                return id;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for a coordinator of {group}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// OffsetCommit v8 of `offset` for partition 0 of `topic` by an admin-style
+/// committer (generation -1): the partition's error.
+async fn commit_offset(addr: &str, group: &str, topic: &str, offset: i64) -> std::io::Result<i16> {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    let req = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from(group.to_string())))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(StrBytes::from(topic.to_string())))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(offset)
+                .with_committed_leader_epoch(-1)])]);
+    let resp = call_once(addr, &req, 8).await?;
+    Ok(resp.topics[0].partitions[0].error_code)
+}
+
+/// OffsetFetch v7 of partition 0 of `topic`: (error, committed offset).
+async fn fetch_offset(addr: &str, group: &str, topic: &str) -> std::io::Result<(i16, i64)> {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    let req = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from(group.to_string())))
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(TopicName(StrBytes::from(topic.to_string())))
+            .with_partition_indexes(vec![0])]));
+    let resp = call_once(addr, &req, 7).await?;
+    if resp.error_code != 0 {
+        return Ok((resp.error_code, -1));
+    }
+    let p = &resp.topics[0].partitions[0];
+    Ok((p.error_code, p.committed_offset))
+}
+
+/// `__consumer_offsets` with three replicas: the group's coordinator is
+/// killed with kill -9; another replica of its partition takes over, loads
+/// the group from its log, and answers the committed offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_survive_the_coordinators_kill_9() {
+    let mut cluster = Cluster::start_with(
+        3,
+        &[
+            "broker.session.timeout.ms=3000",
+            "offsets.topic.num.partitions=3",
+        ],
+    );
+    cluster.wait_all_ready().await;
+    let first = cluster.addr(0);
+    cluster.create_everywhere(0, "data", 1).await;
+    let group = "survivors";
+    // FindCoordinator creates __consumer_offsets (three replicas).
+    let coordinator = await_coordinator(&first, group, -1).await;
+    let at = cluster.addr(cluster.index_of(coordinator));
+    wait_until("the offset commit", || {
+        let at = at.clone();
+        async move {
+            commit_offset(&at, group, "data", 42)
+                .await
+                .is_ok_and(|c| c == 0)
+        }
+    })
+    .await;
+    assert_eq!(
+        fetch_offset(&at, group, "data").await.expect("fetch"),
+        (0, 42)
+    );
+    let victim = cluster.index_of(coordinator);
+    cluster.kill9(victim);
+    let killed = Instant::now();
+    let witness = cluster.addr(cluster.live()[0]);
+    let next = await_coordinator(&witness, group, coordinator).await;
+    let at = cluster.addr(cluster.index_of(next));
+    wait_until("the new coordinator to answer the committed offset", || {
+        let at = at.clone();
+        async move {
+            fetch_offset(&at, group, "data")
+                .await
+                .is_ok_and(|r| r == (0, 42))
+        }
+    })
+    .await;
+    println!(
+        "groups: coordinator killed; offsets served by the next one after {:?}",
+        killed.elapsed()
+    );
+    // It takes new commits too.
+    assert_eq!(
+        commit_offset(&at, group, "data", 43).await.expect("commit"),
+        0
+    );
+    assert_eq!(
+        fetch_offset(&at, group, "data").await.expect("fetch"),
+        (0, 43)
+    );
+}
