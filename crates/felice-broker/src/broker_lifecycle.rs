@@ -215,17 +215,30 @@ pub async fn register_broker(
                     return Err(ResponseError::DuplicateBrokerRegistration);
                 }
             }
-            if epoch < 0 {
+            let new_incarnation = epoch < 0;
+            if new_incarnation {
                 epoch = image.offset as i64 + 1;
             }
-            Ok(vec![MetadataRecord::BrokerRegistration {
+            let registration = MetadataRecord::BrokerRegistration {
                 node_id,
                 incarnation_id,
                 broker_epoch: epoch,
                 host: host.clone(),
                 port,
                 rack: rack.clone(),
-            }])
+            };
+            let mut records = vec![registration];
+            // A new process of a node that was not fenced first (kill -9,
+            // or a restart quicker than its session): as KRaft's
+            // handleBrokerUncleanShutdown, it leaves every ISR and leads
+            // nothing, exactly as if fenced, before it may lead again. Its
+            // log may have lost what it had not flushed.
+            if new_incarnation && current.is_some_and(|b| b.incarnation_id.is_some()) {
+                let mut after = image.clone();
+                after.apply_mut(&records[0]);
+                records.extend(leadership_records(&after, node_id, true));
+            }
+            Ok(records)
         })
         .await;
     match r {

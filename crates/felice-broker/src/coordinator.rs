@@ -455,7 +455,11 @@ impl GroupCoordinator {
             GroupError::StorageError
         })?;
         use felice_replica::Completion;
-        match partition.await_completion_blocking(info.last_offset + 1, OFFSETS_COMMIT_TIMEOUT) {
+        match partition.await_completion_blocking(
+            info.last_offset + 1,
+            info.leader_epoch,
+            OFFSETS_COMMIT_TIMEOUT,
+        ) {
             Completion::Done => Ok(()),
             Completion::NotLeader => Err(GroupError::NotCoordinator),
             Completion::NotEnoughReplicasAfterAppend | Completion::Waiting => {

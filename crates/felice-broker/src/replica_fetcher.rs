@@ -271,6 +271,9 @@ async fn fetch_once(
         sent.insert(key, (part, fetch_offset, epoch));
     }
     if sent.is_empty() {
+        // No partition could say where it stands (its log failed): wait
+        // rather than spin.
+        tokio::time::sleep(REPLICA_FETCH_BACKOFF).await;
         return Ok(());
     }
     let req = FetchRequest::default()
@@ -294,7 +297,7 @@ async fn fetch_once(
     if resp.error_code != 0 {
         return Err(format!("fetch error {}", resp.error_code));
     }
-    let mut out_of_range: Vec<(Arc<Partition>, i64)> = Vec::new();
+    let mut out_of_range: Vec<(Arc<Partition>, i64, i32)> = Vec::new();
     let mut refused: Vec<Key> = Vec::new();
     let mut work = Vec::new();
     for t in resp.responses {
@@ -309,9 +312,9 @@ async fn fetch_once(
                 continue;
             }
             match p.error_code {
-                0 => work.push((part, fetch_offset, p)),
+                0 => work.push((key, part, fetch_offset, epoch, p)),
                 code if code == ResponseError::OffsetOutOfRange.code() => {
-                    out_of_range.push((part, fetch_offset))
+                    out_of_range.push((part, fetch_offset, epoch))
                 }
                 code => {
                     tracing::debug!(topic = %part.topic, partition = part.index, code, "leader refused a replica fetch");
@@ -328,18 +331,35 @@ async fn fetch_once(
         }
     }
     if !work.is_empty() {
-        tokio::task::spawn_blocking(move || {
-            for (part, fetch_offset, p) in work {
-                if let Err(e) = apply_answer(&part, fetch_offset, &p) {
+        let failed = tokio::task::spawn_blocking(move || {
+            let mut failed = Vec::new();
+            for (key, part, fetch_offset, epoch, p) in work {
+                if let Err(e) = apply_answer(&part, fetch_offset, epoch, &p) {
                     tracing::warn!(topic = %part.topic, partition = part.index, error = %e, "follower append failed");
+                    failed.push(key);
                 }
             }
+            failed
         })
         .await
         .map_err(|e| e.to_string())?;
+        // A partition whose log refused the leader's answer waits a backoff
+        // instead of refetching the same bytes at once.
+        if !failed.is_empty() {
+            let until = Instant::now() + REPLICA_FETCH_BACKOFF;
+            let mut a = lock(assigned);
+            for k in failed {
+                a.paused.insert(k, until);
+            }
+        }
     }
-    for (part, fetch_offset) in out_of_range {
-        handle_out_of_range(conn, &part, fetch_offset).await?;
+    for (part, fetch_offset, epoch) in out_of_range {
+        tokio::time::timeout(
+            FETCH_ANSWER_TIMEOUT,
+            handle_out_of_range(conn, &part, fetch_offset, epoch),
+        )
+        .await
+        .map_err(|_| "no ListOffsets answer in time".to_string())??;
     }
     Ok(())
 }
@@ -350,6 +370,7 @@ async fn fetch_once(
 fn apply_answer(
     part: &Partition,
     fetch_offset: i64,
+    epoch: i32,
     p: &kafka_protocol::messages::fetch_response::PartitionData,
 ) -> Result<(), String> {
     if p.diverging_epoch.epoch >= 0 {
@@ -366,14 +387,19 @@ fn apply_answer(
             my_end.min(fetch_offset)
         };
         tracing::info!(topic = %part.topic, partition = part.index, from = fetch_offset, to = target, leader_epoch, "truncating a divergent log tail");
-        return part.truncate_to(target).map_err(|e| e.to_string());
+        return part.truncate_to(epoch, target).map_err(|e| e.to_string());
     }
     let records = p.records.clone().unwrap_or_default();
     // The answer may start before the fetch offset (a batch holding it);
     // skip batches this log has.
     let start = first_batch_at(&records, fetch_offset);
-    part.on_leader_answer(&records[start..], p.high_watermark, p.log_start_offset)
-        .map_err(|e| e.to_string())
+    part.on_leader_answer(
+        epoch,
+        &records[start..],
+        p.high_watermark,
+        p.log_start_offset,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// The position of the first batch ending at or after `offset`.
@@ -396,6 +422,7 @@ async fn handle_out_of_range(
     conn: &Connection,
     part: &Arc<Partition>,
     fetch_offset: i64,
+    epoch: i32,
 ) -> Result<(), String> {
     let ends = |ts: i64| {
         ListOffsetsRequest::default()
@@ -429,14 +456,14 @@ async fn handle_out_of_range(
     let part = part.clone();
     if latest < fetch_offset {
         tracing::info!(topic = %part.topic, partition = part.index, from = fetch_offset, to = latest, "truncating to the leader's end");
-        tokio::task::spawn_blocking(move || part.truncate_to(latest))
+        tokio::task::spawn_blocking(move || part.truncate_to(epoch, latest))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())
     } else {
         let earliest = ask(ends(-2)).await?;
         tracing::info!(topic = %part.topic, partition = part.index, at = earliest, "starting over at the leader's log start");
-        tokio::task::spawn_blocking(move || part.truncate_fully_and_start_at(earliest))
+        tokio::task::spawn_blocking(move || part.truncate_fully_and_start_at(epoch, earliest))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())

@@ -201,6 +201,10 @@ pub struct AppendInfo {
     /// The batch repeats one already written by the same idempotent producer:
     /// nothing was written and the offsets are the original batch's.
     pub duplicate: bool,
+    /// The leader epoch the append was made in (a leader's: the one it
+    /// stamped; a follower's: its last batch's). An acks=all wait checks it
+    /// still holds, so a record truncated away is never acknowledged.
+    pub leader_epoch: i32,
 }
 
 #[derive(Debug, Error)]

@@ -580,7 +580,13 @@ impl Log {
         // Idempotent producers: a retry is answered with its original
         // offsets, a bad sequence or epoch refuses the append; nothing rolls.
         let first_offset = self.log_end_offset();
-        let updates = match self.check_producers(&scan.headers, first_offset, ts_type, now_ms)? {
+        let updates = match self.check_producers(
+            &scan.headers,
+            first_offset,
+            ts_type,
+            now_ms,
+            leader_epoch,
+        )? {
             Ok(updates) => updates,
             Err(duplicate) => return Ok(duplicate),
         };
@@ -617,6 +623,7 @@ impl Log {
             log_append_time_ms,
             log_start_offset: self.log_start_offset,
             duplicate: false,
+            leader_epoch,
         })
     }
 
@@ -683,6 +690,7 @@ impl Log {
             log_append_time_ms: -1,
             log_start_offset: self.log_start_offset,
             duplicate: false,
+            leader_epoch: scan.headers.last().map_or(-1, |h| h.partition_leader_epoch),
         })
     }
 
@@ -910,6 +918,7 @@ impl Log {
         first_offset: i64,
         ts_type: TimestampType,
         now_ms: i64,
+        leader_epoch: i32,
     ) -> Result<Result<Vec<(i64, ProducerEntry)>, AppendInfo>, LogError> {
         let mut updates: Vec<(i64, ProducerEntry)> = Vec::new();
         let mut next = first_offset;
@@ -943,6 +952,7 @@ impl Log {
                         log_append_time_ms: batch.timestamp,
                         log_start_offset: self.log_start_offset,
                         duplicate: true,
+                        leader_epoch,
                     }));
                 }
                 Verdict::Append => {}

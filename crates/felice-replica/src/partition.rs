@@ -91,6 +91,10 @@ pub enum ReplicaError {
     Log(#[from] LogError),
     #[error("partition {0} is closed (deleted or shutting down)")]
     Closed(String),
+    /// This broker no longer leads (a leader's append) or no longer follows
+    /// in the epoch a fetch was made in (a follower's).
+    #[error("partition {0}: not the leader, or not in that leader epoch")]
+    NotLeader(String),
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -128,7 +132,9 @@ impl Partition {
 
     /// Follows the controller's word on this partition (leader, ISR,
     /// replicas, epochs) when it changed: this broker becomes its leader or
-    /// a follower. An older word is ignored: epochs never go down.
+    /// a follower. An older word is ignored: epochs never go down. Takes the
+    /// log lock, then the state's, so no append or follower write runs
+    /// across a change of role (blocking).
     fn apply_image(&self, part: &PartitionImage) {
         let word = LeaderAndIsr {
             leader_epoch: LeaderEpoch(part.leader_epoch),
@@ -138,6 +144,7 @@ impl Partition {
             replicas: part.replicas.clone(),
         };
         let now = self.ctx.now_ms();
+        let mut guard = lock(&self.log);
         let mut state = lock(&self.state);
         if state.leader_epoch() == word.leader_epoch
             && state.partition_epoch() == word.partition_epoch
@@ -147,45 +154,48 @@ impl Partition {
         let leading = word.leader == Some(state.local());
         let new_epoch = word.leader_epoch != state.leader_epoch();
         let r = if leading {
-            state.become_leader(&word, now).map(|e| e.hw_moved)
+            state.become_leader(&word, now).map(|_| ())
         } else {
-            state.become_follower(&word).map(|()| None)
+            state.become_follower(&word)
         };
-        match r {
-            Ok(hw_moved) => {
-                self.leader_epoch
-                    .fetch_max(state.leader_epoch().0, Ordering::AcqRel);
-                drop(state);
-                if leading && new_epoch {
-                    // The epoch starts at the log end offset (Kafka's
-                    // makeLeader), so OffsetForLeaderEpoch knows it at once.
-                    let epoch = word.leader_epoch.0;
-                    let r = self.with_log(|log| {
-                        log.assign_epoch_at_end(epoch);
-                        Ok(())
-                    });
-                    if let Err(e) = r {
-                        tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "epoch start not recorded");
-                    }
-                }
-                if let Some(hw) = hw_moved {
-                    self.high_watermark.store(hw.0, Ordering::Release);
-                    self.wake_waiters();
-                }
-            }
-            Err(e) => {
-                tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "partition state not applied");
+        if let Err(e) = r {
+            tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "partition state not applied");
+            return;
+        }
+        self.leader_epoch
+            .fetch_max(state.leader_epoch().0, Ordering::AcqRel);
+        self.sync_hw(&state);
+        drop(state);
+        if leading && new_epoch {
+            // The epoch starts at the log end offset (Kafka's makeLeader),
+            // so OffsetForLeaderEpoch knows it at once.
+            if let Some(log) = guard.as_mut() {
+                log.assign_epoch_at_end(word.leader_epoch.0);
             }
         }
+        drop(guard);
+        // Waiting fetches and acks=all produces re-check: a produce of an
+        // older epoch now answers NOT_LEADER_OR_FOLLOWER.
+        self.wake_waiters();
+    }
+
+    /// Publishes the state's high watermark for lock-free readers; called
+    /// with the state locked, so the published value follows the state's
+    /// order of changes.
+    fn sync_hw(&self, state: &PartitionState) {
+        self.high_watermark
+            .store(state.high_watermark().0, Ordering::Release);
     }
 
     /// Waits (blocking: from a blocking thread inside the runtime) until
-    /// the high watermark reaches `required_offset`, leadership is lost, or
-    /// `timeout` passes (answered `Waiting`). Woken by the partition's
-    /// waiters, never polled. The group coordinator's acks=all.
+    /// the high watermark reaches `required_offset`, leadership (or the
+    /// epoch `appended_in`) is lost, or `timeout` passes (answered
+    /// `Waiting`). Woken by the partition's waiters, never polled. The group
+    /// coordinator's acks=all.
     pub fn await_completion_blocking(
         &self,
         required_offset: i64,
+        appended_in: i32,
         timeout: std::time::Duration,
     ) -> crate::state::Completion {
         use crate::state::Completion;
@@ -193,7 +203,7 @@ impl Partition {
         loop {
             let waiter = Arc::new(Notify::new());
             self.add_waiter(waiter.clone());
-            let now = self.completion(required_offset);
+            let now = self.completion(required_offset, appended_in);
             if now != Completion::Waiting {
                 self.remove_waiter(&waiter);
                 return now;
@@ -206,7 +216,7 @@ impl Partition {
                 .block_on(async { tokio::time::timeout_at(deadline, waiter.notified()).await });
             if woken.is_err() {
                 self.remove_waiter(&waiter);
-                return self.completion(required_offset);
+                return self.completion(required_offset, appended_in);
             }
         }
     }
@@ -224,9 +234,10 @@ impl Partition {
     }
 
     /// Where an acks=all produce whose batches end just below
-    /// `required_offset` stands (Kafka's `checkEnoughReplicasReachOffset`).
-    pub fn completion(&self, required_offset: i64) -> crate::state::Completion {
-        lock(&self.state).completion(Offset(required_offset))
+    /// `required_offset`, appended in leader epoch `appended_in`, stands
+    /// (Kafka's `checkEnoughReplicasReachOffset`).
+    pub fn completion(&self, required_offset: i64, appended_in: i32) -> crate::state::Completion {
+        lock(&self.state).completion(Offset(required_offset), LeaderEpoch(appended_in))
     }
 
     /// The committed ISR, as this broker last applied it.
@@ -247,14 +258,14 @@ impl Partition {
         eligible: bool,
     ) -> Result<Option<IsrProposal>, StateError> {
         let now = self.ctx.now_ms();
-        let effects = lock(&self.state).on_follower_fetch(
-            replica,
-            broker_epoch,
-            Offset(fetch_offset),
-            now,
-            eligible,
-        )?;
-        self.publish_hw(effects.hw_moved);
+        let mut state = lock(&self.state);
+        let effects =
+            state.on_follower_fetch(replica, broker_epoch, Offset(fetch_offset), now, eligible)?;
+        self.sync_hw(&state);
+        drop(state);
+        if effects.hw_moved.is_some() {
+            self.wake_waiters();
+        }
         Ok(effects.propose_isr)
     }
 
@@ -262,8 +273,9 @@ impl Partition {
     /// are proposed out of the ISR.
     pub fn tick(&self) -> Option<IsrProposal> {
         let now = self.ctx.now_ms();
-        let effects = lock(&self.state).on_tick(now);
-        self.publish_hw(effects.hw_moved);
+        let mut state = lock(&self.state);
+        let effects = state.on_tick(now);
+        self.sync_hw(&state);
         effects.propose_isr
     }
 
@@ -274,10 +286,10 @@ impl Partition {
     pub fn on_isr_answer(&self, proposal: &IsrProposal, now_is: Option<(i32, i32, Vec<i32>)>) {
         let now = self.ctx.now_ms();
         let mut state = lock(&self.state);
-        let mut hw_moved = None;
+        let mut moved = false;
         if let Some((leader_epoch, partition_epoch, isr)) = now_is {
             let replicas = state.replicas().to_vec();
-            hw_moved = state
+            moved = state
                 .on_isr_committed(
                     LeaderEpoch(leader_epoch),
                     partition_epoch,
@@ -285,16 +297,13 @@ impl Partition {
                     &replicas,
                     now,
                 )
-                .hw_moved;
+                .hw_moved
+                .is_some();
         }
         state.on_isr_rejected(proposal);
+        self.sync_hw(&state);
         drop(state);
-        self.publish_hw(hw_moved);
-    }
-
-    fn publish_hw(&self, hw_moved: Option<Offset>) {
-        if let Some(hw) = hw_moved {
-            self.high_watermark.store(hw.0, Ordering::Release);
+        if moved {
             self.wake_waiters();
         }
     }
@@ -309,64 +318,98 @@ impl Partition {
         })
     }
 
+    /// Runs a follower's write under the log lock, if this broker still
+    /// follows in leader epoch `epoch` (a fetch answer from an older
+    /// leadership must not touch the log); then updates the state with the
+    /// new log end offset and the leader's high watermark, if given.
+    fn follower_write(
+        &self,
+        epoch: i32,
+        leader_hw: Option<i64>,
+        write: impl FnOnce(&mut Log) -> Result<(), LogError>,
+    ) -> Result<(), ReplicaError> {
+        let not_following = || ReplicaError::NotLeader(format!("{}-{}", self.topic, self.index));
+        let mut guard = lock(&self.log);
+        let log = guard
+            .as_mut()
+            .ok_or_else(|| ReplicaError::Closed(format!("{}-{}", self.topic, self.index)))?;
+        {
+            let state = lock(&self.state);
+            if state.is_leader() || state.leader_epoch().0 != epoch {
+                return Err(not_following());
+            }
+        }
+        let r = write(log);
+        let leo = log.log_end_offset();
+        self.log_start_offset
+            .store(log.log_start_offset(), Ordering::Release);
+        self.log_end_offset.store(leo, Ordering::Release);
+        let mut state = lock(&self.state);
+        state.on_follower_log(Offset(leo), leader_hw.map(Offset));
+        self.sync_hw(&state);
+        drop(state);
+        drop(guard);
+        r?;
+        Ok(())
+    }
+
     /// A follower's share of a fetch answer (blocking: the log lock): the
     /// leader's batches appended as they are, the log start offset raised
     /// to the leader's (never past this log's end), and the high watermark
-    /// set to the leader's, capped at this log's end.
+    /// set to the leader's, capped at this log's end. `epoch`: the leader
+    /// epoch the fetch was made in.
     pub fn on_leader_answer(
         &self,
+        epoch: i32,
         records: &[u8],
         leader_hw: i64,
         leader_log_start: i64,
     ) -> Result<(), ReplicaError> {
         let now = self.ctx.now_ms();
-        let leo = self.with_log(|log| {
+        self.follower_write(epoch, Some(leader_hw), |log| {
             if !records.is_empty() {
-                log.append_as_follower(records, now)?;
+                let empty = log.log_end_offset() == log.log_start_offset();
+                match log.append_as_follower(records, now) {
+                    // An empty log whose start lies inside the leader's first
+                    // batch (DeleteRecords on the leader): start the log at
+                    // that batch, as Kafka's appendRecordsToFollower does.
+                    Err(LogError::UnexpectedAppendOffset { expected, got })
+                        if empty && got < expected =>
+                    {
+                        log.truncate_fully_and_start_at(got)?;
+                        log.append_as_follower(records, now)?;
+                    }
+                    r => {
+                        r?;
+                    }
+                }
             }
             let start = leader_log_start.min(log.log_end_offset());
             if start > log.log_start_offset() {
                 log.delete_records_before(start)?;
             }
-            Ok(log.log_end_offset())
+            Ok(())
         })?;
-        self.follower_moved(leo, Some(leader_hw));
         if !records.is_empty() {
-            // Fetches from this follower's own followers (none yet) and
-            // anything waiting on the log.
             self.wake_waiters();
         }
         Ok(())
     }
 
-    /// Cuts the log to end at `offset` (a follower's divergent tail;
-    /// blocking: the log lock).
-    pub fn truncate_to(&self, offset: i64) -> Result<(), ReplicaError> {
-        let leo = self.with_log(|log| {
-            log.truncate_to(offset)?;
-            Ok(log.log_end_offset())
-        })?;
-        self.follower_moved(leo, None);
+    /// Cuts the log to end at `offset` (a follower's divergent tail, in
+    /// leader epoch `epoch`; blocking: the log lock).
+    pub fn truncate_to(&self, epoch: i32, offset: i64) -> Result<(), ReplicaError> {
+        self.follower_write(epoch, None, |log| log.truncate_to(offset))?;
+        self.wake_waiters();
         Ok(())
     }
 
     /// Empties the log and starts it at `offset` (the leader no longer has
     /// what this follower would fetch; blocking: the log lock).
-    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), ReplicaError> {
-        let leo = self.with_log(|log| {
-            log.truncate_fully_and_start_at(offset)?;
-            Ok(log.log_end_offset())
-        })?;
-        self.follower_moved(leo, None);
+    pub fn truncate_fully_and_start_at(&self, epoch: i32, offset: i64) -> Result<(), ReplicaError> {
+        self.follower_write(epoch, None, |log| log.truncate_fully_and_start_at(offset))?;
+        self.wake_waiters();
         Ok(())
-    }
-
-    fn follower_moved(&self, leo: i64, leader_hw: Option<i64>) {
-        self.log_end_offset.store(leo, Ordering::Release);
-        let moved = lock(&self.state).on_follower_log(Offset(leo), leader_hw.map(Offset));
-        if let Some(hw) = moved {
-            self.high_watermark.store(hw.0, Ordering::Release);
-        }
     }
 
     /// Kafka's `endOffsetForEpoch` on this partition's log (blocking: the
@@ -389,7 +432,15 @@ impl Partition {
 
     /// Appends validated batches (blocking I/O: call from a blocking thread).
     pub fn append(&self, batches: &[u8]) -> Result<felice_log::AppendInfo, ReplicaError> {
-        let info = self.with_log(|log| self.append_locked(log, batches, self.ctx.now_ms()))?;
+        let mut guard = lock(&self.log);
+        let log = guard
+            .as_mut()
+            .ok_or_else(|| ReplicaError::Closed(format!("{}-{}", self.topic, self.index)))?;
+        let info = self.append_locked(log, batches, self.ctx.now_ms());
+        self.log_start_offset
+            .store(log.log_start_offset(), Ordering::Release);
+        drop(guard);
+        let info = info?;
         if !info.duplicate {
             self.wake_waiters();
         }
@@ -447,22 +498,35 @@ impl Partition {
         if result.as_ref().is_ok_and(|info| !info.duplicate) {
             self.wake_waiters();
         }
-        Some(result.map_err(ReplicaError::from))
+        Some(result)
     }
 
     /// The append itself, under the log's lock: offsets, high watermark.
+    /// Refused unless the replication state leads; its epoch is stamped.
+    /// Role changes take the log lock first ([`Partition::apply_image`]), so
+    /// the role cannot change under a held log lock.
     fn append_locked(
         &self,
         log: &mut Log,
         batches: &[u8],
         now: i64,
-    ) -> Result<felice_log::AppendInfo, LogError> {
+    ) -> Result<felice_log::AppendInfo, ReplicaError> {
+        let epoch = {
+            let state = lock(&self.state);
+            if !state.is_leader() {
+                return Err(ReplicaError::NotLeader(format!(
+                    "{}-{}",
+                    self.topic, self.index
+                )));
+            }
+            state.leader_epoch().0
+        };
         let ts_type = if self.settings().log_append_time {
             TimestampType::LogAppendTime
         } else {
             TimestampType::CreateTime
         };
-        let info = log.append(batches, self.leader_epoch(), ts_type, now)?;
+        let info = log.append(batches, epoch, ts_type, now)?;
         let leo = log.log_end_offset();
         if info.duplicate {
             // A retried idempotent batch: nothing was written.
@@ -476,10 +540,10 @@ impl Partition {
         self.log_end_offset.store(leo, Ordering::Release);
         // The leader's bookkeeping decides the high watermark: with the ISR
         // this broker alone, it follows the log end offset at once.
-        let effects = lock(&self.state).on_append(Offset(leo), now);
-        if let Some(hw) = effects.hw_moved {
-            self.high_watermark.store(hw.0, Ordering::Release);
-        }
+        let mut state = lock(&self.state);
+        state.on_append(Offset(leo), now);
+        self.sync_hw(&state);
+        drop(state);
         debug_assert!(
             self.log_start_offset() <= self.high_watermark()
                 && self.high_watermark() <= self.log_end_offset(),

@@ -645,9 +645,12 @@ impl PartitionState {
     }
 
     /// Whether an acks=all produce whose batches end just below
-    /// `required_offset` may be answered (`checkEnoughReplicasReachOffset`).
-    pub fn completion(&self, required_offset: Offset) -> Completion {
-        if !self.is_leader() {
+    /// `required_offset`, appended in leader epoch `appended_in`, may be
+    /// answered (`checkEnoughReplicasReachOffset`). Another epoch means the
+    /// leadership changed since: the batch may have been truncated away, so
+    /// the answer is NotLeader whatever the high watermark says.
+    pub fn completion(&self, required_offset: Offset, appended_in: LeaderEpoch) -> Completion {
+        if !self.is_leader() || self.leader_epoch != appended_in {
             return Completion::NotLeader;
         }
         if self.high_watermark < required_offset {
@@ -771,7 +774,7 @@ mod tests {
         st.replicas = vec![1];
         s.become_leader(&st, 0).expect("leader");
         assert_eq!(s.on_append(Offset(5), 1).hw_moved, Some(Offset(5)));
-        assert_eq!(s.completion(Offset(5)), Completion::Done);
+        assert_eq!(s.completion(Offset(5), LeaderEpoch(1)), Completion::Done);
     }
 
     #[test]
@@ -834,11 +837,11 @@ mod tests {
         s.become_leader(&leader_state(3, 9, &[1, 2, 3]), 0)
             .expect("leader");
         assert_eq!(s.high_watermark(), Offset(8));
-        assert_eq!(s.completion(Offset(9)), Completion::Waiting);
+        assert_eq!(s.completion(Offset(9), LeaderEpoch(3)), Completion::Waiting);
         fetch(&mut s, 2, 10, 1);
         assert_eq!(s.high_watermark(), Offset(8), "3 not heard from");
         assert_eq!(fetch(&mut s, 3, 9, 2).hw_moved, Some(Offset(9)));
-        assert_eq!(s.completion(Offset(9)), Completion::Done);
+        assert_eq!(s.completion(Offset(9), LeaderEpoch(3)), Completion::Done);
     }
 
     #[test]
@@ -857,7 +860,7 @@ mod tests {
         );
         // Under min ISR the high watermark stays where it was (Kafka 4).
         assert_eq!(s.on_append(Offset(2), LAG + 4).hw_moved, None);
-        assert_eq!(s.completion(Offset(1)), Completion::Waiting);
+        assert_eq!(s.completion(Offset(1), LeaderEpoch(1)), Completion::Waiting);
     }
 
     #[test]
@@ -867,19 +870,19 @@ mod tests {
         fetch(&mut s, 2, 3, 1);
         fetch(&mut s, 3, 3, 1);
         assert_eq!(s.high_watermark(), Offset(3));
-        assert_eq!(s.completion(Offset(3)), Completion::Done);
+        assert_eq!(s.completion(Offset(3), LeaderEpoch(1)), Completion::Done);
         s.set_config(ReplicationConfig {
             min_insync_replicas: 4,
             ..s.config()
         });
         // Effective min ISR is capped at the 3 replicas: still fine.
         assert_eq!(s.effective_min_isr(), 3);
-        assert_eq!(s.completion(Offset(3)), Completion::Done);
+        assert_eq!(s.completion(Offset(3), LeaderEpoch(1)), Completion::Done);
         s.on_append(Offset(4), 5);
         s.on_tick(LAG + 10).propose_isr.expect("shrink");
         s.on_isr_committed(LeaderEpoch(1), 2, &[1], &[1, 2, 3], LAG + 11);
         assert_eq!(
-            s.completion(Offset(3)),
+            s.completion(Offset(3), LeaderEpoch(1)),
             Completion::NotEnoughReplicasAfterAppend
         );
     }
@@ -934,7 +937,10 @@ mod tests {
             Some(Offset(8))
         );
         assert_eq!(s.on_follower_log(Offset(9), Some(Offset(8))), None);
-        assert_eq!(s.completion(Offset(1)), Completion::NotLeader);
+        assert_eq!(
+            s.completion(Offset(1), LeaderEpoch(1)),
+            Completion::NotLeader
+        );
     }
 
     #[test]

@@ -385,7 +385,7 @@ impl Sim {
                 .iter()
                 .position(|b| b.state.is_leader() && b.state.leader_epoch() == w.leader_epoch);
             let completion = match on {
-                Some(i) => self.brokers[i].state.completion(required),
+                Some(i) => self.brokers[i].state.completion(required, w.leader_epoch),
                 None => Completion::NotLeader,
             };
             match completion {

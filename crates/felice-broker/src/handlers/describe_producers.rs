@@ -73,7 +73,7 @@ fn describe(broker: &Broker, req: DescribeProducersRequest) -> Vec<TopicResponse
                                 })
                                 .collect(),
                         ),
-                        Err(e @ ReplicaError::Closed(_)) => {
+                        Err(e @ (ReplicaError::Closed(_) | ReplicaError::NotLeader(_))) => {
                             error(ResponseError::NotLeaderOrFollower, Some(e.to_string()))
                         }
                         Err(e @ ReplicaError::Log(_)) => {

@@ -73,7 +73,7 @@ fn batch_error_code(e: &BatchError) -> ResponseError {
 
 fn replica_error_code(e: &ReplicaError) -> ResponseError {
     match e {
-        ReplicaError::Closed(_) => ResponseError::NotLeaderOrFollower,
+        ReplicaError::Closed(_) | ReplicaError::NotLeader(_) => ResponseError::NotLeaderOrFollower,
         ReplicaError::Log(LogError::Io { .. }) => ResponseError::KafkaStorageError,
         ReplicaError::Log(LogError::CorruptBatch { .. }) => ResponseError::CorruptMessage,
         ReplicaError::Log(LogError::OffsetOutOfRange { .. }) => ResponseError::OffsetOutOfRange,
@@ -374,8 +374,9 @@ pub async fn handle(
         Vec::new()
     };
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
-    // Per appended partition, the offset after its batches.
-    let mut required: std::collections::HashMap<(usize, usize), i64> =
+    // Per appended partition, the offset after its batches and the leader
+    // epoch they were appended in.
+    let mut required: std::collections::HashMap<(usize, usize), (i64, i32)> =
         std::collections::HashMap::new();
     // Appends that cost only their positioned writes run here; the rest
     // (log busy, segment roll, flush.messages fsync) on a blocking thread.
@@ -447,7 +448,7 @@ pub async fn handle(
         };
         match r {
             Ok(info) => {
-                required.insert((ti, slot), info.last_offset + 1);
+                required.insert((ti, slot), (info.last_offset + 1, info.leader_epoch));
                 p.error_code = 0;
                 p.base_offset = info.first_offset;
                 p.log_append_time_ms = info.log_append_time_ms;
@@ -489,7 +490,7 @@ pub async fn handle(
 async fn await_replication(
     responses: &mut [TopicProduceResponse],
     replicated: &[((usize, usize), Arc<Partition>)],
-    required: &std::collections::HashMap<(usize, usize), i64>,
+    required: &std::collections::HashMap<(usize, usize), (i64, i32)>,
     deadline: Instant,
 ) {
     use felice_replica::Completion;
@@ -500,7 +501,7 @@ async fn await_replication(
         else {
             continue;
         };
-        let Some(required) = required.get(&(*ti, *slot)).copied() else {
+        let Some((required, epoch)) = required.get(&(*ti, *slot)).copied() else {
             continue;
         };
         if p.error_code != 0 {
@@ -510,7 +511,7 @@ async fn await_replication(
             // Register before checking, so a move in between is not missed.
             let waiter = Arc::new(tokio::sync::Notify::new());
             partition.add_waiter(waiter.clone());
-            let now = partition.completion(required);
+            let now = partition.completion(required, epoch);
             if now != Completion::Waiting {
                 partition.remove_waiter(&waiter);
                 break now;
