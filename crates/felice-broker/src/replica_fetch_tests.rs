@@ -169,6 +169,24 @@ async fn wait_isr(rb: &RunningBroker, want: &[i32]) -> (i32, i32) {
     }
 }
 
+/// Broker 2 keeps fetching from `offset` while 3 fetches nothing, until 3
+/// leaves the ISR (bounded).
+async fn only_2_fetches_until_3_leaves(rb: &RunningBroker, conn: &Connection, offset: i64) {
+    let shrunk = async {
+        loop {
+            fetch(conn, 2, EPOCH_2, offset, (0, 0)).await;
+            let image = rb.broker.image();
+            if image.topic("r").expect("topic").partitions[0].isr == [1, 2] {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), shrunk)
+        .await
+        .expect("3 left the ISR");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_move_the_high_watermark_and_the_isr() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -210,19 +228,7 @@ async fn followers_move_the_high_watermark_and_the_isr() {
     // leaves the ISR, with the same leader epoch.
     assert_eq!(produce(&conn, 1).await, 0);
     let stopped = Instant::now();
-    let shrunk = async {
-        loop {
-            fetch(&conn, 2, EPOCH_2, 4, (0, 0)).await;
-            let image = rb.broker.image();
-            if image.topic("r").expect("topic").partitions[0].isr == [1, 2] {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), shrunk)
-        .await
-        .expect("3 left the ISR");
+    only_2_fetches_until_3_leaves(&rb, &conn, 4).await;
     assert!(stopped.elapsed() >= Duration::from_millis(900));
     let (leader_epoch, partition_epoch) = wait_isr(&rb, &[1, 2]).await;
     assert_eq!((leader_epoch, partition_epoch), (0, 1));
@@ -274,19 +280,7 @@ async fn followers_move_the_high_watermark_and_the_isr() {
         .applied(image.offset, Duration::from_secs(10))
         .await
         .expect("applied");
-    let shrunk = async {
-        loop {
-            fetch(&conn, 2, EPOCH_2, 6, (0, 0)).await;
-            let image = rb.broker.image();
-            if image.topic("r").expect("topic").partitions[0].isr == [1, 2] {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), shrunk)
-        .await
-        .expect("3 left the ISR again");
+    only_2_fetches_until_3_leaves(&rb, &conn, 6).await;
     let leo = rb
         .broker
         .replicas

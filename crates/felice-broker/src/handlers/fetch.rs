@@ -262,6 +262,16 @@ fn remove_waiter(slots: &[Slot], waiter: &Arc<Notify>) {
     }
 }
 
+/// A partition answered with `code` and unknown offsets, as Kafka answers
+/// a refused or failed partition.
+fn refused(base: PartitionData, code: ResponseError) -> PartitionData {
+    base.with_error_code(code.code())
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_records(Some(Bytes::new()))
+}
+
 /// What [`read_all`] gathered: the partition answers, the file ranges
 /// behind the record sets left in the page cache, the fetch memory budget
 /// held by those read into memory, the bytes of records, and whether any
@@ -344,13 +354,7 @@ fn read_all(
             Ok(p) => p,
             Err(code) => {
                 any_error = true;
-                out.push(
-                    base.with_error_code(code.code())
-                        .with_high_watermark(-1)
-                        .with_last_stable_offset(-1)
-                        .with_log_start_offset(-1)
-                        .with_records(Some(Bytes::new())),
-                );
+                out.push(refused(base, *code));
                 continue;
             }
         };
@@ -375,13 +379,7 @@ fn read_all(
                 }
                 Err(code) => {
                     any_error = true;
-                    out.push(
-                        base.with_error_code(code.code())
-                            .with_high_watermark(-1)
-                            .with_last_stable_offset(-1)
-                            .with_log_start_offset(-1)
-                            .with_records(Some(Bytes::new())),
-                    );
+                    out.push(refused(base, code));
                     continue;
                 }
             }
@@ -450,13 +448,7 @@ fn read_all(
                 // Kafka answers a failed read (OFFSET_OUT_OF_RANGE included)
                 // with unknown offsets, as for an unknown partition.
                 any_error = true;
-                out.push(
-                    base.with_error_code(read_error_code(&e).code())
-                        .with_high_watermark(-1)
-                        .with_last_stable_offset(-1)
-                        .with_log_start_offset(-1)
-                        .with_records(Some(Bytes::new())),
-                );
+                out.push(refused(base, read_error_code(&e)));
             }
         }
     }
