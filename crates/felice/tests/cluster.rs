@@ -1517,3 +1517,370 @@ async fn committed_offsets_survive_the_coordinators_kill_9() {
         (0, 43)
     );
 }
+
+// ------------------------------------------------------------ fault checker
+
+/// What the checker's producer saw: every acknowledged (offset, record
+/// number), and the longest time without an acknowledgement after each
+/// fault.
+#[derive(Default)]
+struct Ledger {
+    acked: Vec<(i64, u64)>,
+    /// When each acknowledgement arrived.
+    ack_times: Vec<Instant>,
+    attempts: u64,
+    errors: u64,
+}
+
+impl Ledger {
+    /// The unavailability window of a fault: the longest time without an
+    /// acknowledgement from `fault` on (the gap from the fault to the first
+    /// one, and between consecutive ones).
+    fn window_after(&self, fault: Instant) -> Duration {
+        let mut last = fault;
+        let mut longest = Duration::ZERO;
+        for t in self.ack_times.iter().filter(|t| **t > fault) {
+            longest = longest.max(t.duration_since(last));
+            last = *t;
+        }
+        longest
+    }
+}
+
+/// The leader's client address for partition 0 of `topic`, asking each of
+/// `nodes` ((id, address)) in turn.
+async fn find_leader(nodes: &[(i32, String)], topic: &str) -> Option<String> {
+    for (_, at) in nodes {
+        if let Some((_, 0, leader)) = leader_of(at, topic, 0).await {
+            if let Some((_, addr)) = nodes.iter().find(|(id, _)| *id == leader) {
+                return Some(addr.clone());
+            }
+        }
+    }
+    None
+}
+
+/// An idempotent acks=all producer of one record per request, one request
+/// in flight, records numbered 0, 1, 2, ...; a failed request is retried
+/// with the same sequence until acknowledged (the broker answers a retry of
+/// a written batch with its original offset).
+async fn checker_producer(
+    nodes: Vec<(i32, String)>,
+    topic: &'static str,
+    ledger: std::sync::Arc<std::sync::Mutex<Ledger>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let (pid, epoch) = loop {
+        let req = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(-1)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        if let Ok(r) = call_once(&nodes[0].1, &req, 4).await {
+            if r.error_code == 0 {
+                break (r.producer_id.0, r.producer_epoch);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut seq: u64 = 0;
+    let mut leader: Option<String> = None;
+    while !*stop.borrow() {
+        let value = format!("r{seq:08}");
+        let mut b = felice_wire::build_batch(&[(None, Some(value.as_bytes()), 1_000)]);
+        felice_wire::set_producer(&mut b, pid, epoch, seq as i32).expect("producer fields");
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str(topic)))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(Bytes::from(b)))])]);
+        if leader.is_none() {
+            leader = find_leader(&nodes, topic).await;
+        }
+        let answer = match &leader {
+            Some(at) => {
+                let call = call_once(at, &req, 9);
+                tokio::select! {
+                    r = tokio::time::timeout(Duration::from_secs(8), call) => r.ok().and_then(|r| r.ok()),
+                    _ = stop.changed() => None,
+                }
+            }
+            None => None,
+        };
+        let outcome = answer.map(|r| {
+            let p = &r.responses[0].partition_responses[0];
+            (p.error_code, p.base_offset)
+        });
+        let acknowledged = {
+            let mut l = ledger.lock().expect("ledger");
+            l.attempts += 1;
+            match outcome {
+                Some((0, offset)) => {
+                    l.acked.push((offset, seq));
+                    l.ack_times.push(Instant::now());
+                    true
+                }
+                _ => {
+                    l.errors += 1;
+                    false
+                }
+            }
+        };
+        if acknowledged {
+            seq += 1;
+        } else {
+            leader = None;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Every record of partition 0 of `topic` below the high watermark, as
+/// (offset, record number), read from `addr`.
+async fn read_all(addr: &str, topic: &str) -> std::io::Result<Vec<(i64, u64)>> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let req = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_min_bytes(1)
+            .with_max_bytes(8 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from(topic.to_string())))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(4 << 20)])]);
+        let resp = call_once(addr, &req, 12).await?;
+        let p = &resp.responses[0].partitions[0];
+        if p.error_code != 0 {
+            return Err(std::io::Error::other(format!(
+                "fetch error {}",
+                p.error_code
+            )));
+        }
+        let bytes = p.records.clone().unwrap_or_default();
+        let before = offset;
+        for item in felice_wire::Batches::new(&bytes) {
+            let (range, h) = item.map_err(|e| std::io::Error::other(e.to_string()))?;
+            let records = felice_wire::Records::new(&bytes[range])
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            for r in records {
+                let r = r.map_err(|e| std::io::Error::other(e.to_string()))?;
+                let at = h.base_offset + i64::from(r.offset_delta);
+                if at < offset {
+                    continue;
+                }
+                let v = r.value.unwrap_or_default();
+                let n = std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.strip_prefix('r'))
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| std::io::Error::other("not a checker record"))?;
+                out.push((at, n));
+            }
+            offset = h.next_offset();
+        }
+        if offset >= p.high_watermark || offset == before {
+            return Ok(out);
+        }
+    }
+}
+
+/// The fault checker: one replication-factor-3 partition
+/// (`min.insync.replicas=2`) under an idempotent acks=all producer while,
+/// one after the other: kill -9 of its leader, kill -9 of the active
+/// controller, SIGSTOP of a follower past `replica.lag.time.max.ms`, and a
+/// rolling restart of every broker (SIGTERM, controlled). After each fault
+/// the cluster is healed (the node restarted or resumed) and the ISR back
+/// to three before the next. Then every record is read back: every
+/// acknowledged record must be there exactly once at its offset, offsets
+/// contiguous, order kept. Prints the counts and each fault's window
+/// without acknowledgements. Network-namespace partitions are not run here
+/// (they need CAP_NET_ADMIN and veth setup; left for the next step).
+/// Ignored: minutes of debug build; run with `cargo test -p felice --test
+/// cluster -- --ignored --nocapture fault_checker`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the fault checker: minutes; prints the figures for the closing note"]
+async fn fault_checker_loses_and_duplicates_nothing() {
+    const TOPIC: &str = "faults";
+    let mut cluster = Cluster::start_with(
+        3,
+        &[
+            "broker.session.timeout.ms=3000",
+            "replica.lag.time.max.ms=3000",
+            "min.insync.replicas=2",
+        ],
+    );
+    cluster.wait_all_ready().await;
+    assert_eq!(
+        create_replicated(&cluster.addr(0), TOPIC, 3)
+            .await
+            .expect("create"),
+        0
+    );
+    let nodes: Vec<(i32, String)> = (0..3)
+        .map(|i| (cluster.nodes[i].id, cluster.addr(i)))
+        .collect();
+    let ledger = std::sync::Arc::new(std::sync::Mutex::new(Ledger::default()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let producer = tokio::spawn(checker_producer(
+        nodes.clone(),
+        TOPIC,
+        ledger.clone(),
+        stop_rx,
+    ));
+    let acked = || ledger.lock().expect("ledger").acked.len();
+    // Waits for progress: `n` more acknowledgements.
+    async fn progress(acked: &dyn Fn() -> usize, n: usize) {
+        let target = acked() + n;
+        wait_until("acknowledgements", || async move { acked() >= target }).await;
+    }
+    let isr_full = |c: &Cluster| {
+        let at = c.addr(c.live()[0]);
+        async move {
+            wait_until("the ISR back to three", || {
+                let at = at.clone();
+                async move { isr_of(&at, TOPIC).await.is_some_and(|isr| isr.len() == 3) }
+            })
+            .await;
+        }
+    };
+    progress(&acked, 50).await;
+    let mut windows: Vec<(String, Duration)> = Vec::new();
+    let window_since = |fault: Instant, ledger: &std::sync::Mutex<Ledger>| {
+        ledger.lock().expect("ledger").window_after(fault)
+    };
+
+    // 1. kill -9 the partition's leader.
+    let (_, _, leader) = leader_of(&cluster.addr(0), TOPIC, 0).await.expect("leader");
+    let victim = cluster.index_of(leader);
+    let fault = Instant::now();
+    let before = acked();
+    cluster.kill9(victim);
+    wait_until("acks after the leader's kill", || async {
+        acked() > before
+    })
+    .await;
+    windows.push(("kill -9 of the leader".into(), window_since(fault, &ledger)));
+    cluster.spawn(victim);
+    cluster.wait_listening(victim);
+    isr_full(&cluster).await;
+    progress(&acked, 20).await;
+
+    // 2. kill -9 the active controller.
+    let active = quorum_leader(&cluster.addr(cluster.live()[0]))
+        .await
+        .expect("controller");
+    let victim = cluster.index_of(active);
+    let fault = Instant::now();
+    let before = acked();
+    cluster.kill9(victim);
+    wait_until("acks after the controller's kill", || async {
+        acked() > before + 5
+    })
+    .await;
+    windows.push((
+        "kill -9 of the active controller".into(),
+        window_since(fault, &ledger),
+    ));
+    cluster.spawn(victim);
+    cluster.wait_listening(victim);
+    isr_full(&cluster).await;
+    progress(&acked, 20).await;
+
+    // 3. SIGSTOP a follower past replica.lag.time.max.ms, then SIGCONT.
+    let (_, _, leader) = leader_of(&cluster.addr(0), TOPIC, 0).await.expect("leader");
+    let follower = (0..3)
+        .find(|i| cluster.nodes[*i].id != leader)
+        .expect("follower");
+    let fault = Instant::now();
+    cluster.pause(follower, true);
+    let at = cluster.addr(cluster.index_of(leader));
+    wait_until("the paused follower out of the ISR", || {
+        let at = at.clone();
+        async move { isr_of(&at, TOPIC).await.is_some_and(|isr| isr.len() == 2) }
+    })
+    .await;
+    let before = acked();
+    wait_until("acks without the paused follower", || async {
+        acked() > before + 5
+    })
+    .await;
+    windows.push(("SIGSTOP of a follower".into(), window_since(fault, &ledger)));
+    cluster.pause(follower, false);
+    isr_full(&cluster).await;
+    progress(&acked, 20).await;
+
+    // 4. Rolling restart: each broker stopped with SIGTERM (a controlled
+    // shutdown) and started again, the ISR full again before the next.
+    for i in 0..3 {
+        let pid = cluster.nodes[i].child.as_ref().expect("running").id();
+        let fault = Instant::now();
+        let before = acked();
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        if let Some(mut child) = cluster.nodes[i].child.take() {
+            let _ = child.wait();
+        }
+        wait_until("acks during the rolling restart", || async {
+            acked() > before
+        })
+        .await;
+        windows.push((
+            format!("SIGTERM of node {}", cluster.nodes[i].id),
+            window_since(fault, &ledger),
+        ));
+        cluster.spawn(i);
+        cluster.wait_listening(i);
+        isr_full(&cluster).await;
+        progress(&acked, 20).await;
+    }
+
+    stop_tx.send(true).expect("stop");
+    producer.await.expect("producer");
+    let (acked_records, attempts, errors) = {
+        let l = ledger.lock().expect("ledger");
+        (l.acked.clone(), l.attempts, l.errors)
+    };
+    let reader = find_leader(&nodes, TOPIC).await.expect("a leader");
+    let read = read_all(&reader, TOPIC).await.expect("read back");
+    let mut seen: std::collections::HashMap<u64, Vec<i64>> = std::collections::HashMap::new();
+    for (offset, n) in &read {
+        seen.entry(*n).or_default().push(*offset);
+    }
+    let lost: Vec<&(i64, u64)> = acked_records
+        .iter()
+        .filter(|(offset, n)| seen.get(n).is_none_or(|at| !at.contains(offset)))
+        .collect();
+    let duplicated = seen.values().filter(|at| at.len() > 1).count();
+    let contiguous = read.windows(2).all(|w| w[1].0 == w[0].0 + 1);
+    let ordered = read.windows(2).all(|w| w[1].1 > w[0].1);
+    println!(
+        "fault checker: acknowledged {}, read back {}, lost {}, duplicated {}, attempts {}, failed attempts {}",
+        acked_records.len(),
+        read.len(),
+        lost.len(),
+        duplicated,
+        attempts,
+        errors
+    );
+    for (fault, window) in &windows {
+        println!("fault checker: {fault}: longest time without an acknowledgement {window:?}");
+    }
+    assert!(
+        lost.is_empty(),
+        "acknowledged records lost: {:?}",
+        &lost[..lost.len().min(10)]
+    );
+    assert_eq!(duplicated, 0, "records written twice");
+    assert!(contiguous, "offsets not contiguous");
+    assert!(ordered, "records out of order");
+}
