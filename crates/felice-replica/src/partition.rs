@@ -179,6 +179,38 @@ impl Partition {
         self.wake_waiters();
     }
 
+    /// Followers the metadata now shows fenced (or gone) may no longer join
+    /// the ISR, and stop holding back the high watermark as caught-up
+    /// candidates (Kafka's `isReplicaIsrEligible` reads the current
+    /// metadata; the state keeps what each follower's last fetch said
+    /// until this).
+    fn forget_ineligible(&self, image: &MetadataImage, replicas: &[i32]) {
+        let fenced: Vec<i32> = replicas
+            .iter()
+            .copied()
+            .filter(|r| image.brokers.get(r).is_none_or(|b| b.fenced))
+            .collect();
+        if fenced.is_empty() {
+            return;
+        }
+        let now = self.ctx.now_ms();
+        let mut state = lock(&self.state);
+        if !state.is_leader() {
+            return;
+        }
+        for r in fenced {
+            state.set_ineligible(r);
+        }
+        // The high watermark may move now that they no longer count.
+        let leo = state.log_end_offset();
+        let moved = state.on_append(leo, now).hw_moved;
+        self.sync_hw(&state);
+        drop(state);
+        if moved.is_some() {
+            self.wake_waiters();
+        }
+    }
+
     /// Publishes the state's high watermark for lock-free readers; called
     /// with the state locked, so the published value follows the state's
     /// order of changes.
@@ -739,6 +771,7 @@ impl ReplicaManager {
                         p.set_settings(settings.clone());
                     }
                     p.apply_image(part);
+                    p.forget_ineligible(image, &part.replicas);
                     continue;
                 }
                 let dir = self

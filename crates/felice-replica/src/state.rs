@@ -888,6 +888,22 @@ mod tests {
     }
 
     #[test]
+    fn an_ineligible_candidate_stops_holding_the_high_watermark() {
+        // As the KIP-841 test, then the candidate is fenced: the high
+        // watermark no longer waits for it.
+        let mut s = PartitionState::new(1, config(1), Offset(0), Offset(0));
+        s.become_leader(&leader_state(1, 1, &[1, 2]), 0)
+            .expect("leader");
+        s.on_append(Offset(10), 1_000);
+        let p = fetch(&mut s, 3, 10, 1_000).propose_isr.expect("expand");
+        s.on_isr_rejected(&p);
+        s.on_append(Offset(20), 1_100);
+        assert_eq!(fetch(&mut s, 2, 20, 1_200).hw_moved, Some(Offset(10)));
+        s.set_ineligible(3);
+        assert_eq!(s.on_append(Offset(20), 1_300).hw_moved, Some(Offset(20)));
+    }
+
+    #[test]
     fn a_single_replica_topic_takes_acks_all_whatever_min_isr_says() {
         let mut s = PartitionState::new(1, config(3), Offset(0), Offset(0));
         let mut st = leader_state(1, 1, &[1]);
