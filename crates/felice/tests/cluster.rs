@@ -294,8 +294,13 @@ impl Cluster {
     /// went to; the others apply the metadata log on their own time and
     /// answer UNKNOWN_TOPIC_OR_PARTITION until then, as Kafka's brokers do.
     async fn create_everywhere(&self, via: usize, name: &str, partitions: i32) {
+        self.create_everywhere_rf(via, name, partitions, 1).await
+    }
+
+    /// [`Cluster::create_everywhere`] with `rf` replicas per partition.
+    async fn create_everywhere_rf(&self, via: usize, name: &str, partitions: i32, rf: i16) {
         assert_eq!(
-            create_topic(&self.addr(via), name, partitions)
+            create_topic_rf(&self.addr(via), name, partitions, rf)
                 .await
                 .expect("create"),
             0
@@ -423,12 +428,17 @@ async fn quorum_leader(addr: &str) -> std::io::Result<i32> {
 }
 
 async fn create_topic(addr: &str, name: &str, partitions: i32) -> std::io::Result<i16> {
+    create_topic_rf(addr, name, partitions, 1).await
+}
+
+/// CreateTopics of `name` with `partitions` partitions of `rf` replicas.
+async fn create_topic_rf(addr: &str, name: &str, partitions: i32, rf: i16) -> std::io::Result<i16> {
     let req = CreateTopicsRequest::default()
         .with_timeout_ms(10_000)
         .with_topics(vec![CreatableTopic::default()
             .with_name(TopicName(StrBytes::from(name.to_string())))
             .with_num_partitions(partitions)
-            .with_replication_factor(1)]);
+            .with_replication_factor(rf)]);
     let resp = call_once(addr, &req, 7).await?;
     Ok(resp.topics.first().map_or(-1, |t| t.error_code))
 }
@@ -1145,14 +1155,7 @@ async fn alter_partition_is_served_by_the_active_controller() {
 
 /// Creates `name` with one partition on `rf` replicas through `addr`.
 async fn create_replicated(addr: &str, name: &str, rf: i16) -> std::io::Result<i16> {
-    let req = CreateTopicsRequest::default()
-        .with_timeout_ms(10_000)
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from(name.to_string())))
-            .with_num_partitions(1)
-            .with_replication_factor(rf)]);
-    let resp = call_once(addr, &req, 7).await?;
-    Ok(resp.topics.first().map_or(-1, |t| t.error_code))
+    create_topic_rf(addr, name, 1, rf).await
 }
 
 /// acks=all produce of one record; (error, base offset).
@@ -1219,22 +1222,7 @@ async fn a_replicated_partition_loses_nothing_when_its_leader_is_killed() {
     );
     cluster.wait_all_ready().await;
     let first = cluster.addr(0);
-    assert_eq!(
-        create_replicated(&first, "rep", 3).await.expect("create"),
-        0
-    );
-    for i in cluster.live() {
-        let at = cluster.addr(i);
-        wait_until("every broker to know the topic", || {
-            let at = at.clone();
-            async move {
-                leader_of(&at, "rep", 0)
-                    .await
-                    .is_some_and(|(_, c, _)| c == 0)
-            }
-        })
-        .await;
-    }
+    cluster.create_everywhere_rf(0, "rep", 1, 3).await;
     let (_, _, leader) = leader_of(&first, "rep", 0).await.expect("leader");
     let at = cluster.addr(cluster.index_of(leader));
     let mut acked = Vec::new();
@@ -1331,22 +1319,7 @@ async fn a_paused_follower_leaves_the_isr_and_rejoins_after_sigcont() {
     );
     cluster.wait_all_ready().await;
     let first = cluster.addr(0);
-    assert_eq!(
-        create_replicated(&first, "lag", 3).await.expect("create"),
-        0
-    );
-    for i in cluster.live() {
-        let at = cluster.addr(i);
-        wait_until("every broker to know the topic", || {
-            let at = at.clone();
-            async move {
-                leader_of(&at, "lag", 0)
-                    .await
-                    .is_some_and(|(_, c, _)| c == 0)
-            }
-        })
-        .await;
-    }
+    cluster.create_everywhere_rf(0, "lag", 1, 3).await;
     let (_, _, leader) = leader_of(&first, "lag", 0).await.expect("leader");
     let at = cluster.addr(cluster.index_of(leader));
     let follower = (0..3)

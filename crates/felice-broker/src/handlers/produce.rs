@@ -374,10 +374,9 @@ pub async fn handle(
         Vec::new()
     };
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
-    // Per appended partition, the offset after its batches and the leader
-    // epoch they were appended in.
-    let mut required: std::collections::HashMap<(usize, usize), (i64, i32)> =
-        std::collections::HashMap::new();
+    // acks=all: per appended partition, the offset after its batches and
+    // the leader epoch they were appended in.
+    let mut required: Vec<Appended> = Vec::new();
     // Appends that cost only their positioned writes run here; the rest
     // (log busy, segment roll, flush.messages fsync) on a blocking thread.
     let mut results = Vec::with_capacity(work.len());
@@ -448,7 +447,13 @@ pub async fn handle(
         };
         match r {
             Ok(info) => {
-                required.insert((ti, slot), (info.last_offset + 1, info.leader_epoch));
+                if acks == -1 {
+                    required.push(Appended {
+                        slot: (ti, slot),
+                        end: info.last_offset + 1,
+                        epoch: info.leader_epoch,
+                    });
+                }
                 p.error_code = 0;
                 p.base_offset = info.first_offset;
                 p.log_append_time_ms = info.log_append_time_ms;
@@ -485,12 +490,21 @@ pub async fn handle(
     Some(ProduceResponse::default().with_responses(responses))
 }
 
+/// An appended partition an acks=all produce waits for: its place in the
+/// response, the offset after its batches, the leader epoch of the append.
+#[derive(Clone, Copy)]
+struct Appended {
+    slot: (usize, usize),
+    end: i64,
+    epoch: i32,
+}
+
 /// The acks=all purgatory (see the module docs): waits until the high
 /// watermark covers each appended partition's batches or `deadline`.
 async fn await_replication(
     responses: &mut [TopicProduceResponse],
     replicated: &[((usize, usize), Arc<Partition>)],
-    required: &std::collections::HashMap<(usize, usize), (i64, i32)>,
+    required: &[Appended],
     deadline: Instant,
 ) {
     use felice_replica::Completion;
@@ -501,7 +515,12 @@ async fn await_replication(
         else {
             continue;
         };
-        let Some((required, epoch)) = required.get(&(*ti, *slot)).copied() else {
+        let Some(Appended {
+            end: required,
+            epoch,
+            ..
+        }) = required.iter().find(|a| a.slot == (*ti, *slot)).copied()
+        else {
             continue;
         };
         if p.error_code != 0 {
