@@ -12,8 +12,19 @@
 //! Kafka): a new leader gives every broker a full session from the moment
 //! it took over before fencing anyone.
 //!
+//! **The liveness probe** (Felice's, not Kafka's) shortens the wait when a
+//! broker's process is gone: a broker whose connection to this controller
+//! closed, that has not been heard from since this controller took over, or
+//! whose heartbeat is late, is probed with a TCP connect to its registered
+//! listener. A refused connection (nothing listens there: the process died,
+//! kill -9 included) fences it at once instead of after
+//! `broker.session.timeout.ms`. Anything else (accepted, timed out,
+//! unreachable) proves nothing and leaves the session rule to decide: a
+//! paused or cut-off broker is still fenced only when its session runs out.
+//! Probes are at most one per broker per [`PROBE_EVERY`].
+//!
 //! Bounds: at most [`crate::limits::MAX_BROKERS`] registered brokers; one
-//! heartbeat entry per registered broker.
+//! heartbeat, lost-connection and probe entry per registered broker.
 
 use crate::controller::{commit_error, ControllerContext};
 use felice_metadata::{MetadataImage, MetadataRecord, NodeId};
@@ -23,9 +34,20 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// How long a broker that this controller has not heard from since it took
+/// over may stay silent before it is probed.
+pub const PROBE_NEW_TERM_AFTER: Duration = Duration::from_millis(300);
+/// How late past `broker.heartbeat.interval.ms` a heartbeat may be before
+/// the broker is probed.
+pub const PROBE_LATE_HEARTBEAT_AFTER: Duration = Duration::from_millis(500);
+/// At most one probe of a broker per this long.
+pub const PROBE_EVERY: Duration = Duration::from_millis(1000);
+/// A probe's connect gives up after this long (and proves nothing).
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// When each broker was last heard from, on this (active) controller.
 #[derive(Default)]
@@ -38,6 +60,10 @@ struct HeartbeatState {
     last_contact: HashMap<NodeId, Instant>,
     /// The Raft term this node leads, and since when (grace for everyone).
     leading: Option<(u64, Instant)>,
+    /// Brokers whose connection to this controller closed, and when.
+    lost: HashMap<NodeId, Instant>,
+    /// When each broker was last probed.
+    probed: HashMap<NodeId, Instant>,
 }
 
 impl Heartbeats {
@@ -60,6 +86,53 @@ impl Heartbeats {
             .is_some_and(|t| t.elapsed() < session)
     }
 
+    /// A connection that carried `node`'s heartbeats or metadata fetches
+    /// closed: a hint that its process may be gone.
+    pub fn connection_lost(&self, node: NodeId) {
+        self.lock().lost.insert(node, Instant::now());
+    }
+
+    /// Whether `node` was heard from after `t`.
+    fn heard_since(&self, node: NodeId, t: Instant) -> bool {
+        self.lock().last_contact.get(&node).is_some_and(|c| *c > t)
+    }
+
+    /// The brokers to probe now, while this node leads `term` (see the
+    /// module comment); each is marked probed.
+    fn suspects(&self, term: u64, brokers: &[NodeId], heartbeat: Duration) -> Vec<NodeId> {
+        let mut s = self.lock();
+        let Some((t, since)) = s.leading else {
+            return vec![];
+        };
+        if t != term {
+            return vec![];
+        }
+        let now = Instant::now();
+        // Forget what is about brokers no longer registered and unfenced.
+        s.lost.retain(|b, _| brokers.contains(b));
+        s.probed.retain(|b, _| brokers.contains(b));
+        let mut out = Vec::new();
+        for b in brokers {
+            let heard = s.last_contact.get(b).copied().filter(|c| *c >= since);
+            let suspect = match heard {
+                None => now.duration_since(since) >= PROBE_NEW_TERM_AFTER,
+                Some(c) => {
+                    s.lost.get(b).is_some_and(|l| *l >= c)
+                        || now.duration_since(c) >= heartbeat + PROBE_LATE_HEARTBEAT_AFTER
+                }
+            };
+            let recently = s
+                .probed
+                .get(b)
+                .is_some_and(|p| now.duration_since(*p) < PROBE_EVERY);
+            if suspect && !recently {
+                s.probed.insert(*b, now);
+                out.push(*b);
+            }
+        }
+        out
+    }
+
     /// The brokers whose session ran out, while this node leads `term`.
     fn expired(&self, term: u64, brokers: &[NodeId], session: Duration) -> Vec<NodeId> {
         let mut s = self.lock();
@@ -70,6 +143,8 @@ impl Heartbeats {
                 let now = Instant::now();
                 s.leading = Some((term, now));
                 s.last_contact.clear();
+                s.lost.clear();
+                s.probed.clear();
                 return vec![];
             }
         };
@@ -349,9 +424,10 @@ async fn change_fencing(
     }
 }
 
-/// Fences every unfenced broker whose session ran out. Runs on every node;
-/// does something only on the active controller.
-pub async fn fence_stale_brokers(ctx: &ControllerContext) {
+/// Fences every unfenced broker whose session ran out, and probes the
+/// suspects of the liveness probe. Runs on every node; does something only
+/// on the active controller.
+pub async fn fence_stale_brokers(ctx: &Arc<ControllerContext>) {
     let metrics = ctx.quorum.raft().metrics().borrow().clone();
     if metrics.current_leader != Some(ctx.config.node_id as u64) {
         return;
@@ -375,6 +451,46 @@ pub async fn fence_stale_brokers(ctx: &ControllerContext) {
         if let Err(code) = change_fencing(ctx, node, *epoch, true).await {
             tracing::warn!(broker = node, ?code, "could not fence");
         }
+    }
+    let heartbeat = Duration::from_millis(ctx.config.broker_heartbeat_interval_ms);
+    for node in ctx
+        .heartbeats
+        .suspects(metrics.current_term, &ids, heartbeat)
+    {
+        let Some(b) = image.brokers.get(&node) else {
+            continue;
+        };
+        let (host, port, epoch) = (b.host.clone(), b.port, b.epoch);
+        let ctx = ctx.clone();
+        tokio::spawn(async move { probe(&ctx, node, epoch, host, port).await });
+    }
+}
+
+/// The liveness probe of `node` (module comment): fences it, at `epoch`,
+/// when its listener refuses a connection and it was not heard from since
+/// the probe began.
+async fn probe(ctx: &ControllerContext, node: NodeId, epoch: i64, host: String, port: i32) {
+    let Ok(port) = u16::try_from(port) else {
+        return;
+    };
+    let started = Instant::now();
+    let attempt = tokio::time::timeout(
+        PROBE_TIMEOUT,
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await;
+    let refused = matches!(&attempt, Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused);
+    if !refused || ctx.heartbeats.heard_since(node, started) {
+        return;
+    }
+    tracing::warn!(
+        broker = node,
+        %host,
+        port,
+        "the broker's listener refuses connections; fencing without waiting for its session"
+    );
+    if let Err(code) = change_fencing(ctx, node, epoch, true).await {
+        tracing::warn!(broker = node, ?code, "could not fence");
     }
 }
 

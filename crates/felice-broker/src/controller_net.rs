@@ -95,27 +95,42 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
-    loop {
-        let len = tokio::select! {
-            r = rd.read_i32() => r?,
-            _ = shutdown.changed() => return Ok(()),
-        };
-        if len < MIN_REQUEST_FRAME_BYTES as i32 || len > max_frame_bytes {
-            return Err(invalid(format!("frame length {len}")));
+    // The broker whose heartbeats or metadata fetches this connection
+    // carries: its closing is a hint for the liveness probe.
+    let mut peer_node = None;
+    let r = async {
+        loop {
+            let len = tokio::select! {
+                r = rd.read_i32() => r?,
+                _ = shutdown.changed() => return Ok(true),
+            };
+            if len < MIN_REQUEST_FRAME_BYTES as i32 || len > max_frame_bytes {
+                return Err(invalid(format!("frame length {len}")));
+            }
+            let mut frame = BytesMut::zeroed(len as usize);
+            rd.read_exact(&mut frame).await?;
+            let response = handle(&ctx, frame, &mut peer_node).await?;
+            wr.write_all(&response).await?;
         }
-        let mut frame = BytesMut::zeroed(len as usize);
-        rd.read_exact(&mut frame).await?;
-        let response = handle(&ctx, frame).await?;
-        wr.write_all(&response).await?;
     }
+    .await;
+    if let (Some(node), false) = (peer_node, matches!(r, Ok(true))) {
+        ctx.heartbeats.connection_lost(node);
+    }
+    r.map(|_| ())
 }
 
 fn invalid(why: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, why)
 }
 
-/// Answers one frame; an error closes the connection.
-async fn handle(ctx: &ControllerContext, mut frame: BytesMut) -> std::io::Result<BytesMut> {
+/// Answers one frame; an error closes the connection. A heartbeat or a
+/// metadata fetch names the broker on the other end in `peer_node`.
+async fn handle(
+    ctx: &ControllerContext,
+    mut frame: BytesMut,
+    peer_node: &mut Option<i32>,
+) -> std::io::Result<BytesMut> {
     let raft = ctx.quorum.raft();
     let whole = frame.clone().freeze();
     let api_key = frame.get_i16();
@@ -136,6 +151,7 @@ async fn handle(ctx: &ControllerContext, mut frame: BytesMut) -> std::io::Result
         skip_client_id(&mut frame)?;
         let req: felice_metadata::raft::fetch::FetchRequest =
             bincode::deserialize(&frame).map_err(|e| invalid(e.to_string()))?;
+        *peer_node = Some(req.replica_id);
         let committed = raft.metrics().borrow().last_applied.map(|l| l.index);
         let answer = ctx.quorum.fetch(&req).await;
         if !matches!(
@@ -178,7 +194,10 @@ async fn handle(ctx: &ControllerContext, mut frame: BytesMut) -> std::io::Result
             .map_err(|e| invalid(e.to_string()));
     }
     macro_rules! controller_api {
-        ($req:ty) => {{
+        ($req:ty) => {
+            controller_api!($req, |_: &$req| {})
+        };
+        ($req:ty, $seen:expr) => {{
             if !(<$req>::VERSIONS.min..=<$req>::VERSIONS.max).contains(&version) {
                 return Err(invalid(format!("api key {api_key} v{version} unsupported")));
             }
@@ -187,6 +206,7 @@ async fn handle(ctx: &ControllerContext, mut frame: BytesMut) -> std::io::Result
             RequestHeader::decode(&mut all, api.request_header_version(version))
                 .map_err(|e| invalid(e.to_string()))?;
             let req = <$req>::decode(&mut all, version).map_err(|e| invalid(e.to_string()))?;
+            $seen(&req);
             let resp = req.run_local(ctx, version).await;
             return crate::dispatch::encode(api, version, correlation_id, &resp)
                 .map_err(|e| invalid(e.to_string()));
@@ -194,7 +214,11 @@ async fn handle(ctx: &ControllerContext, mut frame: BytesMut) -> std::io::Result
     }
     match ApiKey::try_from(api_key) {
         Ok(ApiKey::BrokerRegistration) => controller_api!(BrokerRegistrationRequest),
-        Ok(ApiKey::BrokerHeartbeat) => controller_api!(BrokerHeartbeatRequest),
+        Ok(ApiKey::BrokerHeartbeat) => {
+            controller_api!(BrokerHeartbeatRequest, |r: &BrokerHeartbeatRequest| {
+                *peer_node = Some(r.broker_id.0)
+            })
+        }
         Ok(ApiKey::AllocateProducerIds) => controller_api!(AllocateProducerIdsRequest),
         Ok(ApiKey::AlterPartition) => controller_api!(AlterPartitionRequest),
         Ok(ApiKey::CreateTopics) => controller_api!(CreateTopicsRequest),

@@ -37,6 +37,9 @@ async fn start(dir: &std::path::Path) -> RunningBroker {
     let MetadataSource::Voter(quorum) = &rb.broker.metadata else {
         panic!("a single node is a voter");
     };
+    // Brokers 2 and 3 "listen" where broker 1 does: the controller's
+    // liveness probe finds a listener and leaves them unfenced.
+    let port = i32::from(rb.local_addr.port());
     let image = quorum
         .commit::<std::convert::Infallible>(|_| {
             let mut records = Vec::new();
@@ -46,7 +49,7 @@ async fn start(dir: &std::path::Path) -> RunningBroker {
                     incarnation_id: uuid::Uuid::from_u128(id as u128),
                     broker_epoch: epoch,
                     host: "127.0.0.1".into(),
-                    port: 1,
+                    port,
                     rack: None,
                 });
                 records.push(MetadataRecord::UnfenceBroker {
@@ -266,6 +269,9 @@ async fn followers_move_the_high_watermark_and_the_isr() {
     let MetadataSource::Voter(quorum) = &rb.broker.metadata else {
         panic!("a voter");
     };
+    // Brokers 2 and 3 "listen" where broker 1 does: the controller's
+    // liveness probe finds a listener and leaves them unfenced.
+    let port = i32::from(rb.local_addr.port());
     let image = quorum
         .commit::<std::convert::Infallible>(|_| {
             Ok(vec![MetadataRecord::TopicConfig {

@@ -513,7 +513,8 @@ async fn heartbeats(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
 /// The active controller's fencing sweep, several times per session
 /// timeout (on other nodes it does nothing).
 async fn fence_stale_brokers(ctx: Arc<ControllerContext>, mut shutdown: watch::Receiver<bool>) {
-    let every = Duration::from_millis((ctx.config.broker_session_timeout_ms / 8).clamp(50, 1000));
+    // Often enough for the liveness probe's thresholds (hundreds of ms).
+    let every = Duration::from_millis((ctx.config.broker_session_timeout_ms / 8).clamp(50, 100));
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

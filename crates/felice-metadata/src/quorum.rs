@@ -155,12 +155,20 @@ impl RaftTransport for NoPeers {
 }
 
 fn raft_config(cfg: &QuorumConfig) -> Result<Arc<Config>, QuorumError> {
+    // openraft's follower stands for election after its leader lease
+    // (= election_timeout_max) plus a random election timeout in
+    // [min, max]; a candidate retries after the random timeout alone. With
+    // min = half the configured timeout and max = all of it, Kafka's
+    // default `controller.quorum.election.timeout.ms` (1000) gives a
+    // follower 1.5 to 2 s without its leader before it stands, about
+    // Kafka's `controller.quorum.fetch.timeout.ms` (2000), and a candidate
+    // 0.5 to 1 s between tries, within Kafka's election timeout.
     let election = cfg.election_timeout_ms.max(10);
     let config = Config {
         cluster_name: "felice-metadata".into(),
-        heartbeat_interval: (election / 5).max(1),
-        election_timeout_min: election,
-        election_timeout_max: election * 2,
+        heartbeat_interval: (election / 10).max(1),
+        election_timeout_min: (election / 2).max(2),
+        election_timeout_max: election.max(3),
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshots.max_entries.max(1)),
         max_in_snapshot_log_to_keep: 0,
         ..Default::default()

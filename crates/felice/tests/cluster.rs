@@ -27,6 +27,8 @@ const BOUND: Duration = Duration::from_secs(60);
 
 struct Node {
     id: i32,
+    /// The address it listens on: loopback, or its network namespace's.
+    host: String,
     /// `process.roles`.
     roles: &'static str,
     client_port: u16,
@@ -40,6 +42,96 @@ struct Cluster {
     nodes: Vec<Node>,
     /// More `--override`s for every node.
     extra: Vec<String>,
+    /// Each node in its own network namespace, when made with
+    /// [`Cluster::start_netns`].
+    net: Option<Netns>,
+}
+
+/// Nodes in network namespaces of their own (needs CAP_NET_ADMIN): one
+/// bridge in this (root) namespace, each node's namespace hanging off it by
+/// a veth pair, addresses `<prefix>.<i+1>`, the bridge `<prefix>.254` (so
+/// the test reaches every node). Cutting a node off sets the root end of
+/// its veth down: packets to and from it are lost, connections hang rather
+/// than close, as when a host drops off the network. Dropped with the
+/// cluster.
+struct Netns {
+    bridge: String,
+    prefix: String,
+    /// Per node: (namespace, root end of its veth).
+    spaces: Vec<(String, String)>,
+}
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Netns {
+    /// `n` namespaces, or `None` when this process may not make them.
+    fn create(n: usize) -> Option<Netns> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let k = NEXT.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let tag = format!("{}x{k}", pid % 100_000);
+        let mut net = Netns {
+            bridge: format!("fb{tag}"),
+            prefix: format!("10.{}.{}", 100 + pid % 100, (pid / 100 + k) % 250),
+            spaces: Vec::new(),
+        };
+        let bridge = net.bridge.clone();
+        let gateway = format!("{}.254/24", net.prefix);
+        if !(ip(&["link", "add", &bridge, "type", "bridge"])
+            && ip(&["addr", "add", &gateway, "dev", &bridge])
+            && ip(&["link", "set", &bridge, "up"]))
+        {
+            return None;
+        }
+        for i in 0..n {
+            let ns = format!("felice-{tag}-{i}");
+            let veth = format!("fv{tag}n{i}");
+            net.spaces.push((ns.clone(), veth.clone()));
+            let addr = format!("{}.{}/24", net.prefix, i + 1);
+            let ok = ip(&["netns", "add", &ns])
+                && ip(&[
+                    "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+                ])
+                && ip(&["link", "set", &veth, "master", &bridge, "up"])
+                && ip(&["-n", &ns, "addr", "add", &addr, "dev", "eth0"])
+                && ip(&["-n", &ns, "link", "set", "eth0", "up"])
+                && ip(&["-n", &ns, "link", "set", "lo", "up"]);
+            if !ok {
+                return None;
+            }
+        }
+        Some(net)
+    }
+
+    fn host(&self, i: usize) -> String {
+        format!("{}.{}", self.prefix, i + 1)
+    }
+
+    /// Cuts node `i` off the network (`cut = true`) or heals it.
+    fn cut(&self, i: usize, cut: bool) {
+        let veth = &self.spaces[i].1;
+        assert!(
+            ip(&["link", "set", veth, if cut { "down" } else { "up" }]),
+            "ip link set {veth}"
+        );
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for (ns, _) in &self.spaces {
+            ip(&["netns", "del", ns]);
+        }
+        ip(&["link", "del", &self.bridge]);
+    }
 }
 
 /// A port for a node to listen on, below Linux's ephemeral range (32768 and
@@ -80,20 +172,51 @@ impl Cluster {
     /// `voters` nodes with `roles` (both, or only controller), then
     /// `brokers` nodes that are only brokers.
     fn start_mixed(voters: i32, brokers: i32, roles: &'static str, extra: &[&str]) -> Cluster {
+        Cluster::start_on(voters, brokers, roles, extra, None)
+    }
+
+    /// `n` nodes with both roles, each in its own network namespace; `None`
+    /// when this process may not make namespaces (not root).
+    fn start_netns(n: i32, extra: &[&str]) -> Option<Cluster> {
+        let net = Netns::create(n as usize)?;
+        Some(Cluster::start_on(
+            n,
+            0,
+            "broker,controller",
+            extra,
+            Some(net),
+        ))
+    }
+
+    fn start_on(
+        voters: i32,
+        brokers: i32,
+        roles: &'static str,
+        extra: &[&str],
+        net: Option<Netns>,
+    ) -> Cluster {
         let n = voters + brokers;
         let nodes: Vec<Node> = (1..=n)
-            .map(|id| Node {
-                id,
-                roles: if id <= voters { roles } else { "broker" },
-                client_port: free_port(),
-                controller_port: free_port(),
-                child: None,
+            .map(|id| {
+                // In a namespace of its own, a node has every port to itself.
+                let (host, client_port, controller_port) = match &net {
+                    Some(net) => (net.host(id as usize - 1), 9092, 9093),
+                    None => ("127.0.0.1".to_string(), free_port(), free_port()),
+                };
+                Node {
+                    id,
+                    host,
+                    roles: if id <= voters { roles } else { "broker" },
+                    client_port,
+                    controller_port,
+                    child: None,
+                }
             })
             .collect();
         let voters = nodes
             .iter()
             .filter(|n| n.roles.contains("controller"))
-            .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
+            .map(|n| format!("{}@{}:{}", n.id, n.host, n.controller_port))
             .collect::<Vec<_>>()
             .join(",");
         let mut c = Cluster {
@@ -101,6 +224,7 @@ impl Cluster {
             voters,
             nodes,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            net,
         };
         for i in 0..c.nodes.len() {
             c.spawn(i);
@@ -145,7 +269,7 @@ impl Cluster {
         self.nodes
             .iter()
             .filter(|n| n.roles.contains("controller"))
-            .map(|n| format!("127.0.0.1:{}", n.controller_port))
+            .map(|n| format!("{}:{}", n.host, n.controller_port))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -159,13 +283,14 @@ impl Cluster {
             .append(true)
             .open(data.join("server.log"))
             .expect("log");
+        let host = &node.host;
         let listeners = match node.roles {
             "broker,controller" => format!(
-                "listeners=PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
+                "listeners=PLAINTEXT://{host}:{},CONTROLLER://{host}:{}",
                 node.client_port, node.controller_port
             ),
-            "controller" => format!("listeners=CONTROLLER://127.0.0.1:{}", node.controller_port),
-            _ => format!("listeners=PLAINTEXT://127.0.0.1:{}", node.client_port),
+            "controller" => format!("listeners=CONTROLLER://{host}:{}", node.controller_port),
+            _ => format!("listeners=PLAINTEXT://{host}:{}", node.client_port),
         };
         // Brokers find the controllers as Kafka 3.9+ brokers do; the
         // controllers themselves are a static quorum.
@@ -188,7 +313,15 @@ impl Cluster {
         ];
         // FELICE_BIN: another build of the binary (the release one, for figures).
         let bin = std::env::var("FELICE_BIN").unwrap_or(env!("CARGO_BIN_EXE_felice").into());
-        let mut cmd = Command::new(bin);
+        let mut cmd = match &self.net {
+            // `ip netns exec` execs the binary: the child is the node itself.
+            Some(net) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", &net.spaces[i].0]).arg(bin);
+                cmd
+            }
+            None => Command::new(bin),
+        };
         cmd.arg("server");
         for s in settings.iter().chain(&self.extra) {
             cmd.arg("--override").arg(s);
@@ -205,8 +338,10 @@ impl Cluster {
     /// Starts one more node, only a broker, with an empty data folder.
     fn add_broker(&mut self) -> usize {
         let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        assert!(self.net.is_none(), "add_broker is for loopback clusters");
         self.nodes.push(Node {
             id,
+            host: "127.0.0.1".into(),
             roles: "broker",
             client_port: free_port(),
             controller_port: free_port(),
@@ -241,7 +376,7 @@ impl Cluster {
     fn wait_listening(&mut self, i: usize) {
         let deadline = Instant::now() + BOUND;
         let addr = if self.nodes[i].roles == "controller" {
-            format!("127.0.0.1:{}", self.nodes[i].controller_port)
+            format!("{}:{}", self.nodes[i].host, self.nodes[i].controller_port)
         } else {
             self.addr(i)
         };
@@ -263,7 +398,12 @@ impl Cluster {
     }
 
     fn addr(&self, i: usize) -> String {
-        format!("127.0.0.1:{}", self.nodes[i].client_port)
+        format!("{}:{}", self.nodes[i].host, self.nodes[i].client_port)
+    }
+
+    /// Cuts node `i` off the network, or heals it (a netns cluster only).
+    fn cut(&self, i: usize, cut: bool) {
+        self.net.as_ref().expect("a netns cluster").cut(i, cut);
     }
 
     fn index_of(&self, id: i32) -> usize {
@@ -679,7 +819,7 @@ async fn leader_of(addr: &str, topic: &str, p: usize) -> Option<(Vec<i32>, i16, 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_broker_is_fenced_and_its_partitions_wait_for_it() {
+async fn a_paused_broker_is_fenced_after_its_session_and_its_partitions_wait_for_it() {
     let mut cluster = Cluster::start_with(3, &["broker.session.timeout.ms=3000"]);
     cluster.wait_all_ready().await;
     let first = cluster.addr(0);
@@ -703,10 +843,14 @@ async fn a_dead_broker_is_fenced_and_its_partitions_wait_for_it() {
             0
         );
     }
-    cluster.kill9(victim);
+    // SIGSTOP: the process keeps its listener (the kernel still accepts
+    // connections), so the liveness probe proves nothing and only the
+    // session rule fences it.
+    cluster.pause(victim, true);
     let killed = Instant::now();
-    let witness = cluster.addr(cluster.live()[0]);
-    wait_until("the dead broker to be fenced", || {
+    // Not the paused node: it accepts connections and never answers.
+    let witness = cluster.addr((0..3).find(|i| *i != victim).expect("witness"));
+    wait_until("the paused broker to be fenced", || {
         let witness = witness.clone();
         async move {
             leader_of(&witness, "fenced", 0)
@@ -731,9 +875,8 @@ async fn a_dead_broker_is_fenced_and_its_partitions_wait_for_it() {
             0
         );
     }
-    cluster.spawn(victim);
+    cluster.pause(victim, false);
     let restarted = Instant::now();
-    cluster.wait_listening(victim);
     wait_until("the returning broker to lead its partition again", || {
         let witness = witness.clone();
         async move {
@@ -757,7 +900,7 @@ async fn a_dead_broker_is_fenced_and_its_partitions_wait_for_it() {
     .await;
     let serving_after = restarted.elapsed();
     println!(
-        "fencing: kill -9 to fenced {fenced_after:?} (session 3 s); restart to serving {serving_after:?}"
+        "fencing: SIGSTOP to fenced {fenced_after:?} (session 3 s); SIGCONT to serving {serving_after:?}"
     );
     assert!(
         fenced_after >= Duration::from_millis(2500),
@@ -1284,6 +1427,175 @@ async fn a_replicated_partition_loses_nothing_when_its_leader_is_killed() {
     .await;
     assert_eq!(values(&at, "rep").await.expect("values"), acked);
     println!("replication: kill -9 of the leader to acks=all produce accepted again: {window:?}");
+}
+
+/// The liveness probe: with a session far longer than the waits here, a
+/// broker killed with kill -9 is still fenced and replaced as leader in
+/// seconds, because its listener refuses connections. First a leader that
+/// is not the active controller, then the active controller itself (the
+/// new controller gives every broker a full session, so only the probe can
+/// fence the dead one in time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_broker_is_fenced_by_the_liveness_probe_before_its_session_ends() {
+    const SESSION: Duration = Duration::from_secs(300);
+    let session = format!("broker.session.timeout.ms={}", SESSION.as_millis());
+    let mut cluster = Cluster::start_with(3, &[&session]);
+    cluster.wait_all_ready().await;
+    cluster.create_everywhere_rf(0, "probed", 1, 3).await;
+    let mut gone = Vec::new();
+    for round in 0..2 {
+        let witness = cluster.addr(cluster.live()[0]);
+        let active = quorum_leader(&witness).await.expect("controller");
+        let (_, _, leader) = leader_of(&witness, "probed", 0).await.expect("leader");
+        // Round 0: the partition's leader when it is not the controller,
+        // else a follower; round 1: the active controller.
+        let victim_id = if round == 0 {
+            if leader != active {
+                leader
+            } else {
+                // The leader is the controller: kill a follower first.
+                *cluster
+                    .live()
+                    .iter()
+                    .map(|i| cluster.nodes[*i].id)
+                    .filter(|id| *id != active)
+                    .collect::<Vec<_>>()
+                    .first()
+                    .expect("a follower")
+            }
+        } else {
+            active
+        };
+        let victim = cluster.index_of(victim_id);
+        let killed = Instant::now();
+        cluster.kill9(victim);
+        gone.push(victim_id);
+        let witness = cluster.addr(cluster.live()[0]);
+        wait_until("the killed broker fenced", || {
+            let witness = witness.clone();
+            async move {
+                leader_of(&witness, "probed", 0)
+                    .await
+                    .is_some_and(|(brokers, _, l)| {
+                        !brokers.contains(&victim_id) && l >= 0 && l != victim_id
+                    })
+            }
+        })
+        .await;
+        let took = killed.elapsed();
+        assert!(
+            took < SESSION / 2,
+            "fenced only after {took:?}: the session, not the probe"
+        );
+        println!(
+            "liveness probe: node {victim_id} ({}) fenced and replaced as leader {took:?} after kill -9",
+            if victim_id == active {
+                "the active controller"
+            } else {
+                "not the controller"
+            }
+        );
+        if round == 1 {
+            break;
+        }
+        // Bring the first victim back, so the quorum survives the second kill.
+        cluster.spawn(victim);
+        cluster.wait_listening(victim);
+        cluster.wait_ready(victim).await;
+    }
+    let logs: String = (0..3).map(|i| cluster.log(i)).collect();
+    assert!(
+        logs.contains("refuses connections"),
+        "no fencing by the probe in the logs"
+    );
+}
+
+/// A network partition: the leader of a replication-factor-3 partition is
+/// cut off from everyone (its veth down; connections hang, nothing
+/// refuses). The controller fences it when its session runs out, another
+/// ISR member leads and takes acks=all records; after the heal the old
+/// leader comes back as a follower, catches up and rejoins the ISR, and
+/// every acknowledged record is there once. Needs root for the network
+/// namespaces; elsewhere it says so and passes without running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_by_a_network_partition_is_replaced_and_rejoins() {
+    let Some(cluster) = Cluster::start_netns(
+        3,
+        &[
+            "broker.session.timeout.ms=3000",
+            "replica.lag.time.max.ms=3000",
+        ],
+    ) else {
+        eprintln!("SKIPPED: no network namespaces here (CAP_NET_ADMIN needed)");
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI runs as root and must run the partition test"
+        );
+        return;
+    };
+    cluster.wait_all_ready().await;
+    cluster.create_everywhere_rf(0, "cut", 1, 3).await;
+    let (_, _, leader) = leader_of(&cluster.addr(0), "cut", 0)
+        .await
+        .expect("leader");
+    let victim = cluster.index_of(leader);
+    let at = cluster.addr(victim);
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let v = format!("v{i}");
+        let (code, base) = produce_all(&at, "cut", v.as_bytes())
+            .await
+            .expect("produce");
+        assert_eq!((code, base), (0, i), "acks=all record {i}");
+        acked.push(v.into_bytes());
+    }
+    let cut = Instant::now();
+    cluster.cut(victim, true);
+    let witness = cluster.addr((0..3).find(|i| *i != victim).expect("witness"));
+    wait_until("another leader while the old one is cut off", || {
+        let witness = witness.clone();
+        async move {
+            leader_of(&witness, "cut", 0)
+                .await
+                .is_some_and(|(_, code, l)| code == 0 && l >= 0 && l != leader)
+        }
+    })
+    .await;
+    let (_, _, new_leader) = leader_of(&witness, "cut", 0).await.expect("leader");
+    let at = cluster.addr(cluster.index_of(new_leader));
+    wait_until("the new leader to take acks=all records", || {
+        let at = at.clone();
+        async move {
+            produce_all(&at, "cut", b"during")
+                .await
+                .is_ok_and(|(code, base)| code == 0 && base == 20)
+        }
+    })
+    .await;
+    let window = cut.elapsed();
+    acked.push(b"during".to_vec());
+    cluster.cut(victim, false);
+    let healed = Instant::now();
+    wait_until("the old leader back in the ISR", || {
+        let witness = witness.clone();
+        async move { isr_of(&witness, "cut").await.is_some_and(|isr| isr.len() == 3) }
+    })
+    .await;
+    let rejoined = healed.elapsed();
+    assert_eq!(values(&at, "cut").await.expect("values"), acked);
+    // The old leader serves as a follower now: it names the new leader.
+    wait_until("the old leader to know the new one", || {
+        let old = cluster.addr(victim);
+        async move {
+            leader_of(&old, "cut", 0)
+                .await
+                .is_some_and(|(_, code, l)| code == 0 && l == new_leader)
+        }
+    })
+    .await;
+    println!(
+        "network partition: cut-off leader replaced and acks=all taken again after {window:?} (session 3 s); back in the ISR {rejoined:?} after the heal"
+    );
 }
 
 /// The ISR of partition 0 of `topic`, as `addr` reports it.
