@@ -40,7 +40,7 @@ use tokio::time::Instant;
 
 /// How long a broker that this controller has not heard from since it took
 /// over may stay silent before it is probed.
-pub const PROBE_NEW_TERM_AFTER: Duration = Duration::from_millis(300);
+pub const PROBE_NEW_TERM_AFTER: Duration = Duration::from_millis(100);
 /// How late past `broker.heartbeat.interval.ms` a heartbeat may be before
 /// the broker is probed.
 pub const PROBE_LATE_HEARTBEAT_AFTER: Duration = Duration::from_millis(500);
@@ -479,7 +479,8 @@ async fn probe(ctx: &ControllerContext, node: NodeId, epoch: i64, host: String, 
         tokio::net::TcpStream::connect((host.as_str(), port)),
     )
     .await;
-    let refused = matches!(&attempt, Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused);
+    let refused =
+        matches!(&attempt, Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused);
     if !refused || ctx.heartbeats.heard_since(node, started) {
         return;
     }

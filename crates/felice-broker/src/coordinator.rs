@@ -142,6 +142,9 @@ struct Ownership {
     /// broker takes every group, and creates the topic on first use).
     partitions: i32,
     led: std::collections::HashSet<i32>,
+    /// Partitions this broker now leads whose groups are being replayed:
+    /// their groups answer COORDINATOR_LOAD_IN_PROGRESS until loaded.
+    loading: std::collections::HashSet<i32>,
 }
 
 /// How `__consumer_offsets` is created (`offsets.topic.*`).
@@ -222,11 +225,13 @@ impl GroupCoordinator {
         } else {
             std::collections::HashSet::new()
         };
+        let new: Vec<i32> = led.difference(&kept).copied().collect();
         // Resign first: no request may reach a group this broker stopped
-        // coordinating.
+        // coordinating. Groups of newly led partitions wait for their load.
         self.set_ownership(Ownership {
             partitions,
             led: kept.clone(),
+            loading: new.iter().copied().collect(),
         });
         let resigned: std::collections::HashSet<i32> = if same_layout {
             before.1.difference(&led).copied().collect()
@@ -242,11 +247,14 @@ impl GroupCoordinator {
                 !kept.contains(&p)
             });
         }
-        let new: Vec<i32> = led.difference(&kept).copied().collect();
         if !new.is_empty() {
             self.load_partitions(port, &t.topic_id, &new);
         }
-        self.set_ownership(Ownership { partitions, led });
+        self.set_ownership(Ownership {
+            partitions,
+            led,
+            loading: Default::default(),
+        });
     }
 
     fn set_ownership(&self, next: Ownership) {
@@ -276,17 +284,22 @@ impl GroupCoordinator {
         }
     }
 
-    /// NOT_COORDINATOR unless this broker coordinates `group_id`.
+    /// NOT_COORDINATOR unless this broker coordinates `group_id`;
+    /// COORDINATOR_LOAD_IN_PROGRESS while its partition is being loaded
+    /// (clients retry that on this broker, as with Kafka).
     pub fn owns(&self, group_id: &str) -> Result<(), GroupError> {
         let o = match self.ownership.read() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        if o.partitions == 0
-            || o.led
-                .contains(&records::partition_for(group_id, o.partitions))
-        {
+        if o.partitions == 0 {
+            return Ok(());
+        }
+        let p = records::partition_for(group_id, o.partitions);
+        if o.led.contains(&p) {
             Ok(())
+        } else if o.loading.contains(&p) {
+            Err(GroupError::CoordinatorLoadInProgress)
         } else {
             Err(GroupError::NotCoordinator)
         }
@@ -1124,4 +1137,38 @@ fn subscription_topics(metadata: &bytes::Bytes) -> Option<Vec<String>> {
     let version = version.clamp(0, 3);
     let sub = ConsumerProtocolSubscription::decode(&mut buf, version).ok()?;
     Some(sub.topics.into_iter().map(|t| t.to_string()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// While a newly led `__consumer_offsets` partition is replayed, its
+    /// groups answer COORDINATOR_LOAD_IN_PROGRESS (clients retry here);
+    /// groups of partitions led elsewhere answer NOT_COORDINATOR.
+    #[test]
+    fn a_group_of_a_partition_being_loaded_answers_load_in_progress() {
+        let config = BrokerConfig::load(None, &[]).expect("config");
+        let c = GroupCoordinator::new(&config, crate::clock::system());
+        let n = 10;
+        let loading = records::partition_for("g", n);
+        let other = (0..)
+            .map(|i| format!("g{i}"))
+            .find(|g| records::partition_for(g, n) != loading)
+            .expect("a group elsewhere");
+        c.set_ownership(Ownership {
+            partitions: n,
+            led: Default::default(),
+            loading: [loading].into(),
+        });
+        assert_eq!(c.owns("g"), Err(GroupError::CoordinatorLoadInProgress));
+        assert_eq!(c.owns(&other), Err(GroupError::NotCoordinator));
+        c.set_ownership(Ownership {
+            partitions: n,
+            led: [loading].into(),
+            loading: Default::default(),
+        });
+        assert_eq!(c.owns("g"), Ok(()));
+        assert_eq!(c.owns(&other), Err(GroupError::NotCoordinator));
+    }
 }

@@ -269,9 +269,6 @@ async fn followers_move_the_high_watermark_and_the_isr() {
     let MetadataSource::Voter(quorum) = &rb.broker.metadata else {
         panic!("a voter");
     };
-    // Brokers 2 and 3 "listen" where broker 1 does: the controller's
-    // liveness probe finds a listener and leaves them unfenced.
-    let port = i32::from(rb.local_addr.port());
     let image = quorum
         .commit::<std::convert::Infallible>(|_| {
             Ok(vec![MetadataRecord::TopicConfig {

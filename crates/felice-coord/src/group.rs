@@ -35,6 +35,9 @@ pub enum GroupError {
     /// The group's `__consumer_offsets` partition is led by another broker.
     #[error("NOT_COORDINATOR")]
     NotCoordinator,
+    /// This broker leads the group's partition and is replaying it.
+    #[error("COORDINATOR_LOAD_IN_PROGRESS")]
+    CoordinatorLoadInProgress,
     #[error("ILLEGAL_GENERATION")]
     IllegalGeneration,
     #[error("INCONSISTENT_GROUP_PROTOCOL")]

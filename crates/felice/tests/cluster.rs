@@ -1535,9 +1535,7 @@ async fn a_leader_cut_off_by_a_network_partition_is_replaced_and_rejoins() {
     };
     cluster.wait_all_ready().await;
     cluster.create_everywhere_rf(0, "cut", 1, 3).await;
-    let (_, _, leader) = leader_of(&cluster.addr(0), "cut", 0)
-        .await
-        .expect("leader");
+    let (_, _, leader) = leader_of(&cluster.addr(0), "cut", 0).await.expect("leader");
     let victim = cluster.index_of(leader);
     let at = cluster.addr(victim);
     let mut acked = Vec::new();
@@ -1578,7 +1576,11 @@ async fn a_leader_cut_off_by_a_network_partition_is_replaced_and_rejoins() {
     let healed = Instant::now();
     wait_until("the old leader back in the ISR", || {
         let witness = witness.clone();
-        async move { isr_of(&witness, "cut").await.is_some_and(|isr| isr.len() == 3) }
+        async move {
+            isr_of(&witness, "cut")
+                .await
+                .is_some_and(|isr| isr.len() == 3)
+        }
     })
     .await;
     let rejoined = healed.elapsed();
@@ -1836,7 +1838,9 @@ impl Ledger {
 /// `nodes` ((id, address)) in turn.
 async fn find_leader(nodes: &[(i32, String)], topic: &str) -> Option<String> {
     for (_, at) in nodes {
-        if let Some((_, 0, leader)) = leader_of(at, topic, 0).await {
+        // A node cut off by a network partition hangs: ask it briefly.
+        let asked = tokio::time::timeout(Duration::from_secs(1), leader_of(at, topic, 0)).await;
+        if let Ok(Some((_, 0, leader))) = asked {
             if let Some((_, addr)) = nodes.iter().find(|(id, _)| *id == leader) {
                 return Some(addr.clone());
             }
@@ -1876,7 +1880,7 @@ async fn checker_producer(
         felice_wire::set_producer(&mut b, pid, epoch, seq as i32).expect("producer fields");
         let req = ProduceRequest::default()
             .with_acks(-1)
-            .with_timeout_ms(5_000)
+            .with_timeout_ms(2_500)
             .with_topic_data(vec![TopicProduceData::default()
                 .with_name(TopicName(StrBytes::from_static_str(topic)))
                 .with_partition_data(vec![PartitionProduceData::default()
@@ -1889,7 +1893,9 @@ async fn checker_producer(
             Some(at) => {
                 let call = call_once(at, &req, 9);
                 tokio::select! {
-                    r = tokio::time::timeout(Duration::from_secs(8), call) => r.ok().and_then(|r| r.ok()),
+                    // A client's request.timeout.ms of 3 s: a leader cut off
+                    // the network answers nothing, and the client moves on.
+                    r = tokio::time::timeout(Duration::from_secs(3), call) => r.ok().and_then(|r| r.ok()),
                     _ = stop.changed() => None,
                 }
             }
@@ -1921,6 +1927,265 @@ async fn checker_producer(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// What the checker's group consumer saw: every acknowledged commit (when,
+/// offset), committed offsets found below the last acknowledged one
+/// (regressions: must be 0), joins, records consumed.
+#[derive(Default)]
+struct GroupLedger {
+    commits: Vec<(Instant, i64)>,
+    regressions: Vec<(i64, i64)>,
+    joins: u64,
+    consumed: u64,
+    /// The consumer's position, the next offset it reads.
+    position: i64,
+}
+
+/// ConsumerProtocolSubscription v0 for `topic`, as the Java client writes it.
+fn subscription(topic: &str) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(0);
+    b.put_i32(1);
+    b.put_i16(topic.len() as i16);
+    b.put_slice(topic.as_bytes());
+    b.put_i32(-1);
+    b.freeze()
+}
+
+/// ConsumerProtocolAssignment v0: partition 0 of `topic`.
+fn assignment(topic: &str) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(0);
+    b.put_i32(1);
+    b.put_i16(topic.len() as i16);
+    b.put_slice(topic.as_bytes());
+    b.put_i32(1);
+    b.put_i32(0);
+    b.put_i32(-1);
+    b.freeze()
+}
+
+/// Finds `group`'s coordinator through any of `nodes` and joins it as the
+/// only member (the leader assigns itself partition 0): (coordinator
+/// address, member id, generation). `member` is kept across joins, so a
+/// coordinator that loaded the group knows it.
+async fn join_group(
+    nodes: &[(i32, String)],
+    topic: &str,
+    group: &str,
+    member: &mut String,
+) -> Option<(String, i32)> {
+    let mut coordinator = None;
+    for (_, at) in nodes {
+        if let Ok(Ok((0, id))) =
+            tokio::time::timeout(Duration::from_secs(1), coordinator_of(at, group)).await
+        {
+            coordinator = nodes.iter().find(|(n, _)| *n == id).map(|(_, a)| a.clone());
+            break;
+        }
+    }
+    let at = coordinator?;
+    for _ in 0..2 {
+        let req = JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from(group.to_string())))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(StrBytes::from(member.clone()))
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+            )
+            .with_name(StrBytes::from_static_str("range"))
+            .with_metadata(subscription(topic))]);
+        let r = tokio::time::timeout(Duration::from_secs(15), call_once(&at, &req, 5))
+            .await
+            .ok()?
+            .ok()?;
+        match r.error_code {
+            0 => {}
+            // MEMBER_ID_REQUIRED: join again with the id given.
+            79 => {
+                *member = r.member_id.to_string();
+                continue;
+            }
+            // UNKNOWN_MEMBER_ID: the coordinator forgot us; a new id.
+            25 => {
+                member.clear();
+                return None;
+            }
+            _ => return None,
+        }
+        *member = r.member_id.to_string();
+        let generation = r.generation_id;
+        let assignments = if r.leader == r.member_id {
+            vec![sync_group_request::SyncGroupRequestAssignment::default()
+                .with_member_id(r.member_id.clone())
+                .with_assignment(assignment(topic))]
+        } else {
+            vec![]
+        };
+        let req = SyncGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from(group.to_string())))
+            .with_generation_id(generation)
+            .with_member_id(StrBytes::from(member.clone()))
+            .with_assignments(assignments);
+        let r = tokio::time::timeout(Duration::from_secs(15), call_once(&at, &req, 3))
+            .await
+            .ok()?
+            .ok()?;
+        return (r.error_code == 0).then_some((at, generation));
+    }
+    None
+}
+
+/// A group consumer of partition 0 of `topic`, written on the wire as the
+/// Java consumer behaves: join, start from the committed offset, fetch
+/// from the leader, commit what it read with its generation, heartbeat;
+/// on a coordinator error or a lost connection find the coordinator again
+/// and rejoin. It checks that a committed offset read after a rejoin is
+/// never below the last one the coordinator acknowledged.
+async fn checker_consumer(
+    nodes: Vec<(i32, String)>,
+    topic: &'static str,
+    group: &'static str,
+    ledger: std::sync::Arc<std::sync::Mutex<GroupLedger>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    let mut member = String::new();
+    let mut joined: Option<(String, i32)> = None;
+    let mut position: Option<i64> = None;
+    let mut heartbeat = Instant::now();
+    while !*stop.borrow() {
+        let Some((coordinator, generation)) = joined.clone() else {
+            joined = join_group(&nodes, topic, group, &mut member).await;
+            if joined.is_some() {
+                ledger.lock().expect("ledger").joins += 1;
+                position = None;
+            } else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            continue;
+        };
+        if position.is_none() {
+            let fetched = tokio::time::timeout(
+                Duration::from_secs(5),
+                fetch_offset(&coordinator, group, topic),
+            )
+            .await;
+            match fetched {
+                Ok(Ok((0, committed))) => {
+                    let mut l = ledger.lock().expect("ledger");
+                    if let Some((_, last)) = l.commits.last().copied() {
+                        if committed < last {
+                            l.regressions.push((committed, last));
+                        }
+                    }
+                    let at = committed.max(0);
+                    l.position = at;
+                    position = Some(at);
+                }
+                _ => {
+                    joined = None;
+                    continue;
+                }
+            }
+        }
+        let from = position.expect("position");
+        let read = match find_leader(&nodes, topic).await {
+            Some(leader) => {
+                tokio::time::timeout(Duration::from_secs(5), read_from(&leader, topic, from))
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+            }
+            None => None,
+        };
+        let Some((count, next)) = read else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        if next > from {
+            let req = OffsetCommitRequest::default()
+                .with_group_id(GroupId(StrBytes::from(group.to_string())))
+                .with_generation_id_or_member_epoch(generation)
+                .with_member_id(StrBytes::from(member.clone()))
+                .with_topics(vec![OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from(topic.to_string())))
+                    .with_partitions(vec![OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(next)
+                        .with_committed_leader_epoch(-1)])]);
+            let answer =
+                tokio::time::timeout(Duration::from_secs(10), call_once(&coordinator, &req, 8))
+                    .await;
+            match answer {
+                Ok(Ok(r)) if r.topics[0].partitions[0].error_code == 0 => {
+                    let mut l = ledger.lock().expect("ledger");
+                    l.commits.push((Instant::now(), next));
+                    l.consumed += count;
+                    l.position = next;
+                    position = Some(next);
+                    heartbeat = Instant::now();
+                }
+                _ => {
+                    // Not acknowledged: read it again after the rejoin.
+                    joined = None;
+                    continue;
+                }
+            }
+        }
+        if heartbeat.elapsed() > Duration::from_secs(1) {
+            let req = HeartbeatRequest::default()
+                .with_group_id(GroupId(StrBytes::from(group.to_string())))
+                .with_generation_id(generation)
+                .with_member_id(StrBytes::from(member.clone()));
+            let answer =
+                tokio::time::timeout(Duration::from_secs(5), call_once(&coordinator, &req, 4))
+                    .await;
+            if !matches!(answer, Ok(Ok(ref r)) if r.error_code == 0) {
+                joined = None;
+                continue;
+            }
+            heartbeat = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One fetch of partition 0 of `topic` from `from`: (records, next offset).
+async fn read_from(addr: &str, topic: &str, from: i64) -> std::io::Result<(u64, i64)> {
+    let req = FetchRequest::default()
+        .with_max_wait_ms(100)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from(topic.to_string())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(from)
+                .with_partition_max_bytes(1 << 20)])]);
+    let resp = call_once(addr, &req, 12).await?;
+    let p = &resp.responses[0].partitions[0];
+    if p.error_code != 0 {
+        return Err(std::io::Error::other(format!(
+            "fetch error {}",
+            p.error_code
+        )));
+    }
+    let bytes = p.records.clone().unwrap_or_default();
+    let (mut count, mut next) = (0, from);
+    for item in felice_wire::Batches::new(&bytes) {
+        let (_, h) = item.map_err(|e| std::io::Error::other(e.to_string()))?;
+        if h.next_offset() <= from {
+            continue;
+        }
+        count += (h.next_offset() - next.max(h.base_offset)) as u64;
+        next = h.next_offset();
+    }
+    Ok((count, next))
 }
 
 /// Every record of partition 0 of `topic` below the high watermark, as
@@ -1976,30 +2241,39 @@ async fn read_all(addr: &str, topic: &str) -> std::io::Result<Vec<(i64, u64)>> {
 }
 
 /// The fault checker: one replication-factor-3 partition
-/// (`min.insync.replicas=2`) under an idempotent acks=all producer while,
-/// one after the other: kill -9 of its leader, kill -9 of the active
-/// controller, SIGSTOP of a follower past `replica.lag.time.max.ms`, and a
-/// rolling restart of every broker (SIGTERM, controlled). After each fault
-/// the cluster is healed (the node restarted or resumed) and the ISR back
-/// to three before the next. Then every record is read back: every
-/// acknowledged record must be there exactly once at its offset, offsets
-/// contiguous, order kept. Prints the counts and each fault's window
-/// without acknowledgements. Network-namespace partitions are not run here
-/// (they need CAP_NET_ADMIN and veth setup; left for the next step).
-/// Ignored: minutes of debug build; run with `cargo test -p felice --test
+/// (`min.insync.replicas=2`, every other setting Kafka's default) under an
+/// idempotent acks=all producer and a group consumer that commits what it
+/// reads, while, one after the other: kill -9 of its leader, kill -9 of
+/// the active controller, SIGSTOP of a follower past
+/// `replica.lag.time.max.ms`, a rolling restart of every broker (SIGTERM,
+/// controlled), kill -9 of the group's coordinator, and (when this process
+/// may make network namespaces) the leader cut off the network, then
+/// healed. After each fault the cluster is healed and the ISR back to three
+/// before the next. Then every record is read back: every acknowledged
+/// record must be there exactly once at its offset, offsets contiguous,
+/// order kept; no committed offset may go back, and the consumer reaches
+/// the end. Prints the counts and each fault's window without
+/// acknowledgements. `FELICE_CHECKER_OVERRIDES` (comma-separated) adds
+/// settings. Ignored: minutes; run with `cargo test -p felice --test
 /// cluster -- --ignored --nocapture fault_checker`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the fault checker: minutes; prints the figures for the closing note"]
 async fn fault_checker_loses_and_duplicates_nothing() {
     const TOPIC: &str = "faults";
-    let mut cluster = Cluster::start_with(
-        3,
-        &[
-            "broker.session.timeout.ms=3000",
-            "replica.lag.time.max.ms=3000",
-            "min.insync.replicas=2",
-        ],
-    );
+    const GROUP: &str = "checkers";
+    let more = std::env::var("FELICE_CHECKER_OVERRIDES").unwrap_or_default();
+    let mut settings = vec!["min.insync.replicas=2"];
+    settings.extend(more.split(',').filter(|s| !s.is_empty()));
+    let mut cluster = match Cluster::start_netns(3, &settings) {
+        Some(c) => c,
+        None => {
+            println!(
+                "fault checker: no network namespaces here; on loopback, without the partition"
+            );
+            Cluster::start_with(3, &settings)
+        }
+    };
+    let partitions = cluster.net.is_some();
     cluster.wait_all_ready().await;
     assert_eq!(
         create_replicated(&cluster.addr(0), TOPIC, 3)
@@ -2018,6 +2292,16 @@ async fn fault_checker_loses_and_duplicates_nothing() {
         ledger.clone(),
         stop_rx,
     ));
+    let group = std::sync::Arc::new(std::sync::Mutex::new(GroupLedger::default()));
+    let (stop_consumer, consumer_rx) = tokio::sync::watch::channel(false);
+    let consumer = tokio::spawn(checker_consumer(
+        nodes.clone(),
+        TOPIC,
+        GROUP,
+        group.clone(),
+        consumer_rx,
+    ));
+    let commits = || group.lock().expect("group ledger").commits.len();
     let acked = || ledger.lock().expect("ledger").acked.len();
     // Waits for progress: `n` more acknowledgements.
     async fn progress(acked: &dyn Fn() -> usize, n: usize) {
@@ -2129,6 +2413,57 @@ async fn fault_checker_loses_and_duplicates_nothing() {
         progress(&acked, 20).await;
     }
 
+    // 5. kill -9 the group's coordinator while the consumer commits.
+    let (_, coordinator) = coordinator_of(&cluster.addr(0), GROUP)
+        .await
+        .expect("coordinator");
+    let victim = cluster.index_of(coordinator);
+    let fault = Instant::now();
+    let (before, committed_before) = (acked(), commits());
+    cluster.kill9(victim);
+    wait_until("commits after the coordinator's kill", || async {
+        commits() > committed_before + 5 && acked() > before
+    })
+    .await;
+    windows.push((
+        "kill -9 of the group coordinator".into(),
+        window_since(fault, &ledger),
+    ));
+    let commit_gap = {
+        let g = group.lock().expect("group ledger");
+        let mut last = fault;
+        let mut longest = Duration::ZERO;
+        for (t, _) in g.commits.iter().filter(|(t, _)| *t > fault) {
+            longest = longest.max(t.duration_since(last));
+            last = *t;
+        }
+        longest
+    };
+    cluster.spawn(victim);
+    cluster.wait_listening(victim);
+    isr_full(&cluster).await;
+    progress(&acked, 20).await;
+
+    // 6. Cut the leader off the network past its session, then heal.
+    if partitions {
+        let (_, _, leader) = leader_of(&cluster.addr(0), TOPIC, 0).await.expect("leader");
+        let victim = cluster.index_of(leader);
+        let fault = Instant::now();
+        let before = acked();
+        cluster.cut(victim, true);
+        wait_until("acks while the leader is cut off", || async {
+            acked() > before + 5
+        })
+        .await;
+        windows.push((
+            "network partition of the leader".into(),
+            window_since(fault, &ledger),
+        ));
+        cluster.cut(victim, false);
+        isr_full(&cluster).await;
+        progress(&acked, 20).await;
+    }
+
     stop_tx.send(true).expect("stop");
     producer.await.expect("producer");
     let (acked_records, attempts, errors) = {
@@ -2148,6 +2483,45 @@ async fn fault_checker_loses_and_duplicates_nothing() {
     let duplicated = seen.values().filter(|at| at.len() > 1).count();
     let contiguous = read.windows(2).all(|w| w[1].0 == w[0].0 + 1);
     let ordered = read.windows(2).all(|w| w[1].1 > w[0].1);
+    // The consumer reads to the end, then stops.
+    let end = read.last().map_or(0, |(offset, _)| offset + 1);
+    wait_until("the consumer at the end", || async {
+        group.lock().expect("group ledger").position >= end
+    })
+    .await;
+    stop_consumer.send(true).expect("stop");
+    consumer.await.expect("consumer");
+    let (last_commit, regressions, joins, consumed, commit_count) = {
+        let g = group.lock().expect("group ledger");
+        (
+            g.commits.last().map_or(-1, |(_, o)| *o),
+            g.regressions.clone(),
+            g.joins,
+            g.consumed,
+            g.commits.len(),
+        )
+    };
+    let (_, coordinator) = coordinator_of(&reader, GROUP).await.expect("coordinator");
+    let at = nodes
+        .iter()
+        .find(|(id, _)| *id == coordinator)
+        .map(|(_, a)| a.clone())
+        .expect("coordinator address");
+    let (code, committed) = fetch_offset(&at, GROUP, TOPIC).await.expect("offset fetch");
+    println!(
+        "fault checker: group consumer: consumed {consumed} (at least once), {commit_count} commits, {joins} joins, last acknowledged commit {last_commit}, committed now {committed}, regressions {}, longest time without a commit after the coordinator's kill {commit_gap:?}",
+        regressions.len()
+    );
+    assert_eq!(code, 0);
+    assert!(
+        regressions.is_empty(),
+        "committed offsets went back: {regressions:?}"
+    );
+    assert!(
+        committed >= last_commit,
+        "the last acknowledged commit was lost"
+    );
+    assert_eq!(committed, end, "the consumer committed the end");
     println!(
         "fault checker: acknowledged {}, read back {}, lost {}, duplicated {}, attempts {}, failed attempts {}",
         acked_records.len(),

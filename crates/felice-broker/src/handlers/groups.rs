@@ -13,6 +13,7 @@ pub fn code(e: GroupError) -> i16 {
     let r = match e {
         GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
         GroupError::NotCoordinator => ResponseError::NotCoordinator,
+        GroupError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
         GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
         GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
         GroupError::InvalidGroupId => ResponseError::InvalidGroupId,

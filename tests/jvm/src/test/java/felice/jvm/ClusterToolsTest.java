@@ -30,7 +30,10 @@ import org.apache.kafka.clients.admin.QuorumInfo;
 import org.apache.kafka.common.Node;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.MethodOrderer;
+import org.junit.jupiter.api.Order;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.TestMethodOrder;
 
 /**
  * Kafka's tools and the Java Admin client against a three-node cluster that
@@ -38,6 +41,7 @@ import org.junit.jupiter.api.Test;
  * brokers, the metadata quorum, and topics whose partitions are led across
  * the brokers.
  */
+@TestMethodOrder(MethodOrderer.OrderAnnotation.class)
 class ClusterToolsTest {
     static final Duration START_TIMEOUT = Duration.ofSeconds(60);
 
@@ -178,5 +182,55 @@ class ClusterToolsTest {
         Result grown = ok(KafkaTool.run(KafkaTool.TOPICS, "--bootstrap-server", bootstrap, "--describe",
                 "--topic", topic));
         assertTrue(grown.stdoutLines().get(0).contains("\tPartitionCount: 9\t"), grown.toString());
+    }
+    // kafka-topics with replication factor 3: --describe shows three
+    // replicas and a full ISR, --under-replicated-partitions lists nothing;
+    // after kill -9 of node 3 the ISR shrinks and the tool lists every
+    // partition of the topic, while --unavailable-partitions lists none
+    // (each still has a leader). Runs last: it leaves node 3 dead.
+    @Test
+    @Order(Integer.MAX_VALUE)
+    void underReplicatedPartitionsAfterABrokerDies() throws Exception {
+        String topic = Support.unique("replicated");
+        ok(KafkaTool.run(KafkaTool.TOPICS, "--bootstrap-server", bootstrap, "--create", "--topic", topic,
+                "--partitions", "3", "--replication-factor", "3"));
+        Pattern row = Pattern.compile("\\tPartition: (\\d+)\\tLeader: (\\d+)\\tReplicas: ([\\d,]+)\\tIsr: ([\\d,]+)");
+        Result d = Support.waitFor(Duration.ofSeconds(30), "three replicas in sync",
+                () -> ok(KafkaTool.run(KafkaTool.TOPICS, "--bootstrap-server", bootstrap, "--describe",
+                        "--topic", topic)),
+                r -> {
+                    Matcher m = row.matcher(r.stdout());
+                    int full = 0;
+                    while (m.find()) {
+                        full += m.group(3).split(",").length == 3 && m.group(4).split(",").length == 3 ? 1 : 0;
+                    }
+                    return full == 3;
+                });
+        assertTrue(d.stdoutLines().get(0).contains("\tReplicationFactor: 3\t"), d.toString());
+        Result none = ok(KafkaTool.run(KafkaTool.TOPICS, "--bootstrap-server", bootstrap, "--describe",
+                "--under-replicated-partitions", "--topic", topic));
+        assertEquals("", none.stdout().trim(), none.toString());
+
+        long pid = Long.parseLong(Files.readString(dir.resolve("cluster").resolve("node-3").resolve("pid")).trim());
+        ProcessHandle.of(pid).orElseThrow().destroyForcibly();
+        String survivors = bootstrap.split(",")[0] + "," + bootstrap.split(",")[1];
+        Result under = Support.waitFor(Duration.ofSeconds(30), "every partition under-replicated",
+                () -> ok(KafkaTool.run(KafkaTool.TOPICS, "--bootstrap-server", survivors, "--describe",
+                        "--under-replicated-partitions", "--topic", topic)),
+                r -> {
+                    Matcher m = row.matcher(r.stdout());
+                    int listed = 0;
+                    while (m.find()) {
+                        listed += m.group(4).split(",").length == 2 && !m.group(4).contains("3") ? 1 : 0;
+                    }
+                    return listed == 3;
+                });
+        Matcher m = row.matcher(under.stdout());
+        while (m.find()) {
+            assertTrue(!m.group(2).equals("3"), "node 3 still leads: " + under);
+        }
+        Result unavailable = ok(KafkaTool.run(KafkaTool.TOPICS, "--bootstrap-server", survivors, "--describe",
+                "--unavailable-partitions", "--topic", topic));
+        assertEquals("", unavailable.stdout().trim(), unavailable.toString());
     }
 }
