@@ -64,6 +64,10 @@ struct HeartbeatState {
     lost: HashMap<NodeId, Instant>,
     /// When each broker was last probed.
     probed: HashMap<NodeId, Instant>,
+    /// For a broker in controlled shutdown: the metadata offset it must
+    /// have applied (its fencing, leadership moved away) before it is told
+    /// to go.
+    shutdown_at: HashMap<NodeId, u64>,
 }
 
 impl Heartbeats {
@@ -78,6 +82,13 @@ impl Heartbeats {
         self.lock().last_contact.insert(node, Instant::now());
     }
 
+    /// A (re-)registration: a new process, no shutdown pending.
+    fn registered(&self, node: NodeId) {
+        let mut s = self.lock();
+        s.last_contact.insert(node, Instant::now());
+        s.shutdown_at.remove(&node);
+    }
+
     /// Whether `node` was heard from within `session`.
     fn has_valid_session(&self, node: NodeId, session: Duration) -> bool {
         self.lock()
@@ -90,6 +101,12 @@ impl Heartbeats {
     /// closed: a hint that its process may be gone.
     pub fn connection_lost(&self, node: NodeId) {
         self.lock().lost.insert(node, Instant::now());
+    }
+
+    /// The offset `node` must have applied before it shuts down: the first
+    /// one seen fenced for it (`now`), kept until it registers again.
+    fn shutdown_offset(&self, node: NodeId, now: u64) -> u64 {
+        *self.lock().shutdown_at.entry(node).or_insert(now)
     }
 
     /// Whether `node` was heard from after `t`.
@@ -145,6 +162,7 @@ impl Heartbeats {
                 s.last_contact.clear();
                 s.lost.clear();
                 s.probed.clear();
+                s.shutdown_at.clear();
                 return vec![];
             }
         };
@@ -318,7 +336,7 @@ pub async fn register_broker(
         .await;
     match r {
         Ok(_) => {
-            ctx.heartbeats.touch(node_id);
+            ctx.heartbeats.registered(node_id);
             BrokerRegistrationResponse::default()
                 .with_error_code(0)
                 .with_broker_epoch(epoch)
@@ -363,17 +381,20 @@ pub async fn heartbeat(
             .with_error_code(code.code())
             .with_is_fenced(b.fenced);
     }
-    let fenced = ctx
-        .quorum
-        .image()
-        .brokers
-        .get(&node_id)
-        .is_none_or(|b| b.fenced);
+    let image = ctx.quorum.image();
+    let fenced = image.brokers.get(&node_id).is_none_or(|b| b.fenced);
+    // As KRaft: a broker in controlled shutdown goes once it is fenced and
+    // has applied that (its leadership moved away), so it stops leading
+    // before it stops serving.
+    let should_shut_down = req.want_shut_down
+        && fenced
+        && req.current_metadata_offset
+            >= ctx.heartbeats.shutdown_offset(node_id, image.offset) as i64;
     BrokerHeartbeatResponse::default()
         .with_error_code(0)
         .with_is_caught_up(caught_up)
         .with_is_fenced(fenced)
-        .with_should_shut_down(req.want_shut_down && fenced)
+        .with_should_shut_down(should_shut_down)
 }
 
 /// Commits a fence or unfence of `node` at `epoch`, with its leadership

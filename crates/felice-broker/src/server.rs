@@ -27,13 +27,24 @@ impl RunningBroker {
     /// change), stops accepting, closes connections, then closes every log
     /// cleanly.
     pub async fn stop(self) {
-        let bound = std::time::Duration::from_secs(5);
-        match tokio::time::timeout(bound, self.broker.heartbeat(true)).await {
-            Ok(Ok(r)) if r.error_code == 0 => {}
-            other => tracing::warn!(
-                ?other,
-                "controlled shutdown: the controller did not let this broker go; stopping anyway"
-            ),
+        // Heartbeats asking to shut down until the controller says go: it
+        // fences this broker, then waits for this broker to apply that.
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.broker.heartbeat(true)).await {
+                Ok(Ok(r)) if r.error_code == 0 && r.should_shut_down => break,
+                Ok(Ok(r)) if r.error_code == 0 && Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                other => {
+                    tracing::warn!(
+                        ?other,
+                        "controlled shutdown: the controller did not let this broker go; stopping anyway"
+                    );
+                    break;
+                }
+            }
         }
         self.broker.controller.close();
         let _ = self.shutdown.send(true);
