@@ -303,3 +303,171 @@ async fn followers_move_the_high_watermark_and_the_isr() {
     assert_eq!(produce(&conn, 1).await, 0);
     rb.stop().await;
 }
+
+/// Produce (acks=1), Fetch and ListOffsets (latest) of `partition` of topic
+/// "o": each answer's error code.
+async fn codes_of(conn: &Connection, partition: i32) -> (i16, i16, i16) {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let name = || TopicName(StrBytes::from_static_str("o"));
+    let produce = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(5_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name())
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(records(1)))])]);
+    let p = conn
+        .send_version(&produce, 9)
+        .await
+        .expect("send")
+        .recv()
+        .await
+        .expect("produce");
+    let fetch = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name())
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let f = conn
+        .send_version(&fetch, 12)
+        .await
+        .expect("send")
+        .recv()
+        .await
+        .expect("fetch");
+    let list = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name())
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_timestamp(-1)])]);
+    let l = conn
+        .send_version(&list, 7)
+        .await
+        .expect("send")
+        .recv()
+        .await
+        .expect("list offsets");
+    (
+        p.responses[0].partition_responses[0].error_code,
+        f.responses[0].partitions[0].error_code,
+        l.topics[0].partitions[0].error_code,
+    )
+}
+
+/// A partition whose invariant broke goes offline: produce, fetch and
+/// ListOffsets answer KAFKA_STORAGE_ERROR (56) instead of serving from a
+/// broken state, while the topic's other partition keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_with_a_broken_invariant_goes_offline_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rb = start(dir.path()).await;
+    let conn = Connection::connect(&rb.local_addr.to_string())
+        .await
+        .expect("connect");
+    // Topic "o": two partitions, each on broker 1 alone.
+    let topic_id = uuid::Uuid::from_u128(0x0ff);
+    let MetadataSource::Voter(quorum) = &rb.broker.metadata else {
+        panic!("a voter");
+    };
+    let image = quorum
+        .commit::<std::convert::Infallible>(|_| {
+            let mut records = vec![MetadataRecord::Topic {
+                name: "o".into(),
+                topic_id,
+            }];
+            for partition in 0..2 {
+                records.push(MetadataRecord::Partition {
+                    topic_id,
+                    partition,
+                    replicas: vec![1],
+                    isr: vec![1],
+                    leader: 1,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                });
+            }
+            Ok(records)
+        })
+        .await
+        .expect("records");
+    rb.broker
+        .applied(image.offset, Duration::from_secs(10))
+        .await
+        .expect("applied");
+    assert_eq!(codes_of(&conn, 0).await, (0, 0, 0));
+    assert_eq!(codes_of(&conn, 1).await, (0, 0, 0));
+    // The hook an invariant check calls.
+    rb.broker
+        .replicas
+        .get(&topic_id, 0)
+        .expect("hosted")
+        .take_offline("a test broke it");
+    assert_eq!(codes_of(&conn, 0).await, (56, 56, 56));
+    assert_eq!(codes_of(&conn, 1).await, (0, 0, 0));
+    // A controller's word the state refuses (broker 1 to lead outside its
+    // ISR) takes partition 1 offline too, instead of serving on.
+    let image = quorum
+        .commit::<std::convert::Infallible>(|_| {
+            Ok(vec![MetadataRecord::Partition {
+                topic_id,
+                partition: 1,
+                replicas: vec![1, 2, 3],
+                isr: vec![2, 3],
+                leader: 1,
+                leader_epoch: 1,
+                partition_epoch: 1,
+            }])
+        })
+        .await
+        .expect("records");
+    rb.broker
+        .applied(image.offset, Duration::from_secs(10))
+        .await
+        .expect("applied");
+    assert_eq!(codes_of(&conn, 1).await, (56, 56, 56));
+}
+
+/// ListOffsets LATEST of partition 0 of "r" asked as `replica`.
+async fn latest_as(conn: &Connection, replica: i32) -> (i16, i64) {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(replica))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("r")))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-1)])]);
+    let r = conn
+        .send_version(&req, 7)
+        .await
+        .expect("send")
+        .recv()
+        .await
+        .expect("list offsets");
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.offset)
+}
+
+/// As Kafka: a consumer's LATEST is the high watermark, a replica's (a
+/// follower truncating after OFFSET_OUT_OF_RANGE) the log end offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_offsets_latest_is_the_log_end_for_a_replica() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rb = start(dir.path()).await;
+    let conn = Connection::connect(&rb.local_addr.to_string())
+        .await
+        .expect("connect");
+    // acks=1: written, but the followers have not fetched it.
+    assert_eq!(produce(&conn, 3).await, 0);
+    assert_eq!(latest_as(&conn, -1).await, (0, 0));
+    assert_eq!(latest_as(&conn, 2).await, (0, 3));
+}

@@ -356,7 +356,7 @@ async fn fetch_once(
     for (part, fetch_offset, epoch) in out_of_range {
         tokio::time::timeout(
             FETCH_ANSWER_TIMEOUT,
-            handle_out_of_range(conn, &part, fetch_offset, epoch),
+            handle_out_of_range(conn, broker.config.node_id, &part, fetch_offset, epoch),
         )
         .await
         .map_err(|_| "no ListOffsets answer in time".to_string())??;
@@ -417,16 +417,18 @@ fn first_batch_at(records: &[u8], offset: i64) -> usize {
 
 /// OFFSET_OUT_OF_RANGE: the leader's log ends before the fetch offset
 /// (truncate to its end) or starts after it (start over at its start), as
-/// Kafka's `handleOutOfRangeError`.
+/// Kafka's `handleOutOfRangeError`. Asked as replica `me`, so LATEST is
+/// the leader's log end offset.
 async fn handle_out_of_range(
     conn: &Connection,
+    me: i32,
     part: &Arc<Partition>,
     fetch_offset: i64,
     epoch: i32,
 ) -> Result<(), String> {
     let ends = |ts: i64| {
         ListOffsetsRequest::default()
-            .with_replica_id(BrokerId(-1))
+            .with_replica_id(BrokerId(me))
             .with_topics(vec![ListOffsetsTopic::default()
                 .with_name(TopicName(StrBytes::from(part.topic.clone())))
                 .with_partitions(vec![ListOffsetsPartition::default()

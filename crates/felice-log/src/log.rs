@@ -1305,8 +1305,11 @@ impl Log {
     /// Deletes whole closed segments (never the active one), oldest first, while one
     /// of these holds: the segment lies below the log start offset; its largest
     /// timestamp is older than `retention.ms`; removing it keeps the log at least
-    /// `retention.bytes` big. Advances the log start offset. Returns segments removed.
-    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+    /// `retention.bytes` big. Only segments wholly below `high_watermark` may go
+    /// (Kafka's `deletableSegments`): records not yet replicated to the ISR stay, so
+    /// the log start offset never passes the high watermark. Advances the log start
+    /// offset. Returns segments removed.
+    pub fn apply_retention(&mut self, now_ms: i64, high_watermark: i64) -> Result<usize, LogError> {
         // A compacted-only log keeps its segments whatever their age and size
         // (Kafka: retention applies with cleanup.policy=delete only).
         let (retention_ms, retention_bytes) = if self.config.cleanup_delete {
@@ -1320,6 +1323,9 @@ impl Log {
         let mut remove = 0usize;
         for pair in self.segments.windows(2) {
             let [segment, next] = pair else { break };
+            if next.base_offset > high_watermark {
+                break;
+            }
             let size = i64::try_from(segment.size).unwrap_or(i64::MAX);
             let below_start = next.base_offset <= self.log_start_offset;
             let expired = retention_ms >= 0

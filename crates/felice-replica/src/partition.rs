@@ -29,7 +29,7 @@ use felice_metadata::{MetadataImage, PartitionImage, TopicId, TopicImage};
 use felice_wire::{LeaderEpoch, Offset};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use tokio::sync::Notify;
 
@@ -75,6 +75,9 @@ pub struct Partition {
     /// Locked after the log (never the other way round).
     state: Mutex<PartitionState>,
     waiters: Mutex<Vec<Arc<Notify>>>,
+    /// Set once an invariant broke ([`Partition::take_offline`]): from
+    /// then on every operation answers [`ReplicaError::Offline`].
+    offline: AtomicBool,
     ctx: Arc<ReplicaContext>,
 }
 
@@ -95,6 +98,11 @@ pub enum ReplicaError {
     /// in the epoch a fetch was made in (a follower's).
     #[error("partition {0}: not the leader, or not in that leader epoch")]
     NotLeader(String),
+    /// An invariant broke: the partition serves nothing until the broker
+    /// restarts and recovers its log (KAFKA_STORAGE_ERROR, as Kafka's
+    /// partitions in a failed log directory).
+    #[error("partition {0} is offline: an invariant broke (see the broker's log)")]
+    Offline(String),
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -105,10 +113,43 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Partition {
+    /// Takes the partition offline because `why` (an invariant) broke: its
+    /// state can no longer be trusted, so it stops serving rather than
+    /// serve on it. Every operation answers [`ReplicaError::Offline`]
+    /// (KAFKA_STORAGE_ERROR) until the broker restarts and recovers the
+    /// log; waiting produces and fetches wake to see it. Logged once.
+    pub fn take_offline(&self, why: &str) {
+        if !self.offline.swap(true, Ordering::AcqRel) {
+            tracing::error!(
+                topic = %self.topic,
+                partition = self.index,
+                why,
+                "invariant broken: partition offline (KAFKA_STORAGE_ERROR) until the broker restarts"
+            );
+        }
+        self.wake_waiters();
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.offline.load(Ordering::Acquire)
+    }
+
+    fn check_online(&self) -> Result<(), ReplicaError> {
+        if self.is_offline() {
+            Err(ReplicaError::Offline(format!(
+                "{}-{}",
+                self.topic, self.index
+            )))
+        } else {
+            Ok(())
+        }
+    }
+
     fn with_log<R>(
         &self,
         f: impl FnOnce(&mut Log) -> Result<R, LogError>,
     ) -> Result<R, ReplicaError> {
+        self.check_online()?;
         let mut guard = lock(&self.log);
         let log = guard
             .as_mut()
@@ -159,7 +200,11 @@ impl Partition {
             state.become_follower(&word)
         };
         if let Err(e) = r {
-            tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "partition state not applied");
+            // A word the state refuses (an epoch gone down, a leader
+            // outside its ISR) is a broken invariant: stop serving.
+            drop(state);
+            drop(guard);
+            self.take_offline(&format!("the controller's word was refused: {e}"));
             return;
         }
         self.leader_epoch
@@ -269,6 +314,9 @@ impl Partition {
     /// `required_offset`, appended in leader epoch `appended_in`, stands
     /// (Kafka's `checkEnoughReplicasReachOffset`).
     pub fn completion(&self, required_offset: i64, appended_in: i32) -> crate::state::Completion {
+        if self.is_offline() {
+            return crate::state::Completion::NotLeader;
+        }
         lock(&self.state).completion(Offset(required_offset), LeaderEpoch(appended_in))
     }
 
@@ -361,6 +409,7 @@ impl Partition {
         write: impl FnOnce(&mut Log) -> Result<(), LogError>,
     ) -> Result<(), ReplicaError> {
         let not_following = || ReplicaError::NotLeader(format!("{}-{}", self.topic, self.index));
+        self.check_online()?;
         let mut guard = lock(&self.log);
         let log = guard
             .as_mut()
@@ -496,6 +545,9 @@ impl Partition {
         &self,
         batches: &[u8],
     ) -> Option<Result<felice_log::AppendInfo, ReplicaError>> {
+        if let Err(e) = self.check_online() {
+            return Some(Err(e));
+        }
         let now = self.ctx.now_ms();
         if now < self.ctx.inline_appends_off_until_ms.load(Ordering::Relaxed) {
             return None;
@@ -575,15 +627,20 @@ impl Partition {
         let mut state = lock(&self.state);
         state.on_append(Offset(leo), now);
         self.sync_hw(&state);
+        let hw = state.high_watermark().0;
         drop(state);
-        debug_assert!(
-            self.log_start_offset() <= self.high_watermark()
-                && self.high_watermark() <= self.log_end_offset(),
-            "log start offset {} <= high watermark {} <= log end offset {} broken",
-            self.log_start_offset(),
-            self.high_watermark(),
-            self.log_end_offset()
-        );
+        let lso = log.log_start_offset();
+        if !(lso <= hw && hw <= leo) {
+            let why = format!(
+                "log start offset {lso} <= high watermark {hw} <= log end offset {leo} broken"
+            );
+            debug_assert!(false, "{why}");
+            self.take_offline(&why);
+            return Err(ReplicaError::Offline(format!(
+                "{}-{}",
+                self.topic, self.index
+            )));
+        }
         Ok(info)
     }
 
@@ -881,7 +938,7 @@ impl ReplicaManager {
                     }
                 }
                 if retention {
-                    let removed = log.apply_retention(now)?;
+                    let removed = log.apply_retention(now, p.high_watermark())?;
                     if removed > 0 {
                         tracing::info!(topic = %p.topic, partition = p.index, removed, log_start_offset = log.log_start_offset(), "retention removed segments");
                     }
@@ -1038,6 +1095,7 @@ fn open_partition(t: &ToOpen, ctx: Arc<ReplicaContext>) -> Result<Partition, Rep
         settings: RwLock::new(t.settings.clone()),
         state: Mutex::new(state),
         waiters: Mutex::new(Vec::new()),
+        offline: AtomicBool::new(false),
         ctx,
     })
 }

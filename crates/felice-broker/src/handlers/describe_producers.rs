@@ -76,7 +76,7 @@ fn describe(broker: &Broker, req: DescribeProducersRequest) -> Vec<TopicResponse
                         Err(e @ (ReplicaError::Closed(_) | ReplicaError::NotLeader(_))) => {
                             error(ResponseError::NotLeaderOrFollower, Some(e.to_string()))
                         }
-                        Err(e @ ReplicaError::Log(_)) => {
+                        Err(e @ (ReplicaError::Log(_) | ReplicaError::Offline(_))) => {
                             error(ResponseError::KafkaStorageError, Some(e.to_string()))
                         }
                     }

@@ -60,6 +60,7 @@ const FIRST_TOPIC_ID_VERSION: i16 = 13;
 fn read_error_code(e: &ReplicaError) -> ResponseError {
     match e {
         ReplicaError::Closed(_) | ReplicaError::NotLeader(_) => ResponseError::NotLeaderOrFollower,
+        ReplicaError::Offline(_) => ResponseError::KafkaStorageError,
         ReplicaError::Log(LogError::OffsetOutOfRange { .. }) => ResponseError::OffsetOutOfRange,
         ReplicaError::Log(LogError::Io { .. }) => ResponseError::KafkaStorageError,
         ReplicaError::Log(LogError::CorruptBatch { .. }) => ResponseError::CorruptMessage,

@@ -38,6 +38,10 @@ pub async fn handle(
 ) -> ListOffsetsResponse {
     // leader_epoch exists from v4 and may not be set below it.
     let with_epoch = header.request_api_version >= 4;
+    // A replica (a follower, or a debugging tool naming a broker id) reads
+    // LATEST as the log end offset, a consumer as the high watermark
+    // (Kafka: no isolation level for a replica).
+    let to_log_end = req.replica_id.0 >= 0;
     let image = broker.image();
     struct Job {
         topic: usize,
@@ -81,7 +85,9 @@ pub async fn handle(
         jobs.into_iter()
             .map(|j| {
                 let r = match &j.target {
-                    Ok(p) => lookup(p, j.timestamp).map(|found| (found, p.leader_epoch())),
+                    Ok(p) => {
+                        lookup(p, j.timestamp, to_log_end).map(|found| (found, p.leader_epoch()))
+                    }
                     Err(code) => Err(*code),
                 };
                 (j.topic, j.partition_index, r)
@@ -114,8 +120,14 @@ pub async fn handle(
 }
 
 /// Resolves one lookup (blocking).
-fn lookup(p: &Partition, timestamp: i64) -> Result<Found, ResponseError> {
+fn lookup(p: &Partition, timestamp: i64, to_log_end: bool) -> Result<Found, ResponseError> {
+    if p.is_offline() {
+        return Err(ResponseError::KafkaStorageError);
+    }
     let hw = p.high_watermark();
+    if timestamp == LATEST && to_log_end {
+        return Ok((p.log_end_offset(), -1));
+    }
     let storage = |e: ReplicaError| {
         tracing::warn!(error = %e, "list offsets failed");
         ResponseError::KafkaStorageError

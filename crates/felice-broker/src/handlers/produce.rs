@@ -74,6 +74,7 @@ fn batch_error_code(e: &BatchError) -> ResponseError {
 fn replica_error_code(e: &ReplicaError) -> ResponseError {
     match e {
         ReplicaError::Closed(_) | ReplicaError::NotLeader(_) => ResponseError::NotLeaderOrFollower,
+        ReplicaError::Offline(_) => ResponseError::KafkaStorageError,
         ReplicaError::Log(LogError::Io { .. }) => ResponseError::KafkaStorageError,
         ReplicaError::Log(LogError::CorruptBatch { .. }) => ResponseError::CorruptMessage,
         ReplicaError::Log(LogError::OffsetOutOfRange { .. }) => ResponseError::OffsetOutOfRange,

@@ -241,6 +241,32 @@ fn roll_when_index_full() {
     }
 }
 
+/// Retention never removes records the ISR may not have: a segment goes only
+/// when it lies wholly below the high watermark, so the log start offset never
+/// passes it (Kafka's `deletableSegments`).
+#[test]
+fn retention_stops_at_the_high_watermark() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let one = batch(1, 0, 100).len() as u64;
+    let config = LogConfig {
+        segment_bytes: one * 2,
+        retention_ms: 1000,
+        ..small_config()
+    };
+    let mut log = open(dir.path(), config);
+    // 5 segments of 2 one-record batches, all expired by `NOW`.
+    for i in 0..10i64 {
+        append(&mut log, 1, i, 100);
+    }
+    // Segments [0,2) and [2,4) lie below 5; [4,6) holds 5 and stays.
+    assert_eq!(log.apply_retention(NOW, 5).expect("ok"), 2);
+    assert_eq!(log.log_start_offset(), 4);
+    assert_eq!(log.apply_retention(NOW, 5).expect("ok"), 0);
+    // Once the high watermark reaches the log end, all but the active go.
+    assert_eq!(log.apply_retention(NOW, 10).expect("ok"), 2);
+    assert_eq!(log.log_start_offset(), 8);
+}
+
 #[test]
 fn retention_by_time_and_size() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -256,7 +282,7 @@ fn retention_by_time_and_size() {
     }
     assert_eq!(log.segment_count(), 5);
     assert_eq!(
-        log.apply_retention(NOW).expect("ok"),
+        log.apply_retention(NOW, i64::MAX).expect("ok"),
         0,
         "infinite retention"
     );
@@ -267,7 +293,7 @@ fn retention_by_time_and_size() {
     })
     .expect("config");
     // now - 2003 > 1000 but now - 3005 == 1000 is not: two segments go.
-    assert_eq!(log.apply_retention(4005).expect("ok"), 2);
+    assert_eq!(log.apply_retention(4005, i64::MAX).expect("ok"), 2);
     assert_eq!(log.log_start_offset(), 4);
     assert!(matches!(
         log.read(3, 100, i64::MAX, true),
@@ -275,7 +301,7 @@ fn retention_by_time_and_size() {
     ));
     assert!(log.read(4, 100, i64::MAX, true).expect("ok").is_some());
     // The active segment is never removed, even when expired.
-    assert_eq!(log.apply_retention(i64::MAX / 2).expect("ok"), 2);
+    assert_eq!(log.apply_retention(i64::MAX / 2, i64::MAX).expect("ok"), 2);
     assert_eq!(log.segment_count(), 1);
     assert_eq!(log.log_start_offset(), 8);
 
@@ -290,7 +316,7 @@ fn retention_by_time_and_size() {
     })
     .expect("config");
     // 10 batches; dropping the 2 oldest segments leaves 6 >= 5, a third would leave 4.
-    assert_eq!(log.apply_retention(NOW).expect("ok"), 2);
+    assert_eq!(log.apply_retention(NOW, i64::MAX).expect("ok"), 2);
     assert_eq!(log.size_bytes(), 6 * one);
     assert_eq!(log.log_start_offset(), 4);
     drop(log);
