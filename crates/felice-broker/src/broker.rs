@@ -244,14 +244,21 @@ impl Broker {
         use kafka_protocol::messages::{AlterPartitionRequest, BrokerId};
         let broker = self.clone();
         tokio::spawn(async move {
-            let image = broker.image();
+            // KIP-903: each follower with the broker epoch its own fetch
+            // carried, so the controller refuses one that registered again
+            // since (its log may have lost what that fetch showed).
+            let me = broker.config.node_id;
+            let my_epoch = broker
+                .broker_epoch
+                .load(std::sync::atomic::Ordering::Acquire);
             let members = proposal
                 .new_isr
                 .iter()
-                .map(|b| {
+                .zip(&proposal.broker_epochs)
+                .map(|(b, fetched)| {
                     BrokerState::default()
                         .with_broker_id(BrokerId(*b))
-                        .with_broker_epoch(image.brokers.get(b).map_or(-1, |x| x.epoch))
+                        .with_broker_epoch(if *b == me { my_epoch } else { *fetched })
                 })
                 .collect();
             let req = AlterPartitionRequest::default()

@@ -90,6 +90,19 @@ pub struct IsrProposal {
     pub leader_epoch: LeaderEpoch,
     pub partition_epoch: i32,
     pub new_isr: Vec<BrokerId>,
+    /// Per member of `new_isr`, the broker epoch its last fetch carried
+    /// (KIP-903: the controller refuses a member that has registered again
+    /// since, as its log may have lost what that fetch showed); -1 for the
+    /// leader itself (the caller knows its own) and for a follower not yet
+    /// heard from in this tenure (the controller then checks nothing).
+    pub broker_epochs: Vec<i64>,
+}
+
+/// The broker epochs of `isr`'s members as their last fetches carried them.
+fn fetch_epochs(isr: &[BrokerId], followers: &BTreeMap<BrokerId, Follower>) -> Vec<i64> {
+    isr.iter()
+        .map(|r| followers.get(r).map_or(-1, |f| f.broker_epoch))
+        .collect()
 }
 
 /// What the caller must do after an event.
@@ -553,6 +566,7 @@ impl PartitionState {
             let proposal = IsrProposal {
                 leader_epoch: self.leader_epoch,
                 partition_epoch: self.partition_epoch,
+                broker_epochs: fetch_epochs(&new_isr, followers),
                 new_isr,
             };
             *pending = Some(proposal.clone());
@@ -611,6 +625,7 @@ impl PartitionState {
         let proposal = IsrProposal {
             leader_epoch: self.leader_epoch,
             partition_epoch: self.partition_epoch,
+            broker_epochs: fetch_epochs(&new_isr, followers),
             new_isr,
         };
         *pending = Some(proposal.clone());
@@ -976,6 +991,24 @@ mod tests {
             s.become_leader(&bad, 0),
             Err(StateError::LeaderNotInIsr(1, _))
         ));
+    }
+
+    /// KIP-903: a proposal names each follower with the broker epoch of its
+    /// own last fetch, not the one the metadata shows now; the leader's
+    /// own is left to the caller, and a follower not heard from is -1.
+    #[test]
+    fn proposals_carry_the_broker_epochs_of_the_fetches() {
+        let mut s = PartitionState::new(1, config(1), Offset(0), Offset(0));
+        s.become_leader(&leader_state(1, 1, &[1, 2]), 0)
+            .expect("leader");
+        s.on_append(Offset(10), 1_000);
+        let p = s
+            .on_follower_fetch(3, 42, Offset(10), 1_000, true)
+            .expect("fetch")
+            .propose_isr
+            .expect("expand");
+        assert_eq!(p.new_isr, vec![1, 2, 3]);
+        assert_eq!(p.broker_epochs, vec![-1, -1, 42]);
     }
 
     #[test]
