@@ -173,6 +173,25 @@ async fn handle(
         out.extend_from_slice(&answer);
         return Ok(out);
     }
+    if api_key == crate::offline_replicas::OFFLINE_REPLICAS_API_KEY {
+        use crate::offline_replicas::OfflineReplicasRequest;
+        use kafka_protocol::protocol::Message;
+        if !(OfflineReplicasRequest::VERSIONS.min..=OfflineReplicasRequest::VERSIONS.max)
+            .contains(&version)
+        {
+            return Err(invalid(format!("api key {api_key} v{version} unsupported")));
+        }
+        let mut all = whole;
+        RequestHeader::decode(&mut all, 1).map_err(|e| invalid(e.to_string()))?;
+        let req = OfflineReplicasRequest::decode(&mut all, version)
+            .map_err(|e| invalid(e.to_string()))?;
+        let resp = crate::offline_replicas::on_controller(ctx, req).await;
+        let mut out = BytesMut::with_capacity(10);
+        out.put_i32(6);
+        out.put_i32(correlation_id);
+        out.put_i16(resp.error_code);
+        return Ok(out);
+    }
     if api_key == ApiKey::ApiVersions as i16 {
         if !(ApiVersionsRequest::VERSIONS.min..=ApiVersionsRequest::VERSIONS.max).contains(&version)
         {

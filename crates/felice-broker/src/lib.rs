@@ -16,6 +16,7 @@ pub mod limits;
 pub(crate) mod metadata_fetch;
 pub(crate) mod metadata_source;
 pub(crate) mod net;
+pub(crate) mod offline_replicas;
 pub(crate) mod placement;
 pub(crate) mod producer_ids;
 pub(crate) mod publisher;

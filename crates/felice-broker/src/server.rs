@@ -281,6 +281,10 @@ pub async fn start_with_clock(
     let publisher = tokio::spawn(apply_metadata(broker.clone(), rx.clone()));
     let epoch = broker.register(advertised_port).await?;
     tasks.push(tokio::spawn(heartbeats(broker.clone(), rx.clone())));
+    tasks.push(tokio::spawn(crate::offline_replicas::report(
+        broker.clone(),
+        rx.clone(),
+    )));
     if let Some(ctx) = controller {
         tasks.push(tokio::spawn(fence_stale_brokers(ctx, rx.clone())));
     }

@@ -41,6 +41,11 @@ pub struct ReplicaContext {
     clock: SharedClock,
     /// Until when (ms since the epoch) appends skip the inline path.
     inline_appends_off_until_ms: AtomicI64,
+    /// Partitions taken offline and not yet reported to the controller
+    /// (at most one entry per hosted partition).
+    offline: Mutex<Vec<(TopicId, i32)>>,
+    /// Wakes the broker's reporter when `offline` grows.
+    pub offline_changed: Notify,
 }
 
 impl ReplicaContext {
@@ -48,7 +53,25 @@ impl ReplicaContext {
         Arc::new(ReplicaContext {
             clock,
             inline_appends_off_until_ms: AtomicI64::new(0),
+            offline: Mutex::new(Vec::new()),
+            offline_changed: Notify::new(),
         })
+    }
+
+    /// The partitions taken offline since the last call, for the broker to
+    /// report to the controller (so that another replica takes over).
+    pub fn take_offline_reports(&self) -> Vec<(TopicId, i32)> {
+        std::mem::take(&mut *lock(&self.offline))
+    }
+
+    /// Puts back reports the controller did not take yet.
+    pub fn return_offline_reports(&self, reports: Vec<(TopicId, i32)>) {
+        let mut pending = lock(&self.offline);
+        for r in reports {
+            if !pending.contains(&r) {
+                pending.push(r);
+            }
+        }
     }
 
     fn now_ms(&self) -> i64 {
@@ -126,6 +149,10 @@ impl Partition {
                 why,
                 "invariant broken: partition offline (KAFKA_STORAGE_ERROR) until the broker restarts"
             );
+            // The controller moves the leadership and the ISR away from
+            // this replica, as Kafka's does for a failed log directory.
+            lock(&self.ctx.offline).push((self.topic_id, self.index));
+            self.ctx.offline_changed.notify_one();
         }
         self.wake_waiters();
     }
@@ -177,6 +204,10 @@ impl Partition {
     /// log lock, then the state's, so no append or follower write runs
     /// across a change of role (blocking).
     fn apply_image(&self, part: &PartitionImage) {
+        // An offline replica follows no word until the broker restarts.
+        if self.is_offline() {
+            return;
+        }
         let word = LeaderAndIsr {
             leader_epoch: LeaderEpoch(part.leader_epoch),
             partition_epoch: part.partition_epoch,
@@ -751,6 +782,11 @@ impl ReplicaManager {
     /// Writes every hosted partition's high watermark to the log
     /// directory's `replication-offset-checkpoint`, unless none moved since
     /// the last write (blocking: a file write and two fsyncs).
+    /// What this broker's partitions share (offline reports among it).
+    pub fn context(&self) -> &Arc<ReplicaContext> {
+        &self.ctx
+    }
+
     pub fn checkpoint_high_watermarks(&self) {
         let mut entries: Vec<(String, i32, i64)> = self
             .all()
