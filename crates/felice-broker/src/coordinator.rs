@@ -463,6 +463,11 @@ impl GroupCoordinator {
                 _ => GroupError::NotCoordinator,
             });
         }
+        // Built here, so valid: checked once as any batch the log takes.
+        let batch = felice_wire::ValidatedBatch::new(batch.into()).map_err(|e| {
+            tracing::error!(group = group_id, error = %e, "group coordinator built an invalid batch");
+            GroupError::StorageError
+        })?;
         let info = partition.append(&batch).map_err(|e| {
             tracing::warn!(topic = OFFSETS_TOPIC, partition = partition.index, error = %e, "group coordinator append failed");
             GroupError::StorageError

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use felice_wire::{
     crc32c, set_base_offset, set_log_append_time_split, set_partition_leader_epoch,
-    validate_stored_batch, BatchError, BatchHeader, Batches, BATCH_HEADER_LEN,
+    validate_stored_batch, BatchError, BatchHeader, Batches, ValidatedBatch, BATCH_HEADER_LEN,
 };
 
 use crate::epoch_cache::{EpochEntry, LeaderEpochCache};
@@ -178,6 +178,17 @@ struct Scan {
     offsets: i64,
     /// Records they hold (for `flush.messages`).
     records: u64,
+}
+
+impl Scan {
+    /// The scan of one validated batch, from its header.
+    fn of(h: BatchHeader) -> Scan {
+        Scan {
+            headers: vec![h],
+            offsets: i64::from(h.last_offset_delta) + 1,
+            records: u64::try_from(h.record_count).unwrap_or(0),
+        }
+    }
 }
 
 /// One batch as written: its header (patched by a leader, as is for a
@@ -577,6 +588,33 @@ impl Log {
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
         let scan = self.scan_headers(batches)?;
+        self.append_scanned(batches, scan, leader_epoch, ts_type, now_ms)
+    }
+
+    /// [`Log::append`] of one batch a produce validated: its header, parsed
+    /// there, is used as it is (no parse here).
+    pub fn append_batch(
+        &mut self,
+        batch: &ValidatedBatch,
+        leader_epoch: i32,
+        ts_type: TimestampType,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let scan = Scan::of(*batch.header());
+        if scan.offsets <= 0 {
+            return Err(LogError::EmptyAppend);
+        }
+        self.append_scanned(batch.bytes(), scan, leader_epoch, ts_type, now_ms)
+    }
+
+    fn append_scanned(
+        &mut self,
+        batches: &[u8],
+        scan: Scan,
+        leader_epoch: i32,
+        ts_type: TimestampType,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
         // Idempotent producers: a retry is answered with its original
         // offsets, a bad sequence or epoch refuses the append; nothing rolls.
         let first_offset = self.log_end_offset();
@@ -596,7 +634,14 @@ impl Log {
             self.log_end_offset(),
             "a roll keeps the log end"
         );
-        let parts = self.assign_offsets(batches, first_offset, leader_epoch, ts_type, now_ms)?;
+        let parts = self.assign_offsets(
+            batches,
+            &scan.headers,
+            first_offset,
+            leader_epoch,
+            ts_type,
+            now_ms,
+        )?;
         let written = self.write_parts(batches, &parts, first_offset, now_ms)?;
         debug_assert_eq!(
             written.next - first_offset,
@@ -743,23 +788,23 @@ impl Log {
     fn assign_offsets(
         &self,
         batches: &[u8],
+        headers: &[BatchHeader],
         first_offset: i64,
         leader_epoch: i32,
         ts_type: TimestampType,
         now_ms: i64,
     ) -> Result<Vec<Part>, LogError> {
-        let mut parts: Vec<Part> = Vec::with_capacity(1);
+        let mut parts: Vec<Part> = Vec::with_capacity(headers.len());
         let mut next = first_offset;
         let mut at = 0usize;
-        while at < batches.len() {
+        for header in headers {
             let corrupt = |source| LogError::CorruptBatch {
                 path: self.dir.clone(),
                 position: at as u64,
                 source,
             };
-            let remaining = batches.len() - at;
+            let remaining = batches.len().saturating_sub(at);
             let rest = batches.get(at..).unwrap_or(&[]);
-            let header = BatchHeader::parse(rest).map_err(corrupt)?;
             let len = header.total_len();
             let batch = rest.get(..len).ok_or_else(|| {
                 corrupt(BatchError::Truncated {
@@ -1136,6 +1181,15 @@ impl Log {
     /// file, which the first such write creates.) A caller may then append on a
     /// thread that must not block long. `false` also for input `append` would
     /// refuse, so that it is refused where errors are reported.
+    /// [`Log::append_is_quick`] for one validated batch, from its header.
+    pub fn append_batch_is_quick(&self, batch: &ValidatedBatch, now_ms: i64) -> bool {
+        let scan = Scan::of(*batch.header());
+        scan.offsets > 0
+            && self.unflushed_messages.saturating_add(scan.records)
+                < self.config.flush_interval_messages
+            && !self.needs_roll(batch.bytes().len() as u64, scan.offsets, now_ms)
+    }
+
     pub fn append_is_quick(&self, batches: &[u8], now_ms: i64) -> bool {
         let (mut offsets, mut records) = (0i64, 0u64);
         for item in Batches::new(batches) {

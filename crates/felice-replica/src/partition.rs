@@ -26,7 +26,7 @@ use crate::settings::TopicSettings;
 use crate::state::{IsrProposal, LeaderAndIsr, PartitionState, StateError};
 use felice_log::{Log, LogConfig, LogError, ProducerBudget, TimestampType};
 use felice_metadata::{MetadataImage, PartitionImage, TopicId, TopicImage};
-use felice_wire::{LeaderEpoch, Offset};
+use felice_wire::{LeaderEpoch, Offset, ValidatedBatch};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
@@ -543,12 +543,12 @@ impl Partition {
     }
 
     /// Appends validated batches (blocking I/O: call from a blocking thread).
-    pub fn append(&self, batches: &[u8]) -> Result<felice_log::AppendInfo, ReplicaError> {
+    pub fn append(&self, batch: &ValidatedBatch) -> Result<felice_log::AppendInfo, ReplicaError> {
         let mut guard = lock(&self.log);
         let log = guard
             .as_mut()
             .ok_or_else(|| ReplicaError::Closed(format!("{}-{}", self.topic, self.index)))?;
-        let info = self.append_locked(log, batches, self.ctx.now_ms());
+        let info = self.append_locked(log, batch, self.ctx.now_ms());
         self.log_start_offset
             .store(log.log_start_offset(), Ordering::Release);
         drop(guard);
@@ -574,7 +574,7 @@ impl Partition {
     /// request).
     pub fn try_append_now(
         &self,
-        batches: &[u8],
+        batch: &ValidatedBatch,
     ) -> Option<Result<felice_log::AppendInfo, ReplicaError>> {
         if let Err(e) = self.check_online() {
             return Some(Err(e));
@@ -591,10 +591,10 @@ impl Partition {
         };
         let log = guard.as_mut()?;
         // A new leader epoch writes the epoch checkpoint (an fsync): not here.
-        if !log.append_is_quick(batches, now) || log.epoch_is_new(self.leader_epoch()) {
+        if !log.append_batch_is_quick(batch, now) || log.epoch_is_new(self.leader_epoch()) {
             return None;
         }
-        let result = self.append_locked(log, batches, now);
+        let result = self.append_locked(log, batch, now);
         self.log_start_offset
             .store(log.log_start_offset(), Ordering::Release);
         drop(guard);
@@ -623,9 +623,10 @@ impl Partition {
     fn append_locked(
         &self,
         log: &mut Log,
-        batches: &[u8],
+        batch: &ValidatedBatch,
         now: i64,
     ) -> Result<felice_log::AppendInfo, ReplicaError> {
+        self.check_online()?;
         let epoch = {
             let state = lock(&self.state);
             if !state.is_leader() {
@@ -641,7 +642,7 @@ impl Partition {
         } else {
             TimestampType::CreateTime
         };
-        let info = log.append(batches, epoch, ts_type, now)?;
+        let info = log.append_batch(batch, epoch, ts_type, now)?;
         let leo = log.log_end_offset();
         if info.duplicate {
             // A retried idempotent batch: nothing was written.
@@ -1193,8 +1194,9 @@ mod tests {
         image
     }
 
-    fn batch() -> Vec<u8> {
-        felice_wire::build_batch(&[(None, Some(&b"v"[..]), 1_000)])
+    fn batch() -> ValidatedBatch {
+        ValidatedBatch::new(felice_wire::build_batch(&[(None, Some(&b"v"[..]), 1_000)]).into())
+            .expect("a valid batch")
     }
 
     fn manager(dir: &Path) -> ReplicaManager {

@@ -30,8 +30,8 @@ mod varint;
 pub use batch::{
     crc32c, crc32c_append, set_base_offset, set_log_append_time, set_log_append_time_split,
     set_partition_leader_epoch, set_producer, validate_batch, validate_stored_batch, BatchError,
-    BatchHeader, Batches, Compression, TimestampType, BATCH_HEADER_LEN, BATCH_OVERHEAD, CRC_START,
-    MAGIC_V2,
+    BatchHeader, Batches, Compression, TimestampType, ValidatedBatch, BATCH_HEADER_LEN,
+    BATCH_OVERHEAD, CRC_START, MAGIC_V2,
 };
 pub use records::{build_batch, Record, RecordSpec, RecordTimestamps, Records};
 pub use types::{LeaderEpoch, Offset};

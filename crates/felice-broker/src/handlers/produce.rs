@@ -97,7 +97,11 @@ fn replica_error_code(e: &ReplicaError) -> ResponseError {
 /// other than `producer`, as Kafka does): the records section is
 /// decompressed and recompressed byte for byte (headers with repeated or
 /// non-UTF-8 keys survive), only when the topic's setting asks for it.
-fn recompress(batch: &[u8], target: Compression, limit: usize) -> Result<bytes::Bytes, Rejected> {
+fn recompress(
+    batch: &[u8],
+    target: Compression,
+    limit: usize,
+) -> Result<felice_wire::ValidatedBatch, Rejected> {
     let codec = match target {
         Compression::None => felice_wire::Compression::None,
         Compression::Gzip => felice_wire::Compression::Gzip,
@@ -108,9 +112,8 @@ fn recompress(batch: &[u8], target: Compression, limit: usize) -> Result<bytes::
     let out = felice_wire::codec::recompress(batch, codec, limit).map_err(|e| {
         Rejected::Kafka(batch_error_code(&e), format!("cannot re-encode batch: {e}"))
     })?;
-    felice_wire::validate_batch(&out)
-        .map_err(|e| Rejected::Kafka(ResponseError::CorruptMessage, e.to_string()))?;
-    Ok(bytes::Bytes::from(out))
+    felice_wire::ValidatedBatch::new(bytes::Bytes::from(out))
+        .map_err(|e| Rejected::Kafka(ResponseError::CorruptMessage, e.to_string()))
 }
 
 /// The indexes (in the batch) of the records with a null key, of a
@@ -140,13 +143,15 @@ fn keyless_records(batch: &bytes::Bytes, limit: usize) -> Result<Vec<i32>, Rejec
     }
 }
 
-/// Checks one partition's records; returns them ready to append (a shared
-/// slice of the request, or re-encoded when the topic fixes a codec).
+/// Checks one partition's records; returns them ready to append, as one
+/// [`felice_wire::ValidatedBatch`] (a shared slice of the request, or
+/// re-encoded when the topic fixes a codec): the header is parsed here,
+/// once, and the log appends from it.
 fn check(
     records: Option<&bytes::Bytes>,
     settings: &TopicSettings,
     tp: &str,
-) -> Result<bytes::Bytes, Rejected> {
+) -> Result<felice_wire::ValidatedBatch, Rejected> {
     let max_message_bytes = settings.max_message_bytes;
     let Some(records) = records else {
         return Err(Rejected::Kafka(
@@ -154,51 +159,39 @@ fn check(
             "null records".into(),
         ));
     };
-    let mut batches = 0;
-    let mut codec = None;
-    for item in felice_wire::Batches::new(records) {
-        let (range, header) =
-            item.map_err(|e| Rejected::Kafka(batch_error_code(&e), e.to_string()))?;
-        batches += 1;
-        if header.total_len() > max_message_bytes as usize {
-            return Err(Rejected::Kafka(
-                ResponseError::MessageTooLarge,
-                format!(
-                    "batch of {} bytes exceeds max.message.bytes {max_message_bytes}",
-                    header.total_len()
-                ),
-            ));
-        }
-        let batch = records.get(range).unwrap_or_default();
-        felice_wire::validate_batch(batch)
-            .map_err(|e| Rejected::Kafka(batch_error_code(&e), e.to_string()))?;
-        // Kafka's LogValidator checks for a client's batch.
-        if header.is_control() {
-            return Err(Rejected::Validator(
-                ResponseError::InvalidRecord,
-                "Clients are not allowed to write control records".into(),
-            ));
-        }
-        if header.producer_id >= 0 && header.base_sequence < 0 {
-            return Err(Rejected::Validator(
-                ResponseError::InvalidRecord,
-                format!(
-                    "Invalid sequence number {} in record batch with producerId {}",
-                    header.base_sequence, header.producer_id
-                ),
-            ));
-        }
-        codec = header.compression().ok().map(|c| c.id());
-    }
     // Kafka: produce v3+ carries exactly one record batch per partition.
-    if batches != 1 {
+    let header = match felice_wire::BatchHeader::parse(records) {
+        Ok(h) if h.total_len() == records.len() => h,
+        _ => return Err(malformed(records, max_message_bytes)),
+    };
+    if header.total_len() > max_message_bytes as usize {
         return Err(Rejected::Kafka(
-            ResponseError::InvalidRecord,
+            ResponseError::MessageTooLarge,
             format!(
-                "produce requests must carry exactly one record batch per partition, got {batches}"
+                "batch of {} bytes exceeds max.message.bytes {max_message_bytes}",
+                header.total_len()
             ),
         ));
     }
+    let batch = felice_wire::ValidatedBatch::with_header(records.clone(), header)
+        .map_err(|e| Rejected::Kafka(batch_error_code(&e), e.to_string()))?;
+    // Kafka's LogValidator checks for a client's batch.
+    if header.is_control() {
+        return Err(Rejected::Validator(
+            ResponseError::InvalidRecord,
+            "Clients are not allowed to write control records".into(),
+        ));
+    }
+    if header.producer_id >= 0 && header.base_sequence < 0 {
+        return Err(Rejected::Validator(
+            ResponseError::InvalidRecord,
+            format!(
+                "Invalid sequence number {} in record batch with producerId {}",
+                header.base_sequence, header.producer_id
+            ),
+        ));
+    }
+    let codec = header.compression().ok().map(|c| c.id());
     // Decompressed records may not exceed what Kafka would accept of a
     // batch's records: a generous multiple of the batch size limit.
     let limit = (max_message_bytes.max(0) as usize).saturating_mul(DECOMPRESSION_RATIO_LIMIT);
@@ -235,8 +228,41 @@ fn check(
     match settings.compression {
         Some(target) if codec != Some(target as u8) => recompress(records, target, limit),
         // Shared, not copied: the log patches a copy of the header only.
-        _ => Ok(records.clone()),
+        _ => Ok(batch),
     }
+}
+
+/// The answer to records that are not exactly one whole batch: the error
+/// of the first bad batch (as Kafka's validation walks them), or
+/// INVALID_RECORD naming how many batches came.
+#[cold]
+fn malformed(records: &bytes::Bytes, max_message_bytes: i32) -> Rejected {
+    let mut batches = 0;
+    for item in felice_wire::Batches::new(records) {
+        let (range, header) = match item {
+            Ok(x) => x,
+            Err(e) => return Rejected::Kafka(batch_error_code(&e), e.to_string()),
+        };
+        batches += 1;
+        if header.total_len() > max_message_bytes as usize {
+            return Rejected::Kafka(
+                ResponseError::MessageTooLarge,
+                format!(
+                    "batch of {} bytes exceeds max.message.bytes {max_message_bytes}",
+                    header.total_len()
+                ),
+            );
+        }
+        if let Err(e) = felice_wire::validate_batch(records.get(range).unwrap_or_default()) {
+            return Rejected::Kafka(batch_error_code(&e), e.to_string());
+        }
+    }
+    Rejected::Kafka(
+        ResponseError::InvalidRecord,
+        format!(
+            "produce requests must carry exactly one record batch per partition, got {batches}"
+        ),
+    )
 }
 
 pub async fn handle(
@@ -253,7 +279,7 @@ pub async fn handle(
         topic: usize,
         slot: usize,
         partition: Arc<Partition>,
-        data: bytes::Bytes,
+        data: felice_wire::ValidatedBatch,
     }
     let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(req.topic_data.len());
     let mut work: Vec<Work> = Vec::new();
