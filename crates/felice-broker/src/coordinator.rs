@@ -474,8 +474,8 @@ impl GroupCoordinator {
         })?;
         use felice_replica::Completion;
         match partition.await_completion_blocking(
-            info.last_offset + 1,
-            info.leader_epoch,
+            felice_replica::Offset(info.last_offset + 1),
+            felice_replica::LeaderEpoch(info.leader_epoch),
             OFFSETS_COMMIT_TIMEOUT,
         ) {
             Completion::Done => Ok(()),

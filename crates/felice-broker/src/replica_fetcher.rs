@@ -32,6 +32,7 @@ use crate::broker::Broker;
 use crate::replica::Partition;
 use felice_client::Connection;
 use felice_metadata::{MetadataImage, TopicId};
+use felice_replica::{LeaderEpoch, Offset};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{
@@ -247,18 +248,19 @@ async fn fetch_once(
     .map_err(|e| e.to_string())?;
     let mut topics: Vec<FetchTopic> = Vec::new();
     // Per partition: its fetch offset and the leader epoch the request named.
-    let mut sent: HashMap<Key, (Arc<Partition>, i64, i32)> = HashMap::new();
+    let mut sent: HashMap<Key, (Arc<Partition>, Offset, LeaderEpoch)> = HashMap::new();
     for (key, part, position) in positions {
-        let Ok((fetch_offset, last_epoch, log_start)) = position else {
+        let Ok(position) = position else {
             continue;
         };
-        let epoch = part.leader_epoch();
+        let fetch_offset = position.fetch_offset;
+        let epoch = LeaderEpoch(part.leader_epoch());
         let fp = FetchPartition::default()
             .with_partition(key.1)
-            .with_current_leader_epoch(epoch)
-            .with_fetch_offset(fetch_offset)
-            .with_last_fetched_epoch(last_epoch)
-            .with_log_start_offset(log_start)
+            .with_current_leader_epoch(epoch.0)
+            .with_fetch_offset(fetch_offset.0)
+            .with_last_fetched_epoch(position.last_fetched_epoch.0)
+            .with_log_start_offset(position.log_start_offset.0)
             .with_partition_max_bytes(REPLICA_FETCH_MAX_BYTES);
         match topics.iter_mut().find(|t| t.topic_id == key.0) {
             Some(t) => t.partitions.push(fp),
@@ -297,7 +299,7 @@ async fn fetch_once(
     if resp.error_code != 0 {
         return Err(format!("fetch error {}", resp.error_code));
     }
-    let mut out_of_range: Vec<(Arc<Partition>, i64, i32)> = Vec::new();
+    let mut out_of_range: Vec<(Arc<Partition>, Offset, LeaderEpoch)> = Vec::new();
     let mut refused: Vec<Key> = Vec::new();
     let mut work = Vec::new();
     for t in resp.responses {
@@ -308,7 +310,7 @@ async fn fetch_once(
             };
             // The partition changed hands while the fetch was out (Kafka's
             // fetcher drops such answers): the next round starts afresh.
-            if part.leader_epoch() != epoch || part.is_leader() {
+            if part.leader_epoch() != epoch.0 || part.is_leader() {
                 continue;
             }
             match p.error_code {
@@ -369,35 +371,36 @@ async fn fetch_once(
 /// start offset.
 fn apply_answer(
     part: &Partition,
-    fetch_offset: i64,
-    epoch: i32,
+    fetch_offset: Offset,
+    epoch: LeaderEpoch,
     p: &kafka_protocol::messages::fetch_response::PartitionData,
 ) -> Result<(), String> {
     if p.diverging_epoch.epoch >= 0 {
         // Kafka's getOffsetTruncationState.
-        let (leader_epoch, leader_end) = (p.diverging_epoch.epoch, p.diverging_epoch.end_offset);
+        let leader_epoch = LeaderEpoch(p.diverging_epoch.epoch);
+        let leader_end = Offset(p.diverging_epoch.end_offset);
         let (mine, my_end) = part
             .end_offset_for_epoch(leader_epoch)
             .map_err(|e| e.to_string())?;
-        let target = if mine < 0 || my_end < 0 {
+        let target = if mine.0 < 0 || my_end.0 < 0 {
             leader_end.min(fetch_offset)
         } else if mine == leader_epoch {
             my_end.min(leader_end).min(fetch_offset)
         } else {
             my_end.min(fetch_offset)
         };
-        tracing::info!(topic = %part.topic, partition = part.index, from = fetch_offset, to = target, leader_epoch, "truncating a divergent log tail");
+        tracing::info!(topic = %part.topic, partition = part.index, from = %fetch_offset, to = %target, leader_epoch = %leader_epoch, "truncating a divergent log tail");
         return part.truncate_to(epoch, target).map_err(|e| e.to_string());
     }
     let records = p.records.clone().unwrap_or_default();
     // The answer may start before the fetch offset (a batch holding it);
     // skip batches this log has.
-    let start = first_batch_at(&records, fetch_offset);
+    let start = first_batch_at(&records, fetch_offset.0);
     part.on_leader_answer(
         epoch,
         &records[start..],
-        p.high_watermark,
-        p.log_start_offset,
+        Offset(p.high_watermark),
+        Offset(p.log_start_offset),
     )
     .map_err(|e| e.to_string())
 }
@@ -423,8 +426,8 @@ async fn handle_out_of_range(
     conn: &Connection,
     me: i32,
     part: &Arc<Partition>,
-    fetch_offset: i64,
-    epoch: i32,
+    fetch_offset: Offset,
+    epoch: LeaderEpoch,
 ) -> Result<(), String> {
     let ends = |ts: i64| {
         ListOffsetsRequest::default()
@@ -452,19 +455,19 @@ async fn handle_out_of_range(
         if p.error_code != 0 {
             return Err(format!("ListOffsets error {}", p.error_code));
         }
-        Ok::<i64, String>(p.offset)
+        Ok::<Offset, String>(Offset(p.offset))
     };
     let latest = ask(ends(-1)).await?;
     let part = part.clone();
     if latest < fetch_offset {
-        tracing::info!(topic = %part.topic, partition = part.index, from = fetch_offset, to = latest, "truncating to the leader's end");
+        tracing::info!(topic = %part.topic, partition = part.index, from = %fetch_offset, to = %latest, "truncating to the leader's end");
         tokio::task::spawn_blocking(move || part.truncate_to(epoch, latest))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())
     } else {
         let earliest = ask(ends(-2)).await?;
-        tracing::info!(topic = %part.topic, partition = part.index, at = earliest, "starting over at the leader's log start");
+        tracing::info!(topic = %part.topic, partition = part.index, at = %earliest, "starting over at the leader's log start");
         tokio::task::spawn_blocking(move || part.truncate_fully_and_start_at(epoch, earliest))
             .await
             .map_err(|e| e.to_string())?

@@ -104,6 +104,16 @@ pub struct Partition {
     ctx: Arc<ReplicaContext>,
 }
 
+/// Where a follower fetches from, as its log says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchPosition {
+    /// Its log end offset.
+    pub fetch_offset: Offset,
+    /// The epoch of its last batch (-1: none).
+    pub last_fetched_epoch: LeaderEpoch,
+    pub log_start_offset: Offset,
+}
+
 /// A read planned under the log lock, to be completed without it.
 pub struct PlannedRead {
     pub slice: Option<felice_log::ReadSlice>,
@@ -302,8 +312,8 @@ impl Partition {
     /// coordinator's acks=all.
     pub fn await_completion_blocking(
         &self,
-        required_offset: i64,
-        appended_in: i32,
+        required_offset: Offset,
+        appended_in: LeaderEpoch,
         timeout: std::time::Duration,
     ) -> crate::state::Completion {
         use crate::state::Completion;
@@ -344,11 +354,15 @@ impl Partition {
     /// Where an acks=all produce whose batches end just below
     /// `required_offset`, appended in leader epoch `appended_in`, stands
     /// (Kafka's `checkEnoughReplicasReachOffset`).
-    pub fn completion(&self, required_offset: i64, appended_in: i32) -> crate::state::Completion {
+    pub fn completion(
+        &self,
+        required_offset: Offset,
+        appended_in: LeaderEpoch,
+    ) -> crate::state::Completion {
         if self.is_offline() {
             return crate::state::Completion::NotLeader;
         }
-        lock(&self.state).completion(Offset(required_offset), LeaderEpoch(appended_in))
+        lock(&self.state).completion(required_offset, appended_in)
     }
 
     /// The committed ISR, as this broker last applied it.
@@ -365,13 +379,13 @@ impl Partition {
         &self,
         replica: i32,
         broker_epoch: i64,
-        fetch_offset: i64,
+        fetch_offset: Offset,
         eligible: bool,
     ) -> Result<Option<IsrProposal>, StateError> {
         let now = self.ctx.now_ms();
         let mut state = lock(&self.state);
         let effects =
-            state.on_follower_fetch(replica, broker_epoch, Offset(fetch_offset), now, eligible)?;
+            state.on_follower_fetch(replica, broker_epoch, fetch_offset, now, eligible)?;
         self.sync_hw(&state);
         drop(state);
         if effects.hw_moved.is_some() {
@@ -419,13 +433,14 @@ impl Partition {
         }
     }
 
-    /// What a follower sends its leader (blocking: the log lock): the
-    /// offset to fetch from (its log end offset), the epoch of its last
-    /// batch (-1: none), its log start offset.
-    pub fn fetch_position(&self) -> Result<(i64, i32, i64), ReplicaError> {
+    /// What a follower sends its leader (blocking: the log lock).
+    pub fn fetch_position(&self) -> Result<FetchPosition, ReplicaError> {
         self.with_log(|log| {
-            let epoch = log.epochs().last().map_or(-1, |e| e.epoch);
-            Ok((log.log_end_offset(), epoch, log.log_start_offset()))
+            Ok(FetchPosition {
+                fetch_offset: Offset(log.log_end_offset()),
+                last_fetched_epoch: LeaderEpoch(log.epochs().last().map_or(-1, |e| e.epoch)),
+                log_start_offset: Offset(log.log_start_offset()),
+            })
         })
     }
 
@@ -435,8 +450,8 @@ impl Partition {
     /// new log end offset and the leader's high watermark, if given.
     fn follower_write(
         &self,
-        epoch: i32,
-        leader_hw: Option<i64>,
+        epoch: LeaderEpoch,
+        leader_hw: Option<Offset>,
         write: impl FnOnce(&mut Log) -> Result<(), LogError>,
     ) -> Result<(), ReplicaError> {
         let not_following = || ReplicaError::NotLeader(format!("{}-{}", self.topic, self.index));
@@ -447,7 +462,7 @@ impl Partition {
             .ok_or_else(|| ReplicaError::Closed(format!("{}-{}", self.topic, self.index)))?;
         {
             let state = lock(&self.state);
-            if state.is_leader() || state.leader_epoch().0 != epoch {
+            if state.is_leader() || state.leader_epoch() != epoch {
                 return Err(not_following());
             }
         }
@@ -457,7 +472,7 @@ impl Partition {
             .store(log.log_start_offset(), Ordering::Release);
         self.log_end_offset.store(leo, Ordering::Release);
         let mut state = lock(&self.state);
-        state.on_follower_log(Offset(leo), leader_hw.map(Offset));
+        state.on_follower_log(Offset(leo), leader_hw);
         self.sync_hw(&state);
         drop(state);
         drop(guard);
@@ -472,10 +487,10 @@ impl Partition {
     /// epoch the fetch was made in.
     pub fn on_leader_answer(
         &self,
-        epoch: i32,
+        epoch: LeaderEpoch,
         records: &[u8],
-        leader_hw: i64,
-        leader_log_start: i64,
+        leader_hw: Offset,
+        leader_log_start: Offset,
     ) -> Result<(), ReplicaError> {
         let now = self.ctx.now_ms();
         self.follower_write(epoch, Some(leader_hw), |log| {
@@ -496,7 +511,7 @@ impl Partition {
                     }
                 }
             }
-            let start = leader_log_start.min(log.log_end_offset());
+            let start = leader_log_start.0.min(log.log_end_offset());
             if start > log.log_start_offset() {
                 log.delete_records_before(start)?;
             }
@@ -510,24 +525,34 @@ impl Partition {
 
     /// Cuts the log to end at `offset` (a follower's divergent tail, in
     /// leader epoch `epoch`; blocking: the log lock).
-    pub fn truncate_to(&self, epoch: i32, offset: i64) -> Result<(), ReplicaError> {
-        self.follower_write(epoch, None, |log| log.truncate_to(offset))?;
+    pub fn truncate_to(&self, epoch: LeaderEpoch, offset: Offset) -> Result<(), ReplicaError> {
+        self.follower_write(epoch, None, |log| log.truncate_to(offset.0))?;
         self.wake_waiters();
         Ok(())
     }
 
     /// Empties the log and starts it at `offset` (the leader no longer has
     /// what this follower would fetch; blocking: the log lock).
-    pub fn truncate_fully_and_start_at(&self, epoch: i32, offset: i64) -> Result<(), ReplicaError> {
-        self.follower_write(epoch, None, |log| log.truncate_fully_and_start_at(offset))?;
+    pub fn truncate_fully_and_start_at(
+        &self,
+        epoch: LeaderEpoch,
+        offset: Offset,
+    ) -> Result<(), ReplicaError> {
+        self.follower_write(epoch, None, |log| log.truncate_fully_and_start_at(offset.0))?;
         self.wake_waiters();
         Ok(())
     }
 
     /// Kafka's `endOffsetForEpoch` on this partition's log (blocking: the
     /// log lock).
-    pub fn end_offset_for_epoch(&self, epoch: i32) -> Result<(i32, i64), ReplicaError> {
-        self.with_log(|log| Ok(log.end_offset_for_epoch(epoch)))
+    pub fn end_offset_for_epoch(
+        &self,
+        epoch: LeaderEpoch,
+    ) -> Result<(LeaderEpoch, Offset), ReplicaError> {
+        self.with_log(|log| {
+            let (e, end) = log.end_offset_for_epoch(epoch.0);
+            Ok((LeaderEpoch(e), Offset(end)))
+        })
     }
 
     pub fn high_watermark(&self) -> i64 {

@@ -299,8 +299,9 @@ fn follower_checks(
 ) -> Result<Option<(i32, i64)>, ResponseError> {
     if s.last_fetched_epoch >= 0 {
         let (epoch, end) = part
-            .end_offset_for_epoch(s.last_fetched_epoch)
+            .end_offset_for_epoch(felice_replica::LeaderEpoch(s.last_fetched_epoch))
             .map_err(|e| read_error_code(&e))?;
+        let (epoch, end) = (epoch.0, end.0);
         if epoch < 0 || end < 0 {
             return Err(ResponseError::OffsetOutOfRange);
         }
@@ -315,7 +316,7 @@ fn follower_checks(
         let r = part.on_follower_fetch(
             follower.id,
             follower.broker_epoch,
-            s.fetch_offset,
+            felice_replica::Offset(s.fetch_offset),
             follower.eligible,
         );
         match r {

@@ -557,7 +557,10 @@ async fn await_replication(
             // Register before checking, so a move in between is not missed.
             let waiter = Arc::new(tokio::sync::Notify::new());
             partition.add_waiter(waiter.clone());
-            let now = partition.completion(required, epoch);
+            let now = partition.completion(
+                felice_replica::Offset(required),
+                felice_replica::LeaderEpoch(epoch),
+            );
             if now != Completion::Waiting {
                 partition.remove_waiter(&waiter);
                 break now;
