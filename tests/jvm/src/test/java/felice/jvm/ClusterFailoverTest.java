@@ -217,8 +217,10 @@ class ClusterFailoverTest {
                 throw new RuntimeException(e);
             }
         });
+        // Each node learns the new leader on its own time: ask until one says.
         TopicDescription after = Support.waitFor(Duration.ofSeconds(30), "a new leader", () -> describe(topic),
-                d -> d != null && d.partitions().get(0).leader() != null);
+                d -> d != null && d.partitions().get(0).leader() != null
+                        && d.partitions().get(0).leader().id() != leader);
         assertNotEquals(leader, after.partitions().get(0).leader().id());
         assertEquals(expected(), readBack(topic));
     }
