@@ -366,7 +366,7 @@ impl Broker {
     /// deleted topics, as Kafka's does. Blocking (log creation): call on a
     /// blocking thread. Serialised, so that two images never apply out of
     /// order.
-    pub fn apply(&self, image: Arc<MetadataImage>) {
+    pub fn apply(self: &Arc<Self>, image: Arc<MetadataImage>) {
         let _serial = match self.apply_lock.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -386,11 +386,21 @@ impl Broker {
             .filter(|t| image.topic_by_id(&t.topic_id).is_none())
             .map(|t| t.name.clone())
             .collect();
-        // Offsets exist only once `__consumer_offsets` was applied.
+        // Offsets exist only once `__consumer_offsets` was applied. Their
+        // tombstones wait for the ISR (acks=all, up to
+        // `offsets.commit.timeout.ms` per group): off the metadata path, so
+        // applying the next image never waits on them.
         if !deleted.is_empty() && previous.topic(crate::coordinator::OFFSETS_TOPIC).is_some() {
-            self.groups.remove_offsets_of_topics(self, &deleted);
+            let broker = self.clone();
+            let work = move || broker.groups.remove_offsets_of_topics(&*broker, &deleted);
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => {
+                    h.spawn_blocking(work);
+                }
+                Err(_) => work(),
+            }
         }
-        self.groups.on_image(self, &image);
+        self.groups.on_image(&**self, &image);
         self.applied.publish(image);
     }
 }
