@@ -27,7 +27,7 @@
 //! heartbeat, lost-connection and probe entry per registered broker.
 
 use crate::controller::{commit_error, ControllerContext};
-use felice_metadata::{MetadataImage, MetadataRecord, NodeId};
+use felice_metadata::{MetadataImage, MetadataRecord, NodeId, PartitionImage, TopicImage};
 use kafka_protocol::messages::{
     BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest,
     BrokerRegistrationResponse,
@@ -189,7 +189,12 @@ impl Heartbeats {
 /// The leader epoch goes up only when the leader changes (an ISR-only
 /// change must not fence the followers' fetches, KAFKA-15021); the
 /// partition epoch goes up at every change.
-pub fn leadership_records(image: &MetadataImage, node: NodeId, fence: bool) -> Vec<MetadataRecord> {
+pub fn leadership_records(
+    image: &MetadataImage,
+    node: NodeId,
+    fence: bool,
+    unclean: impl Fn(&TopicImage) -> bool,
+) -> Vec<MetadataRecord> {
     let unfenced = |b: &NodeId| *b != node && image.brokers.get(b).is_some_and(|x| !x.fenced);
     let mut out = Vec::new();
     for t in image.topics() {
@@ -205,9 +210,15 @@ pub fn leadership_records(image: &MetadataImage, node: NodeId, fence: bool) -> V
                 } else {
                     p.leader
                 };
-                Some((leader, isr))
+                match elect_unclean(p, leader, unfenced, || unclean(t)) {
+                    Some(u) => Some((u, vec![u])),
+                    None => Some((leader, isr)),
+                }
             } else if !fence && p.leader < 0 && p.isr.contains(&node) {
                 Some((node, p.isr.clone()))
+            } else if !fence && p.leader < 0 && p.replicas.contains(&node) && unclean(t) {
+                // Unclean election: the returning replica leads alone.
+                Some((node, vec![node]))
             } else {
                 None
             };
@@ -233,6 +244,85 @@ pub fn leadership_records(image: &MetadataImage, node: NodeId, fence: bool) -> V
         }
     }
     out
+}
+
+/// Unclean election (`unclean.leader.election.enable`, Kafka's
+/// `PartitionChangeBuilder.electLeader` when no ISR member can lead): when
+/// the clean election found no leader and the topic allows it, the first
+/// replica, in replica order, that is `acceptable` leads, alone in the ISR.
+/// Records it had not may be lost: that is what the setting accepts.
+pub fn elect_unclean(
+    p: &PartitionImage,
+    clean: NodeId,
+    acceptable: impl Fn(&NodeId) -> bool,
+    allowed: impl FnOnce() -> bool,
+) -> Option<NodeId> {
+    if clean >= 0 || !allowed() {
+        return None;
+    }
+    p.replicas.iter().copied().find(|r| acceptable(r))
+}
+
+/// Whether `t` may elect a leader outside its ISR: its
+/// `unclean.leader.election.enable` override, or the controller's broker
+/// default (false, as Kafka's).
+pub fn unclean_allowed(config: &crate::BrokerConfig, t: &TopicImage) -> bool {
+    t.configs
+        .get("unclean.leader.election.enable")
+        .map(String::as_str)
+        .or(config.value("unclean.leader.election.enable"))
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// Leaderless partitions of topics that allow unclean election get the
+/// first unfenced replica as leader, alone in the ISR (the setting may have
+/// been turned on after the partition lost its last ISR member). Runs on
+/// the active controller now and then.
+pub async fn unclean_elections(ctx: &ControllerContext) {
+    let metrics = ctx.quorum.raft().metrics().borrow().clone();
+    if metrics.current_leader != Some(ctx.config.node_id as u64) {
+        return;
+    }
+    let config = &ctx.config;
+    let needs = |image: &MetadataImage| {
+        image
+            .topics()
+            .into_iter()
+            .any(|t| t.partitions.iter().any(|p| p.leader < 0) && unclean_allowed(config, t))
+    };
+    if !needs(&ctx.quorum.image()) {
+        return;
+    }
+    let r = ctx
+        .quorum
+        .commit::<std::convert::Infallible>(|image| {
+            let acceptable = |b: &NodeId| image.brokers.get(b).is_some_and(|x| !x.fenced);
+            let mut records = Vec::new();
+            for t in image.topics() {
+                if !unclean_allowed(config, t) {
+                    continue;
+                }
+                for p in t.partitions.iter().filter(|p| p.leader < 0) {
+                    if let Some(leader) = elect_unclean(p, -1, acceptable, || true) {
+                        tracing::warn!(topic = %t.name, partition = p.partition, leader, "unclean leader election: records outside the old ISR may be lost");
+                        records.push(MetadataRecord::Partition {
+                            topic_id: t.topic_id,
+                            partition: p.partition,
+                            replicas: p.replicas.clone(),
+                            isr: vec![leader],
+                            leader,
+                            leader_epoch: p.leader_epoch + 1,
+                            partition_epoch: p.partition_epoch + 1,
+                        });
+                    }
+                }
+            }
+            Ok(records)
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "unclean elections not committed");
+    }
 }
 
 /// A clean election (Kafka's `PartitionChangeBuilder.electLeader` with
@@ -329,7 +419,9 @@ pub async fn register_broker(
             if new_incarnation && current.is_some_and(|b| b.incarnation_id.is_some()) {
                 let mut after = image.clone();
                 after.apply_mut(&records[0]);
-                records.extend(leadership_records(&after, node_id, true));
+                records.extend(leadership_records(&after, node_id, true, |t| {
+                    unclean_allowed(&ctx.config, t)
+                }));
             }
             Ok(records)
         })
@@ -426,7 +518,9 @@ async fn change_fencing(
             // Leadership is chosen against the image with the change.
             let mut after = image.clone();
             after.apply_mut(&records[0]);
-            records.extend(leadership_records(&after, node, fence));
+            records.extend(leadership_records(&after, node, fence, |t| {
+                unclean_allowed(&ctx.config, t)
+            }));
             Ok(records)
         })
         .await;
@@ -588,6 +682,67 @@ mod tests {
         image
     }
 
+    /// With `unclean.leader.election.enable`, a partition whose last ISR
+    /// member is fenced goes to the first unfenced replica outside the ISR,
+    /// alone in the new ISR (a new leader epoch); without it, it waits. An
+    /// unfenced replica of a leaderless partition that allows it leads.
+    #[test]
+    fn unclean_election_takes_a_replica_outside_the_isr_when_allowed() {
+        let mut image = image();
+        let topic_id = image.topic("t").expect("topic").topic_id;
+        // Partition 1 on [1, 2] with 1 alone in its ISR.
+        image.apply_mut(&MetadataRecord::Partition {
+            topic_id,
+            partition: 1,
+            replicas: vec![1, 2],
+            isr: vec![1],
+            leader: 1,
+            leader_epoch: 3,
+            partition_epoch: 5,
+        });
+        image.apply_mut(&MetadataRecord::FenceBroker {
+            node_id: 1,
+            broker_epoch: 1,
+        });
+        let clean = leadership_records(&image, 1, true, |_| false);
+        let p1 = |records: &[MetadataRecord]| {
+            records.iter().find_map(|r| match r {
+                MetadataRecord::Partition {
+                    partition: 1,
+                    leader,
+                    isr,
+                    leader_epoch,
+                    ..
+                } => Some((*leader, isr.clone(), *leader_epoch)),
+                _ => None,
+            })
+        };
+        assert_eq!(p1(&clean), Some((-1, vec![1], 4)), "clean: it waits for 1");
+        let unclean = leadership_records(&image, 1, true, |_| true);
+        assert_eq!(
+            p1(&unclean),
+            Some((2, vec![2], 4)),
+            "unclean: 2 leads alone"
+        );
+        // Already leaderless, then a replica returns: it leads when allowed.
+        for r in &clean {
+            image.apply_mut(r);
+        }
+        image.apply_mut(&MetadataRecord::FenceBroker {
+            node_id: 2,
+            broker_epoch: 2,
+        });
+        image.apply_mut(&MetadataRecord::UnfenceBroker {
+            node_id: 2,
+            broker_epoch: 2,
+        });
+        assert_eq!(p1(&leadership_records(&image, 2, false, |_| false)), None);
+        assert_eq!(
+            p1(&leadership_records(&image, 2, false, |_| true)),
+            Some((2, vec![2], 5))
+        );
+    }
+
     #[test]
     fn fencing_moves_leadership_and_unfencing_restores_leaderless_partitions() {
         let mut image = image();
@@ -595,7 +750,7 @@ mod tests {
             node_id: 1,
             broker_epoch: 1,
         });
-        let fenced = leadership_records(&image, 1, true);
+        let fenced = leadership_records(&image, 1, true, |_| false);
         for r in &fenced {
             image.apply_mut(r);
         }
@@ -619,7 +774,7 @@ mod tests {
             node_id: 1,
             broker_epoch: 1,
         });
-        for r in leadership_records(&image, 1, false) {
+        for r in leadership_records(&image, 1, false, |_| false) {
             image.apply_mut(&r);
         }
         let t = image.topic("t").expect("topic");

@@ -194,6 +194,16 @@ pub async fn on_controller(
                 } else {
                     p.leader
                 };
+                let topic = image.topic_by_id(topic_id);
+                let (leader, isr) =
+                    match crate::broker_lifecycle::elect_unclean(p, leader, acceptable, || {
+                        topic.is_some_and(|t| {
+                            crate::broker_lifecycle::unclean_allowed(&ctx.config, t)
+                        })
+                    }) {
+                        Some(u) => (u, vec![u]),
+                        None => (leader, isr),
+                    };
                 if leader == p.leader && isr == p.isr {
                     continue;
                 }

@@ -525,17 +525,27 @@ async fn heartbeats(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// How often the active controller looks for leaderless partitions of
+/// topics with `unclean.leader.election.enable`.
+const UNCLEAN_ELECTION_EVERY: Duration = Duration::from_secs(5);
+
 /// The active controller's fencing sweep, several times per session
 /// timeout (on other nodes it does nothing).
 async fn fence_stale_brokers(ctx: Arc<ControllerContext>, mut shutdown: watch::Receiver<bool>) {
     // Often enough for the liveness probe's thresholds (hundreds of ms).
     let every = Duration::from_millis((ctx.config.broker_session_timeout_ms / 8).clamp(50, 100));
+    // Unclean elections for leaderless partitions, every few seconds.
+    let mut unclean_at = Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,
         }
         crate::broker_lifecycle::fence_stale_brokers(&ctx).await;
+        if unclean_at.elapsed() >= UNCLEAN_ELECTION_EVERY {
+            unclean_at = Instant::now();
+            crate::broker_lifecycle::unclean_elections(&ctx).await;
+        }
     }
 }
 

@@ -1595,6 +1595,100 @@ async fn a_leader_cut_off_by_a_network_partition_is_replaced_and_rejoins() {
     );
 }
 
+/// `unclean.leader.election.enable=true` on a topic (three brokers, three
+/// controllers apart): its followers are paused until they leave the ISR
+/// (and are fenced), then its leader, alone in the ISR, is killed. Nobody in the ISR can lead; once the followers
+/// come back, one of them is elected from outside the ISR (alone in it) and
+/// takes writes again, as Kafka's unclean election does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unclean_election_brings_back_a_partition_whose_isr_died() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+    // Controllers apart from the brokers: pausing two brokers must not
+    // take the metadata quorum with them.
+    let mut cluster = Cluster::start_mixed(
+        3,
+        3,
+        "controller",
+        &[
+            "broker.session.timeout.ms=3000",
+            "replica.lag.time.max.ms=2000",
+        ],
+    );
+    cluster.wait_all_ready().await;
+    let brokers = cluster.brokers();
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("unclean")))
+            .with_num_partitions(1)
+            .with_replication_factor(3)
+            .with_configs(vec![CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str("unclean.leader.election.enable"))
+                .with_value(Some(StrBytes::from_static_str("true")))])]);
+    let resp = call_once(&cluster.addr(brokers[0]), &req, 7)
+        .await
+        .expect("create");
+    assert_eq!(resp.topics[0].error_code, 0);
+    let at0 = cluster.addr(brokers[0]);
+    wait_until("three replicas in sync", || {
+        let at0 = at0.clone();
+        async move {
+            isr_of(&at0, "unclean")
+                .await
+                .is_some_and(|isr| isr.len() == 3)
+        }
+    })
+    .await;
+    let (_, _, leader) = leader_of(&at0, "unclean", 0).await.expect("leader");
+    let l = cluster.index_of(leader);
+    let followers: Vec<usize> = brokers.iter().copied().filter(|i| *i != l).collect();
+    for f in &followers {
+        cluster.pause(*f, true);
+    }
+    let at = cluster.addr(l);
+    wait_until("the leader alone in the ISR", || {
+        let at = at.clone();
+        async move {
+            isr_of(&at, "unclean")
+                .await
+                .is_some_and(|isr| isr == vec![leader])
+        }
+    })
+    .await;
+    cluster.kill9(l);
+    for f in &followers {
+        cluster.pause(*f, false);
+    }
+    let witness = cluster.addr(followers[0]);
+    wait_until("a follower elected from outside the ISR", || {
+        let witness = witness.clone();
+        async move {
+            leader_of(&witness, "unclean", 0)
+                .await
+                .is_some_and(|(_, code, l)| code == 0 && l >= 0 && l != leader)
+        }
+    })
+    .await;
+    let (_, _, new_leader) = leader_of(&witness, "unclean", 0).await.expect("leader");
+    // Elected alone in the ISR; the other follower may have caught up and
+    // joined it since. The dead leader is not in it.
+    let isr = isr_of(&witness, "unclean").await.expect("isr");
+    assert!(
+        isr.contains(&new_leader) && !isr.contains(&leader),
+        "ISR {isr:?} after the unclean election of {new_leader}"
+    );
+    let at = cluster.addr(cluster.index_of(new_leader));
+    wait_until("the unclean leader to take writes", || {
+        let at = at.clone();
+        async move {
+            produce(&at, "unclean", 0, batch(&[b"after"]))
+                .await
+                .is_ok_and(|code| code == 0)
+        }
+    })
+    .await;
+}
+
 /// The ISR of partition 0 of `topic`, as `addr` reports it.
 async fn isr_of(addr: &str, topic: &str) -> Option<Vec<i32>> {
     let md = topics_of(addr).await.ok()?;
