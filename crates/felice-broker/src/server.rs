@@ -46,6 +46,10 @@ impl RunningBroker {
                 }
             }
         }
+        // The followers learn that commit before this leader goes.
+        if let MetadataSource::Voter(q) = &self.broker.metadata {
+            q.hand_over(std::time::Duration::from_secs(1)).await;
+        }
         self.broker.controller.close();
         let _ = self.shutdown.send(true);
         for t in self.tasks {
@@ -68,6 +72,10 @@ pub struct RunningController {
 
 impl RunningController {
     pub async fn stop(self) {
+        self.controller
+            .quorum
+            .hand_over(std::time::Duration::from_secs(1))
+            .await;
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;

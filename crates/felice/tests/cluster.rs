@@ -1904,6 +1904,8 @@ struct Ledger {
     acked: Vec<(i64, u64)>,
     /// When each acknowledgement arrived.
     ack_times: Vec<Instant>,
+    /// The address the last acknowledgement came from.
+    last_ack_from: String,
     attempts: u64,
     errors: u64,
 }
@@ -1936,6 +1938,39 @@ async fn find_leader(nodes: &[(i32, String)], topic: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// The leader of partition 0 of `topic` and its ISR when every one of
+/// `nodes` ((id, address)) reports the same ones: a node that was cut off
+/// answers from its own, older metadata for a while after it is back.
+async fn agreed(nodes: &[(i32, String)], topic: &str) -> Option<(String, Vec<i32>)> {
+    let mut seen: Option<(i32, Vec<i32>)> = None;
+    for (_, at) in nodes {
+        let asked = tokio::time::timeout(Duration::from_secs(1), async {
+            let md = topics_of(at).await.ok()?;
+            let t = md
+                .topics
+                .iter()
+                .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))?;
+            let p = t.partitions.first()?;
+            (p.error_code == 0 && p.leader_id.0 >= 0).then(|| {
+                (
+                    p.leader_id.0,
+                    p.isr_nodes.iter().map(|b| b.0).collect::<Vec<_>>(),
+                )
+            })
+        })
+        .await
+        .ok()
+        .flatten()?;
+        match &seen {
+            Some(s) if *s != asked => return None,
+            _ => seen = Some(asked),
+        }
+    }
+    let (leader, isr) = seen?;
+    let at = nodes.iter().find(|(id, _)| *id == leader)?.1.clone();
+    Some((at, isr))
 }
 
 /// An idempotent acks=all producer of one record per request, one request
@@ -2001,6 +2036,7 @@ async fn checker_producer(
                 Some((0, offset)) => {
                     l.acked.push((offset, seq));
                     l.ack_times.push(Instant::now());
+                    l.last_ack_from = leader.clone().unwrap_or_default();
                     true
                 }
                 _ => {
@@ -2592,12 +2628,18 @@ async fn fault_checker<N: FaultNodes>(cluster: &mut N, label: &str) {
         0
     );
     let nodes: Vec<(i32, String)> = (0..n).map(|i| (cluster.id(i), cluster.addr(i))).collect();
+    // Every live node must agree: a healed node first answers from its
+    // own, older metadata.
     let isr_full = |c: &N| {
-        let at = c.addr(c.live()[0]);
+        let live: Vec<(i32, String)> = c.live().into_iter().map(|i| (c.id(i), c.addr(i))).collect();
         async move {
-            wait_until("the ISR back to three", || {
-                let at = at.clone();
-                async move { isr_of(&at, TOPIC).await.is_some_and(|isr| isr.len() == 3) }
+            wait_until("every node to see the ISR back to three", || {
+                let live = live.clone();
+                async move {
+                    agreed(&live, TOPIC)
+                        .await
+                        .is_some_and(|(_, isr)| isr.len() == 3)
+                }
             })
             .await;
         }
@@ -2629,6 +2671,9 @@ async fn fault_checker<N: FaultNodes>(cluster: &mut N, label: &str) {
     }
     progress(&acked, 50).await;
     let mut windows: Vec<(String, Duration)> = Vec::new();
+    let began = Instant::now();
+    // When each fault struck, for the report of any loss.
+    let mut struck: Vec<(Duration, String)> = Vec::new();
     let window_since = |fault: Instant, ledger: &std::sync::Mutex<Ledger>| {
         ledger.lock().expect("ledger").window_after(fault)
     };
@@ -2637,6 +2682,10 @@ async fn fault_checker<N: FaultNodes>(cluster: &mut N, label: &str) {
     let (_, _, leader) = leader_of(&cluster.addr(0), TOPIC, 0).await.expect("leader");
     let victim = cluster.index_of(leader);
     let fault = Instant::now();
+    struck.push((
+        fault.duration_since(began),
+        format!("fault {}", struck.len() + 1),
+    ));
     let before = acked();
     cluster.kill9(victim);
     wait_until("acks after the leader's kill", || async {
@@ -2654,6 +2703,10 @@ async fn fault_checker<N: FaultNodes>(cluster: &mut N, label: &str) {
         .expect("controller");
     let victim = cluster.index_of(active);
     let fault = Instant::now();
+    struck.push((
+        fault.duration_since(began),
+        format!("fault {}", struck.len() + 1),
+    ));
     let before = acked();
     cluster.kill9(victim);
     wait_until("acks after the controller's kill", || async {
@@ -2672,6 +2725,10 @@ async fn fault_checker<N: FaultNodes>(cluster: &mut N, label: &str) {
     let (_, _, leader) = leader_of(&cluster.addr(0), TOPIC, 0).await.expect("leader");
     let follower = (0..n).find(|i| cluster.id(*i) != leader).expect("follower");
     let fault = Instant::now();
+    struck.push((
+        fault.duration_since(began),
+        format!("fault {}", struck.len() + 1),
+    ));
     cluster.pause(follower, true);
     let at = cluster.addr(cluster.index_of(leader));
     wait_until("the paused follower out of the ISR", || {
@@ -2693,6 +2750,10 @@ async fn fault_checker<N: FaultNodes>(cluster: &mut N, label: &str) {
     // shutdown) and started again, the ISR full again before the next.
     for i in 0..n {
         let fault = Instant::now();
+        struck.push((
+            fault.duration_since(began),
+            format!("fault {}", struck.len() + 1),
+        ));
         let before = acked();
         cluster.terminate(i);
         wait_until("acks during the rolling restart", || async {
@@ -2714,6 +2775,10 @@ async fn fault_checker<N: FaultNodes>(cluster: &mut N, label: &str) {
         .expect("coordinator");
     let victim = cluster.index_of(coordinator);
     let fault = Instant::now();
+    struck.push((
+        fault.duration_since(began),
+        format!("fault {}", struck.len() + 1),
+    ));
     let (before, committed_before) = (acked(), commits());
     cluster.kill9(victim);
     wait_until("commits after the coordinator's kill", || async {
@@ -2743,6 +2808,10 @@ async fn fault_checker<N: FaultNodes>(cluster: &mut N, label: &str) {
         let (_, _, leader) = leader_of(&cluster.addr(0), TOPIC, 0).await.expect("leader");
         let victim = cluster.index_of(leader);
         let fault = Instant::now();
+        struck.push((
+            fault.duration_since(began),
+            format!("fault {}", struck.len() + 1),
+        ));
         let before = acked();
         cluster.cut(victim, true);
         wait_until("acks while the leader is cut off", || async {
@@ -2766,7 +2835,11 @@ async fn fault_checker<N: FaultNodes>(cluster: &mut N, label: &str) {
         let l = ledger.lock().expect("ledger");
         (l.acked.clone(), l.attempts, l.errors)
     };
-    let reader = find_leader(&nodes, TOPIC).await.expect("a leader");
+    wait_until("every node to agree on the leader", || async {
+        agreed(&nodes, TOPIC).await.is_some()
+    })
+    .await;
+    let (reader, _) = agreed(&nodes, TOPIC).await.expect("an agreed leader");
     let read = read_all(&reader, TOPIC).await.expect("read back");
     let mut seen: std::collections::HashMap<u64, Vec<i64>> = std::collections::HashMap::new();
     for (offset, n) in &read {
@@ -2819,6 +2892,38 @@ async fn fault_checker<N: FaultNodes>(cluster: &mut N, label: &str) {
     );
     for (fault, window) in &windows {
         println!("{label}: {fault}: longest time without an acknowledgement {window:?}");
+    }
+    if !lost.is_empty() {
+        // What each node says now, then where the lost records came from.
+        for (id, at) in &nodes {
+            println!(
+                "{label}: node {id} ({at}) says leader {:?}, high watermark {:?}",
+                leader_of(at, TOPIC, 0).await.map(|x| (x.1, x.2)),
+                high_watermark(at, TOPIC, 0).await.ok()
+            );
+        }
+        let l = ledger.lock().expect("ledger");
+        let at = |seq: u64| {
+            l.acked
+                .iter()
+                .position(|(_, n)| *n == seq)
+                .map(|i| l.ack_times[i].duration_since(began))
+        };
+        let (first, last) = (lost[0], lost[lost.len() - 1]);
+        println!(
+            "{label}: read from {reader}; the last acknowledgement came from {}",
+            l.last_ack_from
+        );
+        println!(
+            "{label}: LOST offsets {}..={} (records {}..={}), acknowledged at {:?}..{:?}; faults at {struck:?}; read back ends at offset {}",
+            first.0,
+            last.0,
+            first.1,
+            last.1,
+            at(first.1),
+            at(last.1),
+            read.last().map_or(-1, |r| r.0)
+        );
     }
     assert!(
         lost.is_empty(),
