@@ -222,28 +222,40 @@ pub fn leadership_records(
             } else {
                 None
             };
-            let Some((leader, isr)) = change else {
-                continue;
-            };
-            if leader == p.leader && isr == p.isr {
-                continue;
+            if let Some((leader, isr)) = change {
+                out.extend(partition_change(t.topic_id, p, leader, isr));
             }
-            out.push(MetadataRecord::Partition {
-                topic_id: t.topic_id,
-                partition: p.partition,
-                replicas: p.replicas.clone(),
-                isr,
-                leader,
-                leader_epoch: if leader == p.leader {
-                    p.leader_epoch
-                } else {
-                    p.leader_epoch + 1
-                },
-                partition_epoch: p.partition_epoch + 1,
-            });
         }
     }
     out
+}
+
+/// The record that gives `p` (of topic `topic_id`) `leader` and `isr`, or
+/// none when both are what it has. The leader epoch goes up only with the
+/// leader (an ISR-only change must not fence the followers' fetches,
+/// KAFKA-15021); the partition epoch goes up at every change.
+pub fn partition_change(
+    topic_id: felice_metadata::TopicId,
+    p: &PartitionImage,
+    leader: NodeId,
+    isr: Vec<NodeId>,
+) -> Option<MetadataRecord> {
+    if leader == p.leader && isr == p.isr {
+        return None;
+    }
+    Some(MetadataRecord::Partition {
+        topic_id,
+        partition: p.partition,
+        replicas: p.replicas.clone(),
+        isr,
+        leader,
+        leader_epoch: if leader == p.leader {
+            p.leader_epoch
+        } else {
+            p.leader_epoch + 1
+        },
+        partition_epoch: p.partition_epoch + 1,
+    })
 }
 
 /// Unclean election (`unclean.leader.election.enable`, Kafka's
@@ -305,15 +317,7 @@ pub async fn unclean_elections(ctx: &ControllerContext) {
                 for p in t.partitions.iter().filter(|p| p.leader < 0) {
                     if let Some(leader) = elect_unclean(p, -1, acceptable, || true) {
                         tracing::warn!(topic = %t.name, partition = p.partition, leader, "unclean leader election: records outside the old ISR may be lost");
-                        records.push(MetadataRecord::Partition {
-                            topic_id: t.topic_id,
-                            partition: p.partition,
-                            replicas: p.replicas.clone(),
-                            isr: vec![leader],
-                            leader,
-                            leader_epoch: p.leader_epoch + 1,
-                            partition_epoch: p.partition_epoch + 1,
-                        });
+                        records.extend(partition_change(t.topic_id, p, leader, vec![leader]));
                     }
                 }
             }

@@ -25,7 +25,7 @@ use crate::broker::Broker;
 use crate::controller::{commit_error, ControllerContext};
 use crate::controller_channel::ControllerRequest;
 use bytes::Buf;
-use felice_metadata::{MetadataRecord, NodeId, TopicId};
+use felice_metadata::{NodeId, TopicId};
 use kafka_protocol::protocol::buf::{ByteBuf, ByteBufMut};
 use kafka_protocol::protocol::{
     Decodable, Encodable, HeaderVersion, Message, Request, VersionRange,
@@ -204,22 +204,9 @@ pub async fn on_controller(
                         Some(u) => (u, vec![u]),
                         None => (leader, isr),
                     };
-                if leader == p.leader && isr == p.isr {
-                    continue;
-                }
-                records.push(MetadataRecord::Partition {
-                    topic_id: *topic_id,
-                    partition: *index,
-                    replicas: p.replicas.clone(),
-                    isr,
-                    leader,
-                    leader_epoch: if leader == p.leader {
-                        p.leader_epoch
-                    } else {
-                        p.leader_epoch + 1
-                    },
-                    partition_epoch: p.partition_epoch + 1,
-                });
+                records.extend(crate::broker_lifecycle::partition_change(
+                    *topic_id, p, leader, isr,
+                ));
             }
             Ok(records)
         })
